@@ -1,0 +1,16 @@
+-- Settle a finished job. ARGV: id, worker, keep_ms (0 = delete now)
+-- Returns 1, or 0 when the worker no longer holds the lease (it expired and the
+-- job was handed to someone else: that run will settle it).
+local id, worker, keep_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local jk = job_key(id)
+if redis.call('HGET', jk, 'lease') ~= worker then return 0 end
+redis.call('ZREM', K_LEASED, id)
+if keep_ms > 0 then
+  redis.call('HSET', jk, 'state', 'done', 'finished_at', now)
+  redis.call('HDEL', jk, 'lease')
+  redis.call('PEXPIRE', jk, keep_ms)
+else
+  redis.call('DEL', jk)
+end
+redis.call('HINCRBY', K_STATS, 'completed', 1)
+return 1

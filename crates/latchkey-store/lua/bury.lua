@@ -1,0 +1,7 @@
+-- Dead-letter a job: it keeps its payload, attempts and this error.
+-- ARGV: id, worker, error, dead_cap. Returns 1, or 0 when the lease is not held.
+local id, worker, err, cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('HGET', job_key(id), 'lease') ~= worker then return 0 end
+redis.call('ZREM', K_LEASED, id)
+bury(id, err, cap)
+return 1

@@ -1,0 +1,75 @@
+-- Lease up to max_jobs ready jobs to a worker, after two bounded chores:
+-- reclaiming expired leases and promoting due scheduled jobs (at most `chunk` each).
+-- ARGV: worker, lease_ms, max_jobs, chunk, default_max_attempts, dead_cap
+-- Returns {now, next_wake_ms or -1, more (1 if a chore hit its bound), recovered,
+--          id, payload, attempts, max_attempts, enqueued_at, ...}
+local worker, lease_ms, max_jobs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local chunk, default_max, dead_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local more = 0
+
+-- 1. Leases that expired: their worker is gone (or stalled). Back to the front
+--    of the line, attempts kept; a job that exhausted its attempts is buried.
+local expired = redis.call('ZRANGE', K_LEASED, '-inf', now, 'BYSCORE', 'LIMIT', 0, chunk)
+if #expired == chunk then more = 1 end
+for _, id in ipairs(expired) do
+  redis.call('ZREM', K_LEASED, id)
+  local jk = job_key(id)
+  local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'lease')
+  if f[1] then
+    local max = tonumber(f[2]) or default_max
+    if tonumber(f[1]) >= max then
+      bury(id, 'lease expired on attempt ' .. f[1] .. ' of ' .. max .. ' (worker ' .. tostring(f[3]) .. ' presumed dead)', dead_cap)
+    else
+      redis.call('HSET', jk, 'state', 'ready')
+      redis.call('HDEL', jk, 'lease')
+      redis.call('RPUSH', K_READY, id)
+    end
+  end
+end
+if #expired > 0 then redis.call('HINCRBY', K_STATS, 'recovered', #expired) end
+
+-- 2. Promote due jobs, only while the ready list is short: a backlog of due jobs
+--    is moved a chunk at a time, never all at once.
+if redis.call('LLEN', K_READY) < chunk then
+  local due = redis.call('ZRANGE', K_SCHED, '-inf', now, 'BYSCORE', 'LIMIT', 0, chunk)
+  if #due == chunk then more = 1 end
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K_SCHED, id)
+    redis.call('HSET', job_key(id), 'state', 'ready')
+    redis.call('LPUSH', K_READY, id)
+  end
+end
+
+-- 3. Lease.
+local out = {now, -1, more, #expired}
+local ids = redis.call('RPOP', K_READY, max_jobs)
+if ids then
+  local expiry = now + lease_ms
+  for _, id in ipairs(ids) do
+    local jk = job_key(id)
+    if redis.call('EXISTS', jk) == 1 then
+      local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+      redis.call('HSET', jk, 'state', 'leased', 'lease', worker)
+      redis.call('ZADD', K_LEASED, expiry, id)
+      local f = redis.call('HMGET', jk, 'payload', 'max_attempts', 'enqueued_at')
+      out[#out + 1] = id
+      out[#out + 1] = f[1] or ''
+      out[#out + 1] = attempts
+      out[#out + 1] = tonumber(f[2]) or default_max
+      out[#out + 1] = tonumber(f[3]) or now
+    else
+      redis.call('HINCRBY', K_STATS, 'orphan_ids', 1)
+    end
+  end
+end
+
+-- 4. Nothing to hand out: tell the worker when to look again.
+if #out == 4 then
+  local nxt = -1
+  local s = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+  if s[2] then nxt = tonumber(s[2]) end
+  local l = redis.call('ZRANGE', K_LEASED, 0, 0, 'WITHSCORES')
+  if l[2] and (nxt == -1 or tonumber(l[2]) < nxt) then nxt = tonumber(l[2]) end
+  out[2] = nxt
+end
+return out

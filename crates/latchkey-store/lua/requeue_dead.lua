@@ -1,0 +1,20 @@
+-- Re-queue dead letters with a fresh attempt budget. The last error is kept.
+-- ARGV: limit, id... (no ids: the oldest `limit` dead letters). Returns the ids re-queued.
+local limit = tonumber(ARGV[1])
+local ids = {}
+if #ARGV > 1 then
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('ZRANGE', K_DEAD, 0, limit - 1)
+end
+local done = {}
+for _, id in ipairs(ids) do
+  if redis.call('ZREM', K_DEAD, id) == 1 and redis.call('EXISTS', job_key(id)) == 1 then
+    redis.call('HSET', job_key(id), 'state', 'ready', 'attempts', 0)
+    redis.call('HDEL', job_key(id), 'finished_at')
+    redis.call('LPUSH', K_READY, id)
+    done[#done + 1] = id
+  end
+end
+if #done > 0 then redis.call('PUBLISH', K_WAKE, now) end
+return done

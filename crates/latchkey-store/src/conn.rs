@@ -1,0 +1,257 @@
+//! One Redis handle per process: a self-healing multiplexed connection (single
+//! node or cluster) plus the RESP3 push channel that carries queue wake-ups.
+//!
+//! The connection reconnects on its own with exponential backoff; its response
+//! timeout is long enough to ride out a multi-second stall (`CLIENT PAUSE`,
+//! a failover) instead of failing the worker. Wake-up messages are routed to the
+//! queues that subscribed; a lost connection wakes every queue so it fetches
+//! again once Redis is back, which is how no wake-up is ever lost for good.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use redis::{
+    Cmd, ProtocolVersion, PushInfo, PushKind, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClientBuilder,
+    cluster_async::ClusterConnection,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    error::{Error, Result},
+    wake::Wake,
+};
+
+/// How to reach Redis.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port[/db]` (or `rediss://` for TLS). Several
+    /// URLs separated by commas mean a Redis Cluster with these seed nodes.
+    pub url: String,
+    /// How long one command may take before it fails (and is retried). Longer
+    /// than any stall the worker should survive.
+    pub response_timeout: Duration,
+    /// How long a connection attempt may take.
+    pub connection_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for a URL: 10 s response timeout, 5 s connect timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            response_timeout: Duration::from_secs(10),
+            connection_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
+    }
+}
+
+/// A URL with any password replaced by `[redacted]`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let userinfo = &one[s + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                let shown = if userinfo.contains(':') {
+                    format!("{user}:[redacted]")
+                } else {
+                    "[redacted]".to_string()
+                };
+                format!("{}{}{}", &one[..s + 3], shown, &one[at..])
+            }
+            _ => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The connection, single-node or cluster. Cheap to clone; clones share one
+/// multiplexed socket per node.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One Redis server (or a proxy in front of one).
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RedisConn::Single(_) => "RedisConn::Single",
+            RedisConn::Cluster(_) => "RedisConn::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+type Subscribers = Arc<Mutex<HashMap<String, Vec<Weak<Wake>>>>>;
+
+/// The process's Redis handle: connection plus wake-up routing.
+#[derive(Clone)]
+pub struct Redis {
+    conn: RedisConn,
+    subscribers: Subscribers,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.conn {
+            RedisConn::Single(_) => "single",
+            RedisConn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("Redis").field("kind", &kind).finish()
+    }
+}
+
+impl Redis {
+    /// Connects (RESP3, for push messages) and starts routing wake-ups.
+    /// Needs a tokio runtime.
+    pub async fn connect(config: &RedisConfig) -> Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+        let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
+        let conn = if urls.len() == 1 {
+            let info = redis::IntoConnectionInfo::into_connection_info(urls[0])
+                .map_err(|e| Error::Config(format!("{} ({e})", redact_url(urls[0]))))?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let info = info.set_redis_settings(settings);
+            let client = redis::Client::open(info)?;
+            let mgr_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.response_timeout))
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(usize::MAX)
+                .set_automatic_resubscription()
+                .set_push_sender(tx);
+            RedisConn::Single(
+                client
+                    .get_connection_manager_with_config(mgr_config)
+                    .await?,
+            )
+        } else {
+            let client = ClusterClientBuilder::new(urls.iter().copied())
+                .use_protocol(ProtocolVersion::RESP3)
+                .response_timeout(config.response_timeout)
+                .connection_timeout(config.connection_timeout)
+                .push_sender(tx)
+                .build()?;
+            RedisConn::Cluster(client.get_async_connection().await?)
+        };
+        let subscribers: Subscribers = Arc::default();
+        tokio::spawn(route_pushes(rx, Arc::downgrade(&subscribers)));
+        Ok(Self { conn, subscribers })
+    }
+
+    /// A clone of the connection, to run commands on.
+    pub fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Routes wake-up messages of `channel` to `wake` for as long as it lives.
+    pub(crate) async fn subscribe(&self, channel: &str, wake: &Arc<Wake>) -> Result<()> {
+        let first = {
+            let mut subs = self.subscribers.lock().expect("subscribers lock");
+            let list = subs.entry(channel.to_string()).or_default();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(wake));
+            list.len() == 1
+        };
+        if first {
+            match self.conn.clone() {
+                RedisConn::Single(mut c) => c.subscribe(channel).await?,
+                RedisConn::Cluster(mut c) => c.subscribe(channel).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn route_pushes(
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    subscribers: Weak<Mutex<HashMap<String, Vec<Weak<Wake>>>>>,
+) {
+    while let Some(push) = rx.recv().await {
+        let Some(subscribers) = subscribers.upgrade() else {
+            return;
+        };
+        let subs = subscribers.lock().expect("subscribers lock");
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(msg))) =
+                    (push.data.first(), push.data.get(1))
+                else {
+                    continue;
+                };
+                let channel = String::from_utf8_lossy(channel);
+                let due = std::str::from_utf8(msg)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0);
+                for wake in subs
+                    .get(channel.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Weak::upgrade)
+                {
+                    wake.due(due);
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!(
+                    "redis connection lost; reconnecting, workers will fetch again when it is back"
+                );
+                for wake in subs.values().flatten().filter_map(Weak::upgrade) {
+                    wake.due(0);
+                }
+            }
+            _ => {}
+        }
+    }
+}

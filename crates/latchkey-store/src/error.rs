@@ -1,0 +1,78 @@
+//! The one error type of `latchkey-store`, classified once: a Redis failure is
+//! worth retrying (the connection manager reconnects underneath), everything
+//! else is a caller mistake or a bug and is not.
+
+/// Anything that can go wrong talking to the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis could not be reached or answered with an error.
+    #[error("redis error: {0}")]
+    Redis(#[source] redis::RedisError),
+    /// A caller-supplied job id breaks a rule of the wire format.
+    #[error("invalid job id {id:?}: {rule}")]
+    InvalidJobId {
+        /// The id as given.
+        id: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// A queue name breaks a rule of the key layout.
+    #[error("invalid queue name {name:?}: {rule}")]
+    InvalidQueueName {
+        /// The name as given.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// The job's arguments could not be serialised to JSON.
+    #[error("could not encode job payload as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The Redis URL could not be used.
+    #[error("invalid redis configuration: {0}")]
+    Config(String),
+    /// A script answered something this version of latchkey does not understand.
+    #[error("unexpected reply from {script}: {detail}")]
+    Protocol {
+        /// Which script or command.
+        script: &'static str,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether trying again later can succeed: true for Redis being unreachable,
+    /// slow, restarting, failing over or out of memory; false for bad input.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Redis(e) => {
+                e.is_timeout() || !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Redis(e)
+    }
+}
+
+/// Formats an error with its whole chain of causes, `outer: inner: root`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,38 @@
+//! The queue's Lua scripts, one per state change, each atomic. Their sources
+//! live in `lua/`; all but `push.lua` (which producers in other languages run
+//! as is) start with the shared prelude `lua/common.lua`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const COMMON: &str = include_str!("../lua/common.lua");
+
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+pub(crate) struct Scripts {
+    pub push: Script,
+    pub fetch: Script,
+    pub ack: Script,
+    pub retry: Script,
+    pub bury: Script,
+    pub release: Script,
+    pub heartbeat: Script,
+    pub requeue_dead: Script,
+}
+
+/// The source of the push script, for producers that are not written in Rust.
+pub const PUSH_LUA: &str = include_str!("../lua/push.lua");
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    push: Script::new(PUSH_LUA),
+    fetch: with_prelude(include_str!("../lua/fetch.lua")),
+    ack: with_prelude(include_str!("../lua/ack.lua")),
+    retry: with_prelude(include_str!("../lua/retry.lua")),
+    bury: with_prelude(include_str!("../lua/bury.lua")),
+    release: with_prelude(include_str!("../lua/release.lua")),
+    heartbeat: with_prelude(include_str!("../lua/heartbeat.lua")),
+    requeue_dead: with_prelude(include_str!("../lua/requeue_dead.lua")),
+});

@@ -1,0 +1,50 @@
+//! The durable queue's properties, each proven against a real redis-server.
+//! One test binary, one module per property group.
+
+mod burst;
+mod cluster;
+mod depth;
+mod leases;
+mod memory;
+mod pickup;
+mod push;
+mod resilience;
+mod settle;
+mod wire;
+
+use latchkey_store::{Queue, QueueConfig, Redis, RedisConfig};
+use latchkey_tests::unique;
+
+/// A queue with a unique name on `url`.
+pub async fn queue(url: &str, name: &str, config: QueueConfig) -> Queue {
+    let redis = Redis::connect(&RedisConfig::new(url))
+        .await
+        .expect("connect to test redis");
+    Queue::new(redis, &unique(name), config).expect("queue")
+}
+
+/// A plain connection for assertions behind the queue's back.
+pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Waits until the queue's counter `name` reaches `at_least` (jobs settle just
+/// after the handler returns, so tests wait for the settlement itself).
+pub async fn wait_for_counter(q: &Queue, name: &str, at_least: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n = q.counters().await.unwrap().get(name).copied().unwrap_or(0);
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter {name} stuck at {n}, wanted {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,249 @@
+//! Real `redis-server` processes for tests, on free ports, in temporary
+//! directories, killed when dropped.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn have_redis_server() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+const NO_REDIS: &str = "no Redis for tests: install redis-server (Debian: `apt-get install -y redis-server`) \
+     so the harness can start its own, or set REDIS_URL to a Redis it may use";
+
+/// A port that is free now, whose cluster bus port (port + 10000) is free too.
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().unwrap().port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One redis-server.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    url: String,
+    dir: Option<tempfile::TempDir>,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A fresh server with nothing persisted, or the shared `REDIS_URL` one
+    /// when there is no redis-server binary.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A fresh server with extra configuration, e.g. `["--appendonly", "yes"]`.
+    pub fn start_with(args: &[&str]) -> Self {
+        if !have_redis_server() {
+            let url = std::env::var("REDIS_URL").expect(NO_REDIS);
+            return Self {
+                port: 0,
+                url,
+                dir: None,
+                args: Vec::new(),
+                child: None,
+            };
+        }
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+            dir: Some(dir),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.as_ref().expect("own server").path();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(&self.args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        wait_for_ping(self.port);
+    }
+
+    /// Whether this server is the harness's own (and so can be killed, paused...).
+    pub fn is_own(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    fn require_own(&self, what: &str) {
+        assert!(
+            self.is_own(),
+            "{what} needs a redis-server the harness starts itself (install redis-server); REDIS_URL is shared"
+        );
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL (nothing is flushed beyond what fsync wrote).
+    pub fn kill(&mut self) {
+        self.require_own("killing Redis");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.require_own("restarting Redis");
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs redis-cli against this server and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli_at(&self.url, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `redis-cli -u URL args...`, returning stdout; panics on failure.
+pub fn cli_at(url: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-u")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for_ping(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "ping"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on port {port} did not answer PING within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A local Redis Cluster of three masters, no replicas.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them.
+    pub fn start() -> Self {
+        assert!(
+            have_redis_server(),
+            "the cluster test starts its own nodes: {NO_REDIS}"
+        );
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "cluster did not reach state ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    /// The seed URLs, comma-separated: the form `RedisConfig` takes for a cluster.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
