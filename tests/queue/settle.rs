@@ -91,7 +91,10 @@ async fn exhausted_attempts_make_a_dead_letter_that_can_be_requeued() {
     assert_eq!(q.depth().await.unwrap().dead, 1);
 
     // Re-queued with a fresh budget: attempts 1..=3 fail again, so it dies again...
-    assert_eq!(q.requeue_dead(std::slice::from_ref(&id)).await.unwrap(), std::slice::from_ref(&id));
+    assert_eq!(
+        q.requeue_dead(std::slice::from_ref(&id)).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
     runs.wait_until(Duration::from_secs(10), "3 more attempts", |r| r.len() == 6)
         .await;
     let second: Vec<u32> = runs.finished()[3..].iter().map(|r| r.attempt).collect();

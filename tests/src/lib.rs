@@ -6,10 +6,9 @@
 //! test uses its own queue names, and tests that must restart Redis fail with a
 //! message saying so). With neither, tests fail with instructions.
 
-pub mod redis_server;
 pub mod worker;
 
-pub use redis_server::{RedisCluster, RedisServer};
+pub use latchkey_devenv::{RedisCluster, RedisServer, cli_at};
 
 /// Turns on log output for a test when `TEST_LOG` is set.
 pub fn init_logs() {

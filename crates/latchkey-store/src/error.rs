@@ -6,8 +6,17 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Redis could not be reached or answered with an error.
-    #[error("redis error: {0}")]
+    #[error("redis command failed")]
     Redis(#[source] redis::RedisError),
+    /// The first connection to Redis failed (the URL is shown without its password).
+    #[error("cannot connect to redis at {url}")]
+    Connect {
+        /// Where, password redacted.
+        url: String,
+        /// Why.
+        #[source]
+        source: redis::RedisError,
+    },
     /// A caller-supplied job id breaks a rule of the wire format.
     #[error("invalid job id {id:?}: {rule}")]
     InvalidJobId {
@@ -25,7 +34,7 @@ pub enum Error {
         rule: &'static str,
     },
     /// The job's arguments could not be serialised to JSON.
-    #[error("could not encode job payload as JSON: {0}")]
+    #[error("could not encode job payload as JSON")]
     Encode(#[source] serde_json::Error),
     /// The Redis URL could not be used.
     #[error("invalid redis configuration: {0}")]
@@ -48,7 +57,7 @@ impl Error {
     /// slow, restarting, failing over or out of memory; false for bad input.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Redis(e) => {
+            Error::Redis(e) | Error::Connect { source: e, .. } => {
                 e.is_timeout() || !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
             }
             _ => false,

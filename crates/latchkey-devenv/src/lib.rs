@@ -1,5 +1,7 @@
-//! Real `redis-server` processes for tests, on free ports, in temporary
-//! directories, killed when dropped.
+//! Real `redis-server` processes on free ports, in temporary directories,
+//! killed when dropped: what `latchkey demo`, `latchkey bench` and the tests
+//! run against when no Redis is given. Never port 6379: a Redis already running
+//! there is left alone.
 
 use std::{
     net::TcpListener,
@@ -7,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn have_redis_server() -> bool {
+/// Whether `redis-server` is on PATH.
+pub fn have_redis_server() -> bool {
     Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -16,7 +19,8 @@ fn have_redis_server() -> bool {
         .is_ok()
 }
 
-const NO_REDIS: &str = "no Redis for tests: install redis-server (Debian: `apt-get install -y redis-server`) \
+/// What to do when there is no Redis to use.
+pub const NO_REDIS: &str = "no Redis to use: install redis-server (Debian: `apt-get install -y redis-server`) \
      so the harness can start its own, or set REDIS_URL to a Redis it may use";
 
 /// A port that is free now, whose cluster bus port (port + 10000) is free too.
@@ -47,17 +51,24 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// A fresh server with extra configuration, e.g. `["--appendonly", "yes"]`.
+    /// A fresh server with extra configuration, e.g. `["--appendonly", "yes"]`;
+    /// when there is no redis-server binary, the one at `REDIS_URL`; panics
+    /// with instructions when there is neither.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::try_start_with(args).expect(NO_REDIS)
+    }
+
+    /// Like [`RedisServer::start_with`], but `None` instead of a panic.
+    pub fn try_start_with(args: &[&str]) -> Option<Self> {
         if !have_redis_server() {
-            let url = std::env::var("REDIS_URL").expect(NO_REDIS);
-            return Self {
+            let url = std::env::var("REDIS_URL").ok()?;
+            return Some(Self {
                 port: 0,
                 url,
                 dir: None,
                 args: Vec::new(),
                 child: None,
-            };
+            });
         }
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -69,7 +80,7 @@ impl RedisServer {
             child: None,
         };
         server.spawn();
-        server
+        Some(server)
     }
 
     fn spawn(&mut self) {
