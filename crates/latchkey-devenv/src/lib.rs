@@ -42,6 +42,10 @@ pub struct RedisServer {
     dir: Option<tempfile::TempDir>,
     args: Vec<String>,
     child: Option<Child>,
+    #[cfg(feature = "docker")]
+    container: Option<
+        testcontainers_modules::testcontainers::Container<testcontainers_modules::redis::Redis>,
+    >,
 }
 
 impl RedisServer {
@@ -51,35 +55,59 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// A fresh server with extra configuration, e.g. `["--appendonly", "yes"]`;
-    /// when there is no redis-server binary, the one at `REDIS_URL`; panics
-    /// with instructions when there is neither.
+    /// A fresh server with extra configuration, e.g. `["--appendonly", "yes"]`
+    /// (see [`RedisServer::try_start_with`] for where Redis comes from); panics
+    /// with instructions when there is none.
     pub fn start_with(args: &[&str]) -> Self {
         Self::try_start_with(args).expect(NO_REDIS)
     }
 
     /// Like [`RedisServer::start_with`], but `None` instead of a panic.
+    ///
+    /// Where Redis comes from, in order: `redis-server` on PATH; Docker through
+    /// testcontainers (with the `docker` feature); `REDIS_URL`. Only the first
+    /// can be killed, restarted or configured with `args`.
     pub fn try_start_with(args: &[&str]) -> Option<Self> {
         if !have_redis_server() {
+            #[cfg(feature = "docker")]
+            if let Some(server) = Self::start_in_docker() {
+                return Some(server);
+            }
             let url = std::env::var("REDIS_URL").ok()?;
-            return Some(Self {
-                port: 0,
-                url,
-                dir: None,
-                args: Vec::new(),
-                child: None,
-            });
+            return Some(Self::external(url));
         }
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self {
-            port,
-            url: format!("redis://127.0.0.1:{port}"),
-            dir: Some(dir),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
+        let mut server = Self::external(format!("redis://127.0.0.1:{port}"));
+        server.port = port;
+        server.dir = Some(dir);
+        server.args = args.iter().map(|s| s.to_string()).collect();
         server.spawn();
+        Some(server)
+    }
+
+    fn external(url: String) -> Self {
+        Self {
+            port: 0,
+            url,
+            dir: None,
+            args: Vec::new(),
+            child: None,
+            #[cfg(feature = "docker")]
+            container: None,
+        }
+    }
+
+    #[cfg(feature = "docker")]
+    fn start_in_docker() -> Option<Self> {
+        use testcontainers_modules::testcontainers::runners::SyncRunner;
+        let container = testcontainers_modules::redis::Redis::default()
+            .start()
+            .ok()?;
+        let port = container.get_host_port_ipv4(6379).ok()?;
+        let mut server = Self::external(format!("redis://127.0.0.1:{port}"));
+        server.port = port;
+        server.container = Some(container);
         Some(server)
     }
 
