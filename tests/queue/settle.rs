@@ -296,3 +296,45 @@ async fn a_worker_that_lost_its_lease_cannot_settle_the_job() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_continuation_runs_the_job_again_later_without_using_up_attempts() {
+    let redis = RedisServer::start();
+    let q = queue(
+        &redis.url(),
+        "continue",
+        QueueConfig {
+            max_attempts: 1,
+            ..QueueConfig::default()
+        },
+    )
+    .await;
+    let runs = Runs::default();
+    let worker = spawn_probe_worker(&q, test_options(), 2, &runs);
+    q.push(probe(Probe {
+        n: 1,
+        continue_times: 3,
+        continue_ms: 150,
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    wait_for_counter(&q, "completed", 1).await;
+
+    let finished = runs.finished();
+    assert_eq!(finished.len(), 4, "three continuations, then done");
+    assert!(
+        finished.iter().all(|r| r.attempt == 1),
+        "a continuation is not a failed attempt"
+    );
+    for pair in finished.windows(2) {
+        assert!(
+            pair[1].started_ms - pair[0].started_ms >= 150,
+            "runs {} ms apart",
+            pair[1].started_ms - pair[0].started_ms
+        );
+    }
+    let c = q.counters().await.unwrap();
+    assert_eq!((c["requeued"], c.get("retried")), (3, None));
+    worker.stop().await;
+}

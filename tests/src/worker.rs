@@ -9,7 +9,7 @@ use std::{
 };
 
 use apalis::prelude::*;
-use latchkey_store::{JobInfo, Queue, RetryAt, WorkerOptions};
+use latchkey_store::{JobInfo, Next, Queue, RetryAt, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
@@ -36,6 +36,12 @@ pub struct Probe {
     /// Panic on the first attempt.
     #[serde(default)]
     pub panic: bool,
+    /// Ask to run again (`Next::RunAt`) this many times, `continue_ms` apart.
+    #[serde(default)]
+    pub continue_times: u32,
+    /// See `continue_times`.
+    #[serde(default)]
+    pub continue_ms: u64,
 }
 
 /// One run of a probe job.
@@ -114,7 +120,7 @@ async fn probe_handler(
     probe: Probe,
     info: Data<JobInfo>,
     runs: Data<Runs>,
-) -> Result<(), BoxDynError> {
+) -> Result<Next, BoxDynError> {
     let mut run = Run {
         id: info.id.clone(),
         attempt: info.attempt,
@@ -123,8 +129,21 @@ async fn probe_handler(
         probe: probe.clone(),
         ok: false,
     };
+    let earlier_runs = runs
+        .started
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.id == info.id)
+        .count() as u32;
     runs.started.lock().unwrap().push(run.clone());
-    let result = behave(&probe, &info).await;
+    let result = behave(&probe, &info).await.map(|()| {
+        if earlier_runs < probe.continue_times {
+            Next::after(Duration::from_millis(probe.continue_ms))
+        } else {
+            Next::Done
+        }
+    });
     run.ok = result.is_ok();
     runs.runs.lock().unwrap().push(run);
     runs.changed.notify_waiters();

@@ -119,6 +119,25 @@ pub struct RetryAt {
     pub source: BoxDynError,
 }
 
+/// What a handler returns to keep its job going rather than finish it: run
+/// again at a time (a verification poll, a wait for `starts_at`). Not a
+/// failure: the job's attempt count starts over. Any other response, and
+/// `Next::Done`, acknowledges the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Next {
+    /// Finished: acknowledge.
+    Done,
+    /// Run this job again at this Unix time in milliseconds.
+    RunAt(u64),
+}
+
+impl Next {
+    /// Run again after `delay`.
+    pub fn after(delay: Duration) -> Self {
+        Next::RunAt(now_ms() + delay.as_millis() as u64)
+    }
+}
+
 /// State shared by the backend, its settle layer and its heartbeat task.
 struct Shared {
     queue: Queue,
@@ -264,6 +283,7 @@ fn parse_fetch(reply: Value) -> Result<FetchReply> {
 #[derive(Debug)]
 enum Verdict {
     Ack,
+    Continue { at_ms: u64 },
     Retry { at_ms: u64, error: String },
     Bury { error: String },
 }
@@ -464,6 +484,11 @@ impl Shared {
                     call.arg(id).arg(&self.opts.identity).arg(*at_ms).arg(error);
                     call
                 }
+                Verdict::Continue { at_ms } => {
+                    let mut call = SCRIPTS.retry.prepare_invoke();
+                    call.arg(id).arg(&self.opts.identity).arg(*at_ms).arg("");
+                    call
+                }
                 Verdict::Bury { error } => {
                     let mut call = SCRIPTS.bury.prepare_invoke();
                     call.arg(id)
@@ -498,6 +523,9 @@ impl Shared {
                 tracing::error!(queue = %q.name(), job_id = %id, %error, "job dead-lettered")
             }
             (Ok(1), Verdict::Ack) => tracing::debug!(queue = %q.name(), job_id = %id, "job done"),
+            (Ok(1), Verdict::Continue { at_ms }) => {
+                tracing::debug!(queue = %q.name(), job_id = %id, run_at_ms = at_ms, "job continues later")
+            }
             (Ok(_), _) => {
                 tracing::warn!(queue = %q.name(), job_id = %id, "lease was lost before the job settled; another worker owns it now")
             }
@@ -732,6 +760,7 @@ impl<S, Args> Service<Task<Args>> for SettleService<S>
 where
     S: Service<Task<Args>>,
     S::Future: Send + 'static,
+    S::Response: 'static,
     S::Error: Into<BoxDynError>,
 {
     type Response = ();
@@ -747,14 +776,19 @@ where
         let shared = self.shared.clone();
         let run = self.inner.call(task);
         async move {
-            let outcome = AssertUnwindSafe(run)
-                .catch_unwind()
-                .await
-                .map(|r| r.map(drop).map_err(Into::into));
+            let outcome = AssertUnwindSafe(run).catch_unwind().await.map(|r| {
+                r.map(|response| {
+                    (&response as &dyn std::any::Any)
+                        .downcast_ref::<Next>()
+                        .copied()
+                })
+                .map_err(Into::into)
+            });
             let Some(info) = info else {
                 return Err("task did not come from latchkey-store (no JobInfo)".into());
             };
             let verdict = match outcome {
+                Ok(Ok(Some(Next::RunAt(at_ms)))) => Verdict::Continue { at_ms },
                 Ok(Ok(_)) => Verdict::Ack,
                 Ok(Err(e)) => shared.verdict(&info, e),
                 Err(panic) => {

@@ -21,7 +21,9 @@ mod queue;
 mod scripts;
 mod wake;
 
-pub use backend::{JobInfo, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions};
+pub use backend::{
+    JobInfo, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions,
+};
 pub use conn::{Redis, RedisConfig, RedisConn, redact_url};
 pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;

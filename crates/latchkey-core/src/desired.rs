@@ -1,0 +1,320 @@
+//! The desired state of an access code, as a producer asks for it, parsed once
+//! into a form that cannot be wrong: a `DesiredState` exists only if every rule
+//! holds, and a refusal names the field and the rule.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::observed::CodeType;
+
+/// What a producer sends: every field optional but `access_code_id`, times as
+/// ISO 8601 strings. Unknown fields are refused, so a typo is not silently lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredStateInput {
+    /// Seam's id of the access code to reconcile.
+    pub access_code_id: String,
+    /// The PIN: digits only, 4 to 9 of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The code's name on Seam.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `ongoing` or `time_bound`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub code_type: Option<String>,
+    /// Start of validity, ISO 8601.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    /// End of validity, ISO 8601.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    /// The device holding the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The other update parameters of Seam's reference, passed through.
+    #[serde(flatten)]
+    pub options: UpdateOptions,
+}
+
+/// Seam's other update parameters (seed 004), sent as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_external_modification: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_external_modification_allowed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_managed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_offline_access_code: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_one_time_use: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time_rounding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_native_scheduling: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_code_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_backup_access_code_pool: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_offline_access_code: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_for_offline_device: Option<bool>,
+}
+
+/// When the code should work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Schedule {
+    /// Neither `type` nor dates given: leave the code's schedule as it is.
+    Unchanged,
+    /// Always (converts a time-bound code: seed 002, special case 2).
+    Ongoing,
+    /// Between these times (converts an ongoing code: seed 000, special case 1).
+    TimeBound {
+        /// Start of validity.
+        starts_at: DateTime<Utc>,
+        /// End of validity, after `starts_at`.
+        ends_at: DateTime<Utc>,
+    },
+}
+
+/// A desired state that satisfies every rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// Seam's id of the access code.
+    pub access_code_id: String,
+    /// The PIN, if it should change.
+    pub code: Option<String>,
+    /// The name, if it should change.
+    pub name: Option<String>,
+    /// The schedule.
+    pub schedule: Schedule,
+    /// The device, if given.
+    pub device_id: Option<String>,
+    /// Other update parameters.
+    pub options: UpdateOptions,
+}
+
+/// Why a desired state was refused: the field and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {rule}")]
+pub struct InvalidDesiredState {
+    /// The offending field.
+    pub field: &'static str,
+    /// The rule, in words.
+    pub rule: String,
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> InvalidDesiredState {
+    InvalidDesiredState {
+        field,
+        rule: rule.into(),
+    }
+}
+
+fn parse_time(field: &'static str, value: &str) -> Result<DateTime<Utc>, InvalidDesiredState> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| invalid(field, format!("{value:?} is not an ISO 8601 date-time with an offset, e.g. 2025-02-01T16:00:00Z ({e})")))
+}
+
+impl DesiredStateInput {
+    /// Checks every rule and returns the desired state, or the first broken rule.
+    /// `now` decides whether `ends_at` is in the future.
+    pub fn validate(self, now: DateTime<Utc>) -> Result<DesiredState, InvalidDesiredState> {
+        let id = self.access_code_id.trim();
+        if id.is_empty()
+            || id.len() > 200
+            || id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "access_code_id",
+                "must be 1 to 200 characters without whitespace",
+            ));
+        }
+        if let Some(code) = &self.code {
+            if !(4..=9).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid("code", format!("{code:?} must be 4 to 9 digits")));
+            }
+        }
+        if let Some(name) = &self.name {
+            if name.chars().count() > 200 {
+                return Err(invalid("name", "must be at most 200 characters"));
+            }
+        }
+        let code_type = match self.code_type.as_deref() {
+            None => None,
+            Some("ongoing") => Some(CodeType::Ongoing),
+            Some("time_bound") => Some(CodeType::TimeBound),
+            Some(other) => {
+                return Err(invalid(
+                    "type",
+                    format!("{other:?} is not one of \"ongoing\", \"time_bound\""),
+                ));
+            }
+        };
+        let starts_at = self
+            .starts_at
+            .as_deref()
+            .map(|v| parse_time("starts_at", v))
+            .transpose()?;
+        let ends_at = self
+            .ends_at
+            .as_deref()
+            .map(|v| parse_time("ends_at", v))
+            .transpose()?;
+        let schedule = match (code_type, starts_at, ends_at) {
+            (Some(CodeType::Ongoing), None, None) => Schedule::Ongoing,
+            (Some(CodeType::Ongoing), _, _) => {
+                return Err(invalid(
+                    "type",
+                    "\"ongoing\" cannot be combined with starts_at or ends_at",
+                ));
+            }
+            (_, Some(starts_at), Some(ends_at)) => {
+                if ends_at <= starts_at {
+                    return Err(invalid("ends_at", "must be after starts_at"));
+                }
+                if ends_at <= now {
+                    return Err(invalid("ends_at", "must be in the future"));
+                }
+                Schedule::TimeBound { starts_at, ends_at }
+            }
+            (_, Some(_), None) => {
+                return Err(invalid(
+                    "ends_at",
+                    "is required with starts_at (both or neither)",
+                ));
+            }
+            (_, None, Some(_)) => {
+                return Err(invalid(
+                    "starts_at",
+                    "is required with ends_at (both or neither)",
+                ));
+            }
+            (Some(CodeType::TimeBound), None, None) => {
+                return Err(invalid(
+                    "type",
+                    "\"time_bound\" needs starts_at and ends_at",
+                ));
+            }
+            (None, None, None) => Schedule::Unchanged,
+        };
+        if let Some(r) = &self.options.max_time_rounding {
+            if !["1hour", "1day", "1h", "1d"].contains(&r.as_str()) {
+                return Err(invalid(
+                    "max_time_rounding",
+                    format!("{r:?} is not one of 1hour, 1day, 1h, 1d"),
+                ));
+            }
+        }
+        Ok(DesiredState {
+            access_code_id: id.to_string(),
+            code: self.code,
+            name: self.name,
+            schedule,
+            device_id: self.device_id,
+            options: self.options,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn input(json: &str) -> DesiredStateInput {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_full_time_bound_state_is_accepted() {
+        let d = input(r#"{"access_code_id":"ac1","code":"4321","name":"Guest","starts_at":"2026-02-01T16:00:00Z","ends_at":"2026-02-22T12:00:00+01:00","is_one_time_use":false}"#)
+            .validate(now())
+            .unwrap();
+        assert_eq!(d.code.as_deref(), Some("4321"));
+        let Schedule::TimeBound { starts_at, ends_at } = d.schedule else {
+            panic!("{:?}", d.schedule)
+        };
+        assert_eq!(starts_at.to_rfc3339(), "2026-02-01T16:00:00+00:00");
+        assert_eq!(ends_at.to_rfc3339(), "2026-02-22T11:00:00+00:00");
+        assert_eq!(d.options.is_one_time_use, Some(false));
+    }
+
+    #[test]
+    fn each_broken_rule_is_named_with_its_field() {
+        let cases = [
+            (r#"{"access_code_id":""}"#, "access_code_id"),
+            (r#"{"access_code_id":"a","code":"12a4"}"#, "code"),
+            (r#"{"access_code_id":"a","code":"123"}"#, "code"),
+            (r#"{"access_code_id":"a","code":"1234567890"}"#, "code"),
+            (r#"{"access_code_id":"a","type":"weekly"}"#, "type"),
+            (
+                r#"{"access_code_id":"a","type":"ongoing","starts_at":"2026-02-01T00:00:00Z","ends_at":"2026-02-02T00:00:00Z"}"#,
+                "type",
+            ),
+            (r#"{"access_code_id":"a","type":"time_bound"}"#, "type"),
+            (
+                r#"{"access_code_id":"a","starts_at":"2026-02-02T00:00:00Z","ends_at":"2026-02-01T00:00:00Z"}"#,
+                "ends_at",
+            ),
+            (
+                r#"{"access_code_id":"a","starts_at":"2025-02-01T00:00:00Z","ends_at":"2025-02-02T00:00:00Z"}"#,
+                "ends_at",
+            ),
+            (
+                r#"{"access_code_id":"a","starts_at":"tomorrow","ends_at":"2026-02-02T00:00:00Z"}"#,
+                "starts_at",
+            ),
+            (
+                r#"{"access_code_id":"a","starts_at":"2026-02-01T00:00:00Z"}"#,
+                "ends_at",
+            ),
+            (
+                r#"{"access_code_id":"a","ends_at":"2026-02-01T00:00:00Z"}"#,
+                "starts_at",
+            ),
+            (
+                r#"{"access_code_id":"a","max_time_rounding":"1week"}"#,
+                "max_time_rounding",
+            ),
+        ];
+        for (json, field) in cases {
+            let err = input(json).validate(now()).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_not_dropped() {
+        let err =
+            serde_json::from_str::<DesiredStateInput>(r#"{"access_code_id":"a","start_at":"x"}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("start_at"), "{err}");
+    }
+
+    #[test]
+    fn type_alone_or_nothing_set_the_schedule() {
+        assert_eq!(
+            input(r#"{"access_code_id":"a","type":"ongoing"}"#)
+                .validate(now())
+                .unwrap()
+                .schedule,
+            Schedule::Ongoing
+        );
+        assert_eq!(
+            input(r#"{"access_code_id":"a","name":"x"}"#)
+                .validate(now())
+                .unwrap()
+                .schedule,
+            Schedule::Unchanged
+        );
+    }
+}

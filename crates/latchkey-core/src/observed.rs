@@ -1,0 +1,127 @@
+//! The observed state of an access code and of an action attempt, as Seam
+//! reports them. Enums keep an `Unknown` variant so that a value Seam adds
+//! later is seen, not a parse failure.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where an access code is in its life on the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeStatus {
+    /// Being programmed onto the lock.
+    Setting,
+    /// On the lock and usable.
+    Set,
+    /// Not on the lock (time-bound codes before `starts_at`, or after removal).
+    Unset,
+    /// Being removed from the lock.
+    Removing,
+    /// Seam does not know, or a value this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Whether a code works always or only between `starts_at` and `ends_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeType {
+    /// Works until removed.
+    Ongoing,
+    /// Works between `starts_at` and `ends_at`.
+    TimeBound,
+}
+
+impl CodeType {
+    /// Seam's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeType::Ongoing => "ongoing",
+            CodeType::TimeBound => "time_bound",
+        }
+    }
+}
+
+/// An entry of an access code's `errors` or `warnings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeIssue {
+    /// `error_code` or `warning_code`, e.g. `failed_to_set_on_device`.
+    pub code: String,
+    /// Seam's human-readable message.
+    pub message: String,
+}
+
+/// An access code as Seam last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessCode {
+    /// Seam's id of the access code.
+    pub access_code_id: String,
+    /// The lock it belongs to.
+    pub device_id: String,
+    /// Its name on Seam (may be shown differently on the lock).
+    pub name: Option<String>,
+    /// The PIN; null while Seam waits for one to be assigned.
+    pub code: Option<String>,
+    /// Ongoing or time-bound.
+    pub code_type: CodeType,
+    /// Where it is in its life on the lock.
+    pub status: CodeStatus,
+    /// Start of validity (time-bound codes).
+    pub starts_at: Option<DateTime<Utc>>,
+    /// End of validity (time-bound codes).
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Anything wrong with it: any entry means it is not healthy.
+    pub errors: Vec<CodeIssue>,
+    /// Things to watch, e.g. `delay_in_setting_on_device`.
+    pub warnings: Vec<CodeIssue>,
+    /// A time-bound code loaded onto the lock ahead of `starts_at`.
+    pub is_scheduled_on_device: Option<bool>,
+}
+
+impl AccessCode {
+    /// Whether Seam reports a warning with this code.
+    pub fn has_warning(&self, code: &str) -> bool {
+        self.warnings.iter().any(|w| w.code == code)
+    }
+}
+
+/// Where an action attempt (Seam's handle on an asynchronous change) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// Still running.
+    Pending,
+    /// Done.
+    Success,
+    /// Failed; see the attempt's error.
+    Error,
+    /// A value this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// An action attempt, e.g. the `UPDATE_ACCESS_CODE` an update starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionAttempt {
+    /// Seam's id of the attempt.
+    pub action_attempt_id: String,
+    /// E.g. `UPDATE_ACCESS_CODE`.
+    pub action_type: String,
+    /// Pending, success or error.
+    pub status: AttemptStatus,
+    /// Seam's error type and message when it failed.
+    pub error: Option<CodeIssue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_status_values_are_kept_as_unknown() {
+        let s: CodeStatus = serde_json::from_str("\"melting\"").unwrap();
+        assert_eq!(s, CodeStatus::Unknown);
+        let a: AttemptStatus = serde_json::from_str("\"later\"").unwrap();
+        assert_eq!(a, AttemptStatus::Unknown);
+    }
+}
