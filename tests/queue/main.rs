@@ -8,6 +8,7 @@ mod leases;
 mod memory;
 mod pickup;
 mod push;
+mod records;
 mod resilience;
 mod settle;
 mod wire;

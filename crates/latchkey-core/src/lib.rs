@@ -4,8 +4,10 @@
 
 pub mod desired;
 pub mod observed;
+pub mod outcome;
 pub mod verify;
 
 pub use desired::{DesiredState, DesiredStateInput, InvalidDesiredState, Schedule, UpdateOptions};
 pub use observed::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
+pub use outcome::{Outcome, OutcomeError, OutcomeState};
 pub use verify::{Budget, Verdict, deadline, differences, first_poll_at, judge, poll_delay};

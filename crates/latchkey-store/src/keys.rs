@@ -72,6 +72,18 @@ impl QueueKeys {
     pub fn wake(&self) -> String {
         format!("{}:wake", self.base)
     }
+    /// HASH of an access code's desired state: `generation`, `state` (JSON), `enqueued_at`.
+    pub fn desired(&self, access_code_id: &str) -> String {
+        format!("{}:desired:{access_code_id}", self.base)
+    }
+    /// STRING: an access code's outcome record (JSON).
+    pub fn outcome(&self, access_code_id: &str) -> String {
+        format!("{}:outcome:{access_code_id}", self.base)
+    }
+    /// STREAM of outcome state changes, capped.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.base)
+    }
     /// HASH of one job (payload, attempts, state, ...).
     pub fn job(&self, id: &str) -> String {
         format!("{}:job:{id}", self.base)

@@ -18,6 +18,7 @@ mod error;
 mod identity;
 pub mod keys;
 mod queue;
+mod reconcile;
 mod scripts;
 mod wake;
 
@@ -28,4 +29,7 @@ pub use conn::{Redis, RedisConfig, RedisConn, redact_url};
 pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};
+pub use reconcile::{
+    EVENTS_CAP, EnqueueError, Loaded, RECONCILE_QUEUE, Reconciliations, Recorded, Waited,
+};
 pub use scripts::PUSH_LUA;

@@ -21,6 +21,8 @@ pub(crate) struct Scripts {
     pub release: Script,
     pub heartbeat: Script,
     pub requeue_dead: Script,
+    pub desire: Script,
+    pub record: Script,
 }
 
 /// The source of the push script, for producers that are not written in Rust.
@@ -35,4 +37,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: with_prelude(include_str!("../lua/release.lua")),
     heartbeat: with_prelude(include_str!("../lua/heartbeat.lua")),
     requeue_dead: with_prelude(include_str!("../lua/requeue_dead.lua")),
+    desire: with_prelude(include_str!("../lua/desire.lua")),
+    record: with_prelude(include_str!("../lua/record.lua")),
 });

@@ -1,0 +1,172 @@
+//! The outcome record callers read: one per access code, always for its newest
+//! generation, plus the progress the reconciler needs to carry on after a
+//! restart (which Seam action attempt it follows, its deadline, its counters).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::observed::AccessCode;
+
+/// Where a reconciliation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeState {
+    /// Recorded, not started.
+    Pending,
+    /// Sending the update to Seam, or following its action attempt.
+    Applying,
+    /// Polling the access code until it is `set`.
+    Verifying,
+    /// A time-bound code waiting for `starts_at` before it is verified.
+    Scheduled,
+    /// On the lock as desired.
+    Succeeded,
+    /// Seam reports errors on the code or the update's action attempt failed.
+    Failed,
+    /// Seam refused the update (a permanent error such as `invalid_input`).
+    Rejected,
+    /// Not `set` before the verification deadline.
+    TimedOut,
+    /// A newer desired state replaced this one before it finished.
+    Superseded,
+}
+
+impl OutcomeState {
+    /// Whether nothing more will happen for this generation.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OutcomeState::Succeeded
+                | OutcomeState::Failed
+                | OutcomeState::Rejected
+                | OutcomeState::TimedOut
+                | OutcomeState::Superseded
+        )
+    }
+
+    /// The name used in the record and the stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeState::Pending => "pending",
+            OutcomeState::Applying => "applying",
+            OutcomeState::Verifying => "verifying",
+            OutcomeState::Scheduled => "scheduled",
+            OutcomeState::Succeeded => "succeeded",
+            OutcomeState::Failed => "failed",
+            OutcomeState::Rejected => "rejected",
+            OutcomeState::TimedOut => "timed_out",
+            OutcomeState::Superseded => "superseded",
+        }
+    }
+}
+
+/// Why a reconciliation did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeError {
+    /// Seam's error type (`invalid_input`, an action attempt's error type),
+    /// `access_code_errors`, `drifted`, `timed_out` or `gave_up`.
+    pub kind: String,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The code's `error_code`s, when Seam reported errors on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<String>,
+}
+
+/// The record under `latchkey:{reconcile}:outcome:<access_code_id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The access code.
+    pub access_code_id: String,
+    /// The desired state's generation this record is about (the newest).
+    pub generation: u64,
+    /// Where it is.
+    pub state: OutcomeState,
+    /// When this generation was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// Last change of this record.
+    pub updated_at: DateTime<Utc>,
+    /// When it reached a terminal state.
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Update calls sent to Seam for this generation.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Verification polls made.
+    #[serde(default)]
+    pub polls: u32,
+    /// Re-applies after the code was found changed outside latchkey.
+    #[serde(default)]
+    pub reapplies: u32,
+    /// The update's action attempt while it is followed.
+    #[serde(default)]
+    pub action_attempt_id: Option<String>,
+    /// When the update was accepted by Seam.
+    #[serde(default)]
+    pub applied_at: Option<DateTime<Utc>>,
+    /// Verification gives up at this time.
+    #[serde(default)]
+    pub verify_deadline: Option<DateTime<Utc>>,
+    /// The access code as last seen on Seam.
+    #[serde(default)]
+    pub last_seen: Option<AccessCode>,
+    /// Why it did not succeed.
+    #[serde(default)]
+    pub error: Option<OutcomeError>,
+}
+
+impl Outcome {
+    /// The record a fresh generation starts with.
+    pub fn pending(access_code_id: &str, generation: u64, now: DateTime<Utc>) -> Self {
+        Self {
+            access_code_id: access_code_id.to_string(),
+            generation,
+            state: OutcomeState::Pending,
+            enqueued_at: now,
+            updated_at: now,
+            finished_at: None,
+            attempts: 0,
+            polls: 0,
+            reapplies: 0,
+            action_attempt_id: None,
+            applied_at: None,
+            verify_deadline: None,
+            last_seen: None,
+            error: None,
+        }
+    }
+
+    /// Moves to `state` at `now` (setting `finished_at` for terminal states).
+    pub fn moved(mut self, state: OutcomeState, now: DateTime<Utc>) -> Self {
+        self.state = state;
+        self.updated_at = now;
+        if state.is_terminal() {
+            self.finished_at = Some(now);
+        }
+        self
+    }
+
+    /// Ends the reconciliation with `state` and an error.
+    pub fn ended(self, state: OutcomeState, error: OutcomeError, now: DateTime<Utc>) -> Self {
+        let mut o = self.moved(state, now);
+        o.error = Some(error);
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_round_trips_with_documented_names() {
+        let now: DateTime<Utc> = "2026-03-01T12:00:00Z".parse().unwrap();
+        let o = Outcome::pending("ac1", 3, now).moved(OutcomeState::TimedOut, now);
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["state"], "timed_out");
+        assert_eq!(v["generation"], 3);
+        assert_eq!(v["finished_at"], "2026-03-01T12:00:00Z");
+        assert_eq!(serde_json::from_value::<Outcome>(v).unwrap(), o);
+        assert!(!OutcomeState::Scheduled.is_terminal() && OutcomeState::Superseded.is_terminal());
+    }
+}

@@ -1,0 +1,48 @@
+-- Record a new desired state of an access code, atomically:
+--   1. bump its generation (it only grows) and store the state;
+--   2. if the previous generation had not finished, announce it `superseded`;
+--   3. reset the outcome record to `pending` for the new generation;
+--   4. make sure the access code's one job will run now: create it, or pull it
+--      forward if it waits (scheduled, dead, done); if it is ready or leased it
+--      will read the new generation when it runs.
+-- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled in here), stream cap
+-- Returns the new generation.
+local id, desired, template, cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local K_DESIRED = base .. ':desired:' .. id
+local K_OUTCOME = base .. ':outcome:' .. id
+local K_EVENTS = base .. ':events'
+local terminal = {succeeded = true, failed = true, rejected = true, timed_out = true, superseded = true}
+
+local gen = redis.call('HINCRBY', K_DESIRED, 'generation', 1)
+redis.call('HSET', K_DESIRED, 'state', desired, 'enqueued_at', now)
+
+local prev = redis.call('GET', K_OUTCOME)
+if prev then
+  local p = cjson.decode(prev)
+  if not terminal[p.state] then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', p.generation, 'state', 'superseded')
+  end
+end
+local o = cjson.decode(template)
+o.generation = gen
+redis.call('SET', K_OUTCOME, cjson.encode(o))
+redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', gen, 'state', 'pending')
+
+local jk = job_key(id)
+local st = redis.call('HGET', jk, 'state')
+if not st or st == 'done' then
+  redis.call('DEL', jk)
+  redis.call('HSET', jk, 'payload', cjson.encode({access_code_id = id}), 'attempts', 0, 'enqueued_at', now, 'state', 'ready')
+  redis.call('LPUSH', K_READY, id)
+  redis.call('HINCRBY', K_STATS, 'pushed', 1)
+elseif st == 'scheduled' then
+  redis.call('ZREM', K_SCHED, id)
+  redis.call('HSET', jk, 'state', 'ready')
+  redis.call('LPUSH', K_READY, id)
+elseif st == 'dead' then
+  redis.call('ZREM', K_DEAD, id)
+  redis.call('HSET', jk, 'state', 'ready', 'attempts', 0)
+  redis.call('LPUSH', K_READY, id)
+end
+redis.call('PUBLISH', K_WAKE, now)
+return gen

@@ -1,0 +1,204 @@
+//! Desired states and outcomes in Redis: what producers and callers use
+//! (`enqueue`, `outcome`, `wait_for_outcome`) and what the reconciler reads and
+//! writes (`load`, `record`). All of it lives beside the `reconcile` queue,
+//! under its hash tag, so each change is one atomic script even on a cluster.
+//!
+//! One job per access code (its id is the access code id) carries the whole
+//! reconciliation; a new desired state reuses or pulls that job forward, so two
+//! reconciliations of one access code never run at once.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use latchkey_core::{DesiredState, DesiredStateInput, InvalidDesiredState, Outcome};
+use redis::AsyncCommands;
+
+use crate::{
+    conn::Redis,
+    error::{Error, Result},
+    queue::{Queue, QueueConfig},
+    scripts::SCRIPTS,
+};
+
+/// The queue every reconciliation job runs on.
+pub const RECONCILE_QUEUE: &str = "reconcile";
+
+/// Most entries kept in the outcome event stream (approximately).
+pub const EVENTS_CAP: u64 = 100_000;
+
+/// Why an enqueue was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The desired state breaks a rule; nothing was stored.
+    #[error("invalid desired state: {0}")]
+    Invalid(#[from] InvalidDesiredState),
+    /// Redis failed; the state may or may not have been stored. Enqueue again:
+    /// at worst it makes one more generation of the same state.
+    #[error("could not store the desired state")]
+    Store(#[from] Error),
+}
+
+/// What the reconciler reads at the start of a run.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The newest generation.
+    pub generation: u64,
+    /// Its desired state.
+    pub desired: DesiredState,
+    /// The outcome record (always about `generation`).
+    pub outcome: Outcome,
+}
+
+/// What a compare-and-set write of an outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written.
+    Written,
+    /// Not written: a newer generation exists.
+    Superseded,
+    /// Not written: this worker no longer holds the access code's job.
+    LeaseLost,
+}
+
+/// The answer of [`Reconciliations::wait_for_outcome`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waited {
+    /// The generation reached a terminal state.
+    Finished(Outcome),
+    /// A newer generation replaced it; here is the record, for the newer one.
+    Superseded(Outcome),
+    /// Not finished within the timeout; the record as it is.
+    TimedOut(Option<Outcome>),
+}
+
+/// Desired states, outcomes and the reconcile queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reconciliations {
+    queue: Queue,
+}
+
+impl Reconciliations {
+    /// On this Redis, with this queue configuration (its prefix applies).
+    pub fn new(redis: Redis, config: QueueConfig) -> Result<Self> {
+        Ok(Self {
+            queue: Queue::new(redis, RECONCILE_QUEUE, config)?,
+        })
+    }
+
+    /// The queue the reconciliation jobs run on.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Validates a producer's desired state and records it as the newest
+    /// generation of its access code; returns the generation. Nothing is stored
+    /// when it is invalid.
+    pub async fn enqueue(&self, input: DesiredStateInput) -> Result<u64, EnqueueError> {
+        let now = Utc::now();
+        let desired = input.validate(now)?;
+        Ok(self.enqueue_valid(&desired, now).await?)
+    }
+
+    /// Records an already validated desired state; returns the generation.
+    pub async fn enqueue_valid(&self, desired: &DesiredState, now: DateTime<Utc>) -> Result<u64> {
+        let keys = self.queue.keys();
+        let state = serde_json::to_string(desired).map_err(Error::Encode)?;
+        let template = serde_json::to_string(&Outcome::pending(&desired.access_code_id, 0, now))
+            .map_err(Error::Encode)?;
+        let mut conn = self.queue.redis.conn();
+        Ok(SCRIPTS
+            .desire
+            .key(keys.base())
+            .arg(&desired.access_code_id)
+            .arg(state)
+            .arg(template)
+            .arg(EVENTS_CAP)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// The outcome record of an access code (about its newest generation).
+    pub async fn outcome(&self, access_code_id: &str) -> Result<Option<Outcome>> {
+        let mut conn = self.queue.redis.conn();
+        let raw: Option<String> = conn.get(self.queue.keys().outcome(access_code_id)).await?;
+        raw.map(|r| decode("outcome record", &r)).transpose()
+    }
+
+    /// Waits until `generation` of the access code finishes or is superseded,
+    /// or `timeout` passes.
+    pub async fn wait_for_outcome(
+        &self,
+        access_code_id: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Waited> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let outcome = self.outcome(access_code_id).await?;
+            match outcome {
+                Some(o) if o.generation > generation => return Ok(Waited::Superseded(o)),
+                Some(o) if o.generation == generation && o.state.is_terminal() => {
+                    return Ok(Waited::Finished(o));
+                }
+                other if Instant::now() >= deadline => return Ok(Waited::TimedOut(other)),
+                _ => {}
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The newest generation, its desired state and its outcome record.
+    pub async fn load(&self, access_code_id: &str) -> Result<Option<Loaded>> {
+        let keys = self.queue.keys();
+        let mut conn = self.queue.redis.conn();
+        let ((generation, state), outcome): ((Option<u64>, Option<String>), Option<String>) =
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(keys.desired(access_code_id))
+                .arg(&["generation", "state"])
+                .get(keys.outcome(access_code_id))
+                .query_async(&mut conn)
+                .await?;
+        let (Some(generation), Some(state), Some(outcome)) = (generation, state, outcome) else {
+            return Ok(None);
+        };
+        Ok(Some(Loaded {
+            generation,
+            desired: decode("desired state", &state)?,
+            outcome: decode("outcome record", &outcome)?,
+        }))
+    }
+
+    /// Writes `outcome` if it is still about the newest generation and
+    /// `worker` still holds the access code's job; appends the state change
+    /// to the event stream.
+    pub async fn record(&self, outcome: &Outcome, worker: &str) -> Result<Recorded> {
+        let json = serde_json::to_string(outcome).map_err(Error::Encode)?;
+        let mut conn = self.queue.redis.conn();
+        let r: i64 = SCRIPTS
+            .record
+            .key(self.queue.keys().base())
+            .arg(&outcome.access_code_id)
+            .arg(outcome.generation)
+            .arg(json)
+            .arg(outcome.state.as_str())
+            .arg(worker)
+            .arg(EVENTS_CAP)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match r {
+            1 => Recorded::Written,
+            0 => Recorded::Superseded,
+            _ => Recorded::LeaseLost,
+        })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T> {
+    serde_json::from_str(raw).map_err(|e| Error::Protocol {
+        script: what,
+        detail: e.to_string(),
+    })
+}
