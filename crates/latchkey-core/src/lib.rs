@@ -9,5 +9,5 @@ pub mod verify;
 
 pub use desired::{DesiredState, DesiredStateInput, InvalidDesiredState, Schedule, UpdateOptions};
 pub use observed::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
-pub use outcome::{Outcome, OutcomeError, OutcomeState};
+pub use outcome::{Outcome, OutcomeError, OutcomeState, Step};
 pub use verify::{Budget, Verdict, deadline, differences, first_poll_at, judge, poll_delay};

@@ -154,6 +154,36 @@ impl Outcome {
     }
 }
 
+/// What a reconciliation run does next, from the record alone (so a run that
+/// crashed anywhere is simply run again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send the desired state to Seam (again, if a run died mid-call: an
+    /// update carrying the whole desired state is safe to resend).
+    Apply,
+    /// Follow the update's action attempt.
+    FollowAttempt(String),
+    /// Poll the access code.
+    Verify,
+    /// Finished: nothing to do.
+    Done,
+}
+
+impl Step {
+    /// The step an outcome record calls for.
+    pub fn of(outcome: &Outcome) -> Step {
+        match outcome.state {
+            OutcomeState::Pending => Step::Apply,
+            OutcomeState::Applying => match &outcome.action_attempt_id {
+                Some(id) => Step::FollowAttempt(id.clone()),
+                None => Step::Apply,
+            },
+            OutcomeState::Verifying | OutcomeState::Scheduled => Step::Verify,
+            _ => Step::Done,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +198,31 @@ mod tests {
         assert_eq!(v["finished_at"], "2026-03-01T12:00:00Z");
         assert_eq!(serde_json::from_value::<Outcome>(v).unwrap(), o);
         assert!(!OutcomeState::Scheduled.is_terminal() && OutcomeState::Superseded.is_terminal());
+    }
+
+    #[test]
+    fn each_state_calls_for_one_step() {
+        let now: DateTime<Utc> = "2026-03-01T12:00:00Z".parse().unwrap();
+        let at = |s| Outcome::pending("a", 1, now).moved(s, now);
+        assert_eq!(Step::of(&at(OutcomeState::Pending)), Step::Apply);
+        assert_eq!(
+            Step::of(&at(OutcomeState::Applying)),
+            Step::Apply,
+            "a run that died mid-update applies again"
+        );
+        let mut following = at(OutcomeState::Applying);
+        following.action_attempt_id = Some("aa".into());
+        assert_eq!(Step::of(&following), Step::FollowAttempt("aa".into()));
+        assert_eq!(Step::of(&at(OutcomeState::Scheduled)), Step::Verify);
+        assert_eq!(Step::of(&at(OutcomeState::Verifying)), Step::Verify);
+        for s in [
+            OutcomeState::Succeeded,
+            OutcomeState::Failed,
+            OutcomeState::Rejected,
+            OutcomeState::TimedOut,
+            OutcomeState::Superseded,
+        ] {
+            assert_eq!(Step::of(&at(s)), Step::Done);
+        }
     }
 }

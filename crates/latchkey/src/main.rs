@@ -4,6 +4,9 @@ mod bench;
 mod demo;
 mod local_redis;
 mod ops;
+mod producer;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +27,12 @@ enum Command {
     Demo(demo::Args),
     /// Measures throughput and prints a table and JSON lines.
     Bench(bench::Args),
+    /// Runs the reconciliation worker (the daemon).
+    Worker(latchkey_worker::WorkerArgs),
+    /// Records a desired access code state; prints its generation.
+    Enqueue(producer::EnqueueArgs),
+    /// Prints an access code's outcome record, optionally waiting for it to finish.
+    Outcome(producer::OutcomeArgs),
     /// Inspects queues.
     Queue {
         #[command(subcommand)]
@@ -44,13 +53,37 @@ fn init_logs(json: bool) {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT; a second signal exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     match cli.command {
-        Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::Queue { command } => ops::queue(command).await,
+        Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Queue { command } => ops::queue(command).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => {
+            latchkey_worker::run_worker(args, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enqueue(args) => producer::enqueue(args).await,
+        Command::Outcome(args) => producer::outcome(args).await,
     }
 }

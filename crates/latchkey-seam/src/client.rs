@@ -1,0 +1,143 @@
+//! The Seam client: one pooled reqwest client (rustls), timeouts on connect
+//! and on the whole request, Bearer auth, and every failure classified by
+//! [`crate::error::classify`].
+
+use std::time::{Duration, Instant};
+
+use latchkey_core::{AccessCode, ActionAttempt};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    config::SeamConfig,
+    error::{Error, Result, classify, excerpt},
+    request::UpdateAccessCode,
+    wire,
+};
+
+/// `latchkey/<version>`, sent as the User-Agent.
+pub const USER_AGENT_VALUE: &str = concat!("latchkey/", env!("CARGO_PKG_VERSION"));
+
+/// What an update returned: an action attempt to follow (current API), the
+/// access code (some versions), or neither (`{ok: true}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateOutcome {
+    /// The `UPDATE_ACCESS_CODE` attempt, when Seam returned one.
+    pub action_attempt: Option<ActionAttempt>,
+    /// The access code, when Seam returned it. Do not rely on it.
+    pub access_code: Option<AccessCode>,
+}
+
+/// A Seam API client. Cheap to clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct SeamClient {
+    http: reqwest::Client,
+    endpoint: String,
+    request_timeout: Duration,
+}
+
+impl SeamClient {
+    /// Builds the client. Fails only on an unusable configuration.
+    pub fn new(config: &SeamConfig) -> Result<Self> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
+            .map_err(|_| {
+                Error::Config("the Seam API key has characters not allowed in a header".into())
+            })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            endpoint: config.endpoint.clone(),
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// `POST /access_codes/update`.
+    pub async fn update_access_code(&self, update: &UpdateAccessCode) -> Result<UpdateOutcome> {
+        let r: wire::UpdateResponse = self.post("/access_codes/update", update).await?;
+        Ok(UpdateOutcome {
+            action_attempt: r.action_attempt.map(Into::into),
+            access_code: r.access_code.map(Into::into),
+        })
+    }
+
+    /// `POST /access_codes/get`.
+    pub async fn get_access_code(&self, access_code_id: &str) -> Result<AccessCode> {
+        let body = serde_json::json!({ "access_code_id": access_code_id });
+        let r: wire::GetAccessCodeResponse = self.post("/access_codes/get", &body).await?;
+        Ok(r.access_code.into())
+    }
+
+    /// `POST /action_attempts/get`.
+    pub async fn get_action_attempt(&self, action_attempt_id: &str) -> Result<ActionAttempt> {
+        let body = serde_json::json!({ "action_attempt_id": action_attempt_id });
+        let r: wire::GetActionAttemptResponse = self.post("/action_attempts/get", &body).await?;
+        Ok(r.action_attempt.into())
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let result = self.exchange(path, body).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok((status, _)) => tracing::debug!(path, status, elapsed_ms, "seam request"),
+            Err(e) => tracing::debug!(path, elapsed_ms, error = %e, "seam request failed"),
+        }
+        let (status, bytes) = result?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
+            status,
+            detail: format!("{e}; body: {}", excerpt(&bytes)),
+        })
+    }
+
+    /// Sends the request and reads the whole body; non-2xx answers become errors.
+    async fn exchange<B: Serialize + ?Sized>(
+        &self,
+        path: &'static str,
+        body: &B,
+    ) -> Result<(u16, Vec<u8>)> {
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                Error::Timeout(self.request_timeout, e)
+            } else {
+                Error::Connect(e)
+            }
+        };
+        let response = self
+            .http
+            .post(format!("{}{path}", self.endpoint))
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response.bytes().await.map_err(transport)?;
+        if (200..300).contains(&status) {
+            Ok((status, bytes.to_vec()))
+        } else {
+            Err(classify(
+                status,
+                retry_after.as_deref(),
+                &bytes,
+                chrono::Utc::now(),
+            ))
+        }
+    }
+}

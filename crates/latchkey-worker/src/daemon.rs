@@ -1,0 +1,167 @@
+//! The worker daemon: configuration (flags and environment), the apalis
+//! monitor running the reconciler on the `reconcile` queue, and a graceful
+//! drain when the shutdown signal comes.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use latchkey_seam::{ApiKey, SeamClient, SeamConfig, api_key_from_env};
+use latchkey_store::{
+    JobInfo, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions, redact_url,
+    worker_identity,
+};
+
+use crate::reconciler::{ReconcileJob, Reconciler, Settings};
+
+/// `latchkey worker` configuration. Every flag has an environment variable.
+#[derive(Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Redis URL; several comma-separated URLs mean a cluster.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Seam API base URL.
+    #[arg(long, env = "SEAM_ENDPOINT", default_value = latchkey_seam::DEFAULT_ENDPOINT)]
+    pub seam_endpoint: String,
+    /// Seam API key (prefer SEAM_API_KEY or SEAM_API_KEY_FILE over the flag).
+    #[arg(long, hide = true)]
+    pub seam_api_key: Option<String>,
+    /// Reconciliations run at once by this process.
+    #[arg(long, env = "LATCHKEY_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Key prefix in Redis.
+    #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
+    pub prefix: String,
+    /// Verification deadline, seconds (after the update, or after starts_at).
+    #[arg(long, env = "LATCHKEY_VERIFY_TIMEOUT_SECS", default_value_t = 900)]
+    pub verify_timeout_secs: u64,
+    /// First verification poll interval, milliseconds (doubles up to the cap).
+    #[arg(long, env = "LATCHKEY_POLL_BASE_MS", default_value_t = 1000)]
+    pub poll_base_ms: u64,
+    /// Longest verification poll interval, milliseconds.
+    #[arg(long, env = "LATCHKEY_POLL_CAP_MS", default_value_t = 60_000)]
+    pub poll_cap_ms: u64,
+    /// Attempts per step when Seam fails transiently, before the outcome is `failed`.
+    #[arg(long, env = "LATCHKEY_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+    /// Re-applies when the code is found changed outside latchkey.
+    #[arg(long, env = "LATCHKEY_MAX_REAPPLIES", default_value_t = 2)]
+    pub max_reapplies: u32,
+    /// How long in-flight jobs may take to finish on shutdown, seconds.
+    #[arg(long, env = "LATCHKEY_DRAIN_SECS", default_value_t = 30)]
+    pub drain_secs: u64,
+}
+
+impl fmt::Debug for WorkerArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerArgs")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("seam_endpoint", &self.seam_endpoint)
+            .field(
+                "seam_api_key",
+                &self.seam_api_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("concurrency", &self.concurrency)
+            .field("prefix", &self.prefix)
+            .field("verify_timeout_secs", &self.verify_timeout_secs)
+            .field("poll_base_ms", &self.poll_base_ms)
+            .field("poll_cap_ms", &self.poll_cap_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_reapplies", &self.max_reapplies)
+            .field("drain_secs", &self.drain_secs)
+            .finish()
+    }
+}
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis.
+    #[error("redis")]
+    Store(#[from] latchkey_store::Error),
+    /// The Seam client.
+    #[error("seam client")]
+    Seam(#[from] latchkey_seam::Error),
+    /// The apalis monitor.
+    #[error("worker monitor: {0}")]
+    Monitor(String),
+}
+
+impl WorkerArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            verify_timeout: Duration::from_secs(self.verify_timeout_secs),
+            poll_base: Duration::from_millis(self.poll_base_ms),
+            poll_cap: Duration::from_millis(self.poll_cap_ms),
+            max_reapplies: self.max_reapplies,
+            ..Settings::default()
+        }
+    }
+
+    fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            prefix: self.prefix.clone(),
+            max_attempts: self.max_attempts,
+            ..QueueConfig::default()
+        }
+    }
+}
+
+async fn handle(
+    job: ReconcileJob,
+    info: Data<JobInfo>,
+    reconciler: Data<Arc<Reconciler>>,
+) -> Result<latchkey_store::Next, BoxDynError> {
+    reconciler.run(&job, &info).await
+}
+
+/// Runs the worker until `shutdown` completes, then drains: in-flight
+/// reconciliations finish (or go back to the queue) within `drain_secs`.
+pub async fn run_worker(
+    args: WorkerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let api_key = match &args.seam_api_key {
+        Some(k) => ApiKey::new(k),
+        None => api_key_from_env()?,
+    };
+    let seam = SeamClient::new(&SeamConfig::new(&args.seam_endpoint, api_key))?;
+    let redis = Redis::connect(&RedisConfig::new(&args.redis_url)).await?;
+    let store = Reconciliations::new(redis, args.queue_config())?;
+    let identity = worker_identity();
+    tracing::info!(%identity, redis = %redact_url(&args.redis_url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
+    let reconciler = Arc::new(Reconciler {
+        store: store.clone(),
+        seam,
+        settings: args.settings(),
+        identity: identity.clone(),
+    });
+    let options = WorkerOptions {
+        identity,
+        ..WorkerOptions::default()
+    };
+    let concurrency = args.concurrency;
+    let monitor = Monitor::new()
+        .register(move |_restarts| {
+            WorkerBuilder::new("latchkey-reconcile")
+                .backend(store.queue().backend::<ReconcileJob>(options.clone()))
+                .data(reconciler.clone())
+                .concurrency(concurrency)
+                .build(handle)
+        })
+        .shutdown_timeout(Duration::from_secs(args.drain_secs));
+    monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining");
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Monitor(e.to_string()))?;
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! `latchkey-worker`: the reconciler and the daemon around it.
+
+mod daemon;
+mod reconciler;
+
+pub use daemon::{WorkerArgs, run_worker};
+pub use reconciler::{ReconcileJob, Reconciler, Settings};

@@ -1,0 +1,464 @@
+//! The reconciler, shaped like kube-runtime's: each run loads the access
+//! code's newest desired state and outcome record (fetch), asks the core what
+//! step comes next (plan), does it against Seam (act), records the result with
+//! a compare-and-set, and says when to look again ([`Next`]). Failures go
+//! through one policy, [`Reconciler::on_seam_error`].
+//!
+//! Level-triggered: the job only names the access code; a newer desired state
+//! is picked up by the next run, never overwritten by an older one.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use latchkey_core::{
+    AccessCode, AttemptStatus, Budget, DesiredState, Outcome, OutcomeError, OutcomeState, Step,
+    Verdict, deadline, first_poll_at, judge, poll_delay,
+};
+use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
+use latchkey_store::{JobInfo, Next, Reconciliations, Recorded, RetryAt, error_chain};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+/// The payload of a reconciliation job: which access code. Everything else is
+/// read from Redis when the job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileJob {
+    /// Seam's id of the access code.
+    pub access_code_id: String,
+}
+
+/// Tunables of the reconciliation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long verification may take: after the update for ongoing codes,
+    /// after `starts_at` for time-bound ones.
+    pub verify_timeout: Duration,
+    /// First verification poll interval (grows exponentially, with full jitter).
+    pub poll_base: Duration,
+    /// Longest verification poll interval.
+    pub poll_cap: Duration,
+    /// Re-applies allowed when the code is found changed outside latchkey.
+    pub max_reapplies: u32,
+    /// Quick in-process retries of a transient Seam failure before the job is
+    /// handed back to the queue for a durable, backed-off retry.
+    pub quick_retries: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            verify_timeout: Duration::from_secs(15 * 60),
+            poll_base: Duration::from_secs(1),
+            poll_cap: Duration::from_secs(60),
+            max_reapplies: 2,
+            quick_retries: 2,
+        }
+    }
+}
+
+/// What a run needs: the store, the Seam client, the settings, and the
+/// worker identity that holds the job leases.
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    /// Desired states and outcomes.
+    pub store: Reconciliations,
+    /// Seam.
+    pub seam: SeamClient,
+    /// Tunables.
+    pub settings: Settings,
+    /// The queue backend's identity (leases are held under it).
+    pub identity: String,
+}
+
+type RunResult = Result<Next, apalis::prelude::BoxDynError>;
+
+fn ms(t: DateTime<Utc>) -> u64 {
+    t.timestamp_millis().max(0) as u64
+}
+
+impl Reconciler {
+    /// One run for one access code, in a span carrying its id and generation.
+    pub async fn run(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
+        let span = tracing::info_span!("reconcile", access_code_id = %job.access_code_id, generation = tracing::field::Empty, attempt = info.attempt);
+        self.run_inner(job, info).instrument(span).await
+    }
+
+    async fn run_inner(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
+        let Some(loaded) = self.store.load(&job.access_code_id).await? else {
+            tracing::warn!("no desired state recorded for this access code; nothing to do");
+            return Ok(Next::Done);
+        };
+        tracing::Span::current().record("generation", loaded.generation);
+        let (desired, outcome) = (loaded.desired, loaded.outcome);
+        match Step::of(&outcome) {
+            Step::Done => Ok(Next::Done),
+            Step::Apply => self.apply(&desired, outcome, info).await,
+            Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id, info).await,
+            Step::Verify => self.verify(&desired, outcome, info).await,
+        }
+    }
+
+    /// Sends the desired state. The record says `applying` (compare-and-set)
+    /// right before the call, so a stale run stops here instead of sending an
+    /// older state after a newer one.
+    async fn apply(
+        &self,
+        desired: &DesiredState,
+        mut outcome: Outcome,
+        info: &JobInfo,
+    ) -> RunResult {
+        let now = Utc::now();
+        outcome.attempts += 1;
+        outcome.action_attempt_id = None;
+        let outcome = outcome.moved(OutcomeState::Applying, now);
+        if let Some(stop) = self.save(&outcome).await? {
+            return Ok(stop);
+        }
+        let update = UpdateAccessCode::from(desired);
+        let result = self
+            .quick_retry(|| self.seam.update_access_code(&update))
+            .await;
+        match result {
+            Err(e) => {
+                self.on_seam_error(e, outcome, info, OutcomeState::Rejected)
+                    .await
+            }
+            Ok(answer) => match answer.action_attempt {
+                Some(a) if a.status == AttemptStatus::Pending => {
+                    let mut o = outcome.moved(OutcomeState::Applying, Utc::now());
+                    o.action_attempt_id = Some(a.action_attempt_id);
+                    self.save_then(&o, Next::after(self.settings.poll_base))
+                        .await
+                }
+                Some(a) if a.status == AttemptStatus::Error => {
+                    self.attempt_failed(outcome, a.error).await
+                }
+                _ => self.start_verifying(desired, outcome).await,
+            },
+        }
+    }
+
+    async fn follow_attempt(
+        &self,
+        desired: &DesiredState,
+        mut outcome: Outcome,
+        id: &str,
+        info: &JobInfo,
+    ) -> RunResult {
+        match self.quick_retry(|| self.seam.get_action_attempt(id)).await {
+            Err(e) => {
+                self.on_seam_error(e, outcome, info, OutcomeState::Failed)
+                    .await
+            }
+            Ok(a) => match a.status {
+                AttemptStatus::Success => self.start_verifying(desired, outcome).await,
+                AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
+                _ => {
+                    let now = Utc::now();
+                    let limit = outcome.updated_at
+                        + chrono::Duration::from_std(self.settings.verify_timeout)
+                            .unwrap_or_default();
+                    if now >= limit {
+                        let error = OutcomeError {
+                            kind: "timed_out".into(),
+                            message: format!(
+                                "the update's action attempt {id} was still pending after {:?}",
+                                self.settings.verify_timeout
+                            ),
+                            error_codes: vec![],
+                        };
+                        return self
+                            .finish(outcome.ended(OutcomeState::TimedOut, error, now))
+                            .await;
+                    }
+                    outcome.polls += 1;
+                    let delay = self.poll_delay(outcome.polls);
+                    // `updated_at` stays the moment the update was sent: it bounds the wait.
+                    self.save_then(&outcome, Next::after(delay)).await
+                }
+            },
+        }
+    }
+
+    /// Seam accepted the update: verify at once (ongoing) or at `starts_at`.
+    async fn start_verifying(&self, desired: &DesiredState, outcome: Outcome) -> RunResult {
+        let now = Utc::now();
+        let first = first_poll_at(&desired.schedule, now);
+        let state = if first > now {
+            OutcomeState::Scheduled
+        } else {
+            OutcomeState::Verifying
+        };
+        let mut o = outcome.moved(state, now);
+        o.action_attempt_id = None;
+        o.applied_at = Some(now);
+        o.verify_deadline = Some(deadline(
+            &desired.schedule,
+            now,
+            self.settings.verify_timeout,
+        ));
+        self.save_then(&o, Next::RunAt(ms(first))).await
+    }
+
+    async fn verify(
+        &self,
+        desired: &DesiredState,
+        mut outcome: Outcome,
+        info: &JobInfo,
+    ) -> RunResult {
+        let observed = match self
+            .quick_retry(|| self.seam.get_access_code(&desired.access_code_id))
+            .await
+        {
+            Ok(code) => code,
+            Err(e) => {
+                return self
+                    .on_seam_error(e, outcome, info, OutcomeState::Failed)
+                    .await;
+            }
+        };
+        let now = Utc::now();
+        outcome.polls += 1;
+        let budget = Budget {
+            deadline: outcome.verify_deadline.unwrap_or(now),
+            reapplies: outcome.reapplies,
+            max_reapplies: self.settings.max_reapplies,
+        };
+        let verdict = judge(desired, &observed, budget, now);
+        tracing::debug!(?verdict, status = ?observed.status, "verified");
+        outcome.last_seen = Some(observed.clone());
+        match verdict {
+            Verdict::Succeeded => {
+                self.finish(outcome.moved(OutcomeState::Succeeded, now))
+                    .await
+            }
+            Verdict::Failed { error_codes } => {
+                let message = observed
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let error = OutcomeError {
+                    kind: "access_code_errors".into(),
+                    message,
+                    error_codes,
+                };
+                self.finish(outcome.ended(OutcomeState::Failed, error, now))
+                    .await
+            }
+            Verdict::Reapply { differences } => {
+                tracing::warn!(
+                    ?differences,
+                    "the code on Seam differs from the desired state; applying again"
+                );
+                outcome.reapplies += 1;
+                self.save_then(
+                    &outcome.moved(OutcomeState::Pending, now),
+                    Next::RunAt(ms(now)),
+                )
+                .await
+            }
+            Verdict::Drifted { differences } => {
+                let error = OutcomeError {
+                    kind: "drifted".into(),
+                    message: format!(
+                        "still differs in {} after {} re-applies",
+                        differences.join(", "),
+                        outcome.reapplies
+                    ),
+                    error_codes: vec![],
+                };
+                self.finish(outcome.ended(OutcomeState::Failed, error, now))
+                    .await
+            }
+            Verdict::WaitUntil(at) => {
+                self.save_then(
+                    &outcome.moved(OutcomeState::Scheduled, now),
+                    Next::RunAt(ms(at)),
+                )
+                .await
+            }
+            Verdict::PollAgain { reason } => {
+                tracing::debug!(reason, polls = outcome.polls, "not set yet");
+                let delay = self.poll_delay(outcome.polls);
+                let at = ms(now) + delay.as_millis() as u64;
+                let at = at.min(ms(budget.deadline)).max(ms(now));
+                self.save_then(
+                    &outcome.moved(OutcomeState::Verifying, now),
+                    Next::RunAt(at),
+                )
+                .await
+            }
+            Verdict::TimedOut => {
+                let error = OutcomeError {
+                    kind: "timed_out".into(),
+                    message: format!("not set by the deadline; last seen {}", describe(&observed)),
+                    error_codes: vec![],
+                };
+                self.finish(outcome.ended(OutcomeState::TimedOut, error, now))
+                    .await
+            }
+        }
+    }
+
+    async fn attempt_failed(
+        &self,
+        outcome: Outcome,
+        error: Option<latchkey_core::CodeIssue>,
+    ) -> RunResult {
+        let (kind, message) = error.map_or(
+            (
+                "action_attempt_error".to_string(),
+                "the update's action attempt failed".to_string(),
+            ),
+            |e| (e.code, e.message),
+        );
+        self.finish(outcome.ended(
+            OutcomeState::Failed,
+            OutcomeError {
+                kind,
+                message,
+                error_codes: vec![],
+            },
+            Utc::now(),
+        ))
+        .await
+    }
+
+    /// The one place failures of Seam calls are decided: permanent ones end
+    /// the reconciliation (`permanent_state`: `rejected` for an update,
+    /// `failed` otherwise); transient ones go back to the queue for a backed-off
+    /// retry (at least `Retry-After` when rate limited) until the last attempt,
+    /// which ends it as `failed`.
+    async fn on_seam_error(
+        &self,
+        err: latchkey_seam::Error,
+        outcome: Outcome,
+        info: &JobInfo,
+        permanent_state: OutcomeState,
+    ) -> RunResult {
+        let now = Utc::now();
+        let class = err.class();
+        let message = error_chain(&err);
+        let kind = err.api_error().map_or_else(
+            || format!("{class:?}").to_lowercase(),
+            |e| e.error_type.clone(),
+        );
+        if class == ErrorClass::Permanent {
+            tracing::error!(error = %message, "Seam refused the request; giving up on this generation");
+            return self
+                .finish(outcome.ended(
+                    permanent_state,
+                    OutcomeError {
+                        kind,
+                        message,
+                        error_codes: vec![],
+                    },
+                    now,
+                ))
+                .await;
+        }
+        if info.attempt >= info.max_attempts {
+            tracing::error!(error = %message, attempts = info.attempt, "Seam kept failing; giving up on this generation");
+            let error = OutcomeError {
+                kind: "gave_up".into(),
+                message: format!("after {} attempts: {message}", info.attempt),
+                error_codes: vec![],
+            };
+            return self
+                .finish(outcome.ended(OutcomeState::Failed, error, now))
+                .await;
+        }
+        match class {
+            ErrorClass::RateLimited(Some(wait)) => {
+                let at_ms = ms(now) + wait.as_millis() as u64;
+                Err(Box::new(RetryAt {
+                    at_ms,
+                    source: Box::new(err),
+                }))
+            }
+            _ => Err(Box::new(err)),
+        }
+    }
+
+    /// Retries a transient failure a couple of times in process before the
+    /// queue's durable backoff takes over.
+    async fn quick_retry<T, F, Fut>(&self, call: F) -> latchkey_seam::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = latchkey_seam::Result<T>>,
+    {
+        call.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(1))
+                .with_max_times(self.settings.quick_retries)
+                .with_jitter(),
+        )
+        .when(|e: &latchkey_seam::Error| e.class() == ErrorClass::Transient)
+        .notify(|e, d| tracing::warn!(error = %error_chain(e), retry_in_ms = d.as_millis() as u64, "Seam call failed; retrying"))
+        .await
+    }
+
+    fn poll_delay(&self, polls: u32) -> Duration {
+        poll_delay(
+            polls,
+            self.settings.poll_base,
+            self.settings.poll_cap,
+            rand::rng().random::<f64>(),
+        )
+    }
+
+    /// Records a terminal outcome; the job is done either way.
+    async fn finish(&self, outcome: Outcome) -> RunResult {
+        match outcome.state {
+            OutcomeState::Succeeded => tracing::info!(
+                attempts = outcome.attempts,
+                polls = outcome.polls,
+                "reconciled"
+            ),
+            state => {
+                tracing::warn!(state = state.as_str(), error = ?outcome.error, "reconciliation ended without success")
+            }
+        }
+        self.save_then(&outcome, Next::Done).await
+    }
+
+    async fn save_then(&self, outcome: &Outcome, next: Next) -> RunResult {
+        Ok(self.save(outcome).await?.unwrap_or(next))
+    }
+
+    /// Writes the record. `Some(next)` when the run must stop instead: a newer
+    /// generation exists (run again at once to pick it up) or the lease is gone.
+    async fn save(&self, outcome: &Outcome) -> Result<Option<Next>, latchkey_store::Error> {
+        Ok(match self.store.record(outcome, &self.identity).await? {
+            Recorded::Written => None,
+            Recorded::Superseded => {
+                tracing::info!("a newer desired state arrived; starting over with it");
+                Some(Next::RunAt(0))
+            }
+            Recorded::LeaseLost => {
+                tracing::warn!("this worker lost the job's lease; another worker carries on");
+                Some(Next::Done)
+            }
+        })
+    }
+}
+
+fn describe(code: &AccessCode) -> String {
+    let mut s = format!("status {:?}", code.status).to_lowercase();
+    if !code.warnings.is_empty() {
+        s.push_str(&format!(
+            ", warnings {}",
+            code.warnings
+                .iter()
+                .map(|w| w.code.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    s
+}

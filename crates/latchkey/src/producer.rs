@@ -1,0 +1,197 @@
+//! `latchkey enqueue` and `latchkey outcome`: what a producer or an operator
+//! runs to hand latchkey a desired state and to read how it went.
+
+use std::{io::Read, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
+use latchkey_store::{EnqueueError, QueueConfig, Reconciliations, Redis, RedisConfig, Waited};
+
+#[derive(Debug, clap::Args)]
+pub struct Conn {
+    /// Redis URL; several comma-separated URLs mean a cluster.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    redis_url: String,
+    /// Key prefix in Redis.
+    #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
+    prefix: String,
+}
+
+impl Conn {
+    async fn store(&self) -> anyhow::Result<Reconciliations> {
+        let redis = Redis::connect(&RedisConfig::new(&self.redis_url)).await?;
+        Ok(Reconciliations::new(
+            redis,
+            QueueConfig {
+                prefix: self.prefix.clone(),
+                ..QueueConfig::default()
+            },
+        )?)
+    }
+}
+
+/// A desired access code state, from flags or as JSON on stdin (`--json -`).
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Read the whole desired state as JSON from this file (`-` for stdin).
+    #[arg(long, conflicts_with_all = ["access_code_id", "code", "name", "code_type", "starts_at", "ends_at", "device_id"])]
+    json: Option<String>,
+    /// Seam's id of the access code.
+    #[arg(long, required_unless_present = "json")]
+    access_code_id: Option<String>,
+    /// The PIN (4 to 9 digits).
+    #[arg(long)]
+    code: Option<String>,
+    /// The name.
+    #[arg(long)]
+    name: Option<String>,
+    /// `ongoing` or `time_bound`.
+    #[arg(long = "type")]
+    code_type: Option<String>,
+    /// Start of validity, ISO 8601.
+    #[arg(long)]
+    starts_at: Option<String>,
+    /// End of validity, ISO 8601.
+    #[arg(long)]
+    ends_at: Option<String>,
+    /// The device.
+    #[arg(long)]
+    device_id: Option<String>,
+}
+
+pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let input: DesiredStateInput = match &args.json {
+        Some(path) => {
+            let mut text = String::new();
+            if path == "-" {
+                std::io::stdin().read_to_string(&mut text)?;
+            } else {
+                text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            }
+            serde_json::from_str(&text)
+                .context("the desired state is not valid JSON of the documented shape")?
+        }
+        None => DesiredStateInput {
+            access_code_id: args.access_code_id.clone().unwrap_or_default(),
+            code: args.code.clone(),
+            name: args.name.clone(),
+            code_type: args.code_type.clone(),
+            starts_at: args.starts_at.clone(),
+            ends_at: args.ends_at.clone(),
+            device_id: args.device_id.clone(),
+            options: Default::default(),
+        },
+    };
+    let store = args.conn.store().await?;
+    match store.enqueue(input).await {
+        Ok(generation) => {
+            println!("{generation}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(EnqueueError::Invalid(e)) => {
+            eprintln!("refused: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutcomeArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The access code.
+    access_code_id: String,
+    /// Wait up to this many seconds for a terminal outcome.
+    #[arg(long)]
+    wait: Option<u64>,
+    /// The generation to wait for (default: the newest).
+    #[arg(long)]
+    generation: Option<u64>,
+    /// Print the record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit codes: 0 succeeded, 1 ended otherwise (failed, rejected, timed out,
+/// superseded), 3 not finished (yet), 4 no such access code.
+pub async fn outcome(args: OutcomeArgs) -> anyhow::Result<ExitCode> {
+    let store = args.conn.store().await?;
+    let Some(current) = store.outcome(&args.access_code_id).await? else {
+        eprintln!(
+            "no desired state recorded for access code {}",
+            args.access_code_id
+        );
+        return Ok(ExitCode::from(4));
+    };
+    let record = match args.wait {
+        None => current,
+        Some(secs) => {
+            let generation = args.generation.unwrap_or(current.generation);
+            match store
+                .wait_for_outcome(&args.access_code_id, generation, Duration::from_secs(secs))
+                .await?
+            {
+                Waited::Finished(o) | Waited::TimedOut(Some(o)) => o,
+                Waited::Superseded(newer) => {
+                    eprintln!(
+                        "generation {generation} was superseded by generation {}",
+                        newer.generation
+                    );
+                    Outcome {
+                        generation,
+                        ..newer
+                    }
+                    .moved(OutcomeState::Superseded, chrono::Utc::now())
+                }
+                Waited::TimedOut(None) => current,
+            }
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        print_outcome(&record);
+    }
+    Ok(match record.state {
+        OutcomeState::Succeeded => ExitCode::SUCCESS,
+        s if s.is_terminal() => ExitCode::from(1),
+        _ => ExitCode::from(3),
+    })
+}
+
+pub fn print_outcome(o: &Outcome) {
+    println!("access code   {}", o.access_code_id);
+    println!("generation    {}", o.generation);
+    println!("state         {}", o.state.as_str());
+    println!("enqueued      {}", o.enqueued_at.to_rfc3339());
+    if let Some(f) = o.finished_at {
+        println!(
+            "finished      {} ({} ms after enqueue)",
+            f.to_rfc3339(),
+            (f - o.enqueued_at).num_milliseconds()
+        );
+    }
+    println!(
+        "update calls  {}   polls {}   re-applies {}",
+        o.attempts, o.polls, o.reapplies
+    );
+    if let Some(seen) = &o.last_seen {
+        println!(
+            "last seen     status {:?}, code {}, type {:?}",
+            seen.status,
+            seen.code.as_deref().unwrap_or("-"),
+            seen.code_type
+        );
+    }
+    if let Some(e) = &o.error {
+        println!("error         {}: {}", e.kind, e.message);
+    }
+}
