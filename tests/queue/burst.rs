@@ -18,14 +18,7 @@ async fn a_hundred_thousand_jobs_due_at_the_same_instant_are_all_processed() {
     let q = queue(&redis.url(), "burst", QueueConfig::default()).await;
     let due = now_ms() + 3_000;
     let pushed = q
-        .push_many((0..N).map(|n| {
-            NewJob::new(&Probe {
-                n,
-                ..Default::default()
-            })
-            .unwrap()
-            .run_at_ms(due)
-        }))
+        .push_many((0..N).map(|n| NewJob::new(&Probe { n, ..Default::default() }).unwrap().run_at_ms(due)))
         .await
         .unwrap();
     assert_eq!(pushed.len() as u64, N);
@@ -34,32 +27,14 @@ async fn a_hundred_thousand_jobs_due_at_the_same_instant_are_all_processed() {
 
     let started = Instant::now();
     let runs = Runs::default();
-    let worker = spawn_probe_worker(
-        &q,
-        WorkerOptions {
-            fetch_batch: 200,
-            ..test_options()
-        },
-        256,
-        &runs,
-    );
+    let worker = spawn_probe_worker(&q, WorkerOptions { fetch_batch: 200, ..test_options() }, 256, &runs);
     wait_for_counter(&q, "completed", N).await;
     let elapsed = started.elapsed();
-    println!(
-        "100k due jobs processed in {elapsed:?} ({:.0} jobs/s)",
-        N as f64 / elapsed.as_secs_f64()
-    );
+    println!("100k due jobs processed in {elapsed:?} ({:.0} jobs/s)", N as f64 / elapsed.as_secs_f64());
 
     let finished = runs.finished();
     assert_eq!(finished.len() as u64, N, "each job ran exactly once");
-    assert_eq!(
-        finished
-            .iter()
-            .map(|r| r.probe.n)
-            .collect::<HashSet<_>>()
-            .len() as u64,
-        N
-    );
+    assert_eq!(finished.iter().map(|r| r.probe.n).collect::<HashSet<_>>().len() as u64, N);
     assert_eq!(q.depth().await.unwrap(), latchkey_store::Depth::default());
     worker.stop().await;
 }

@@ -18,49 +18,18 @@ async fn the_queue_works_on_a_three_node_redis_cluster() {
     let mut slots = HashSet::new();
     let mut work = Vec::new();
     for name in ["alpha", "beta", "gamma", "delta"] {
-        let q = queue(
-            &url,
-            name,
-            QueueConfig {
-                max_attempts: 2,
-                ..QueueConfig::default()
-            },
-        )
-        .await;
+        let q = queue(&url, name, QueueConfig { max_attempts: 2, ..QueueConfig::default() }).await;
         let slot = cluster.nodes()[0].cli(&["cluster", "keyslot", q.keys().base()]);
         slots.insert(slot.trim().parse::<u16>().unwrap() / 5462); // which third of the slot range: which node
         let runs = Runs::default();
         let w = spawn_probe_worker(&q, test_options(), 16, &runs);
         q.push_many((0..300).map(|n| {
-            NewJob::new(&Probe {
-                n,
-                fail_until_attempt: (n % 10 == 0) as u32,
-                ..Default::default()
-            })
-            .unwrap()
+            NewJob::new(&Probe { n, fail_until_attempt: (n % 10 == 0) as u32, ..Default::default() }).unwrap()
         }))
         .await
         .unwrap();
-        q.push(
-            NewJob::new(&Probe {
-                n: 1000,
-                ..Default::default()
-            })
-            .unwrap()
-            .run_at_ms(now_ms() + 500),
-        )
-        .await
-        .unwrap();
-        q.push(
-            NewJob::new(&Probe {
-                n: 2000,
-                abort: true,
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        q.push(NewJob::new(&Probe { n: 1000, ..Default::default() }).unwrap().run_at_ms(now_ms() + 500)).await.unwrap();
+        q.push(NewJob::new(&Probe { n: 2000, abort: true, ..Default::default() }).unwrap()).await.unwrap();
         work.push((q, runs, w));
     }
     assert!(slots.len() >= 2, "the queues landed on more than one node");
@@ -75,22 +44,9 @@ async fn the_queue_works_on_a_three_node_redis_cluster() {
     let (q, runs, _) = &work[0];
     let before = runs.finished().len();
     let pushed = Instant::now();
-    q.push(
-        NewJob::new(&Probe {
-            n: 3000,
-            ..Default::default()
-        })
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    runs.wait_until(Duration::from_secs(5), "the new job", |r| r.len() > before)
-        .await;
-    assert!(
-        pushed.elapsed() < Duration::from_millis(500),
-        "pickup took {:?} on the cluster",
-        pushed.elapsed()
-    );
+    q.push(NewJob::new(&Probe { n: 3000, ..Default::default() }).unwrap()).await.unwrap();
+    runs.wait_until(Duration::from_secs(5), "the new job", |r| r.len() > before).await;
+    assert!(pushed.elapsed() < Duration::from_millis(500), "pickup took {:?} on the cluster", pushed.elapsed());
     for (_, _, w) in work {
         w.stop().await;
     }

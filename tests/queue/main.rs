@@ -18,19 +18,13 @@ use latchkey_tests::unique;
 
 /// A queue with a unique name on `url`.
 pub async fn queue(url: &str, name: &str, config: QueueConfig) -> Queue {
-    let redis = Redis::connect(&RedisConfig::new(url))
-        .await
-        .expect("connect to test redis");
+    let redis = Redis::connect(&RedisConfig::new(url)).await.expect("connect to test redis");
     Queue::new(redis, &unique(name), config).expect("queue")
 }
 
 /// A plain connection for assertions behind the queue's back.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
 /// Waits until the queue's counter `name` reaches `at_least` (jobs settle just
@@ -42,10 +36,7 @@ pub async fn wait_for_counter(q: &Queue, name: &str, at_least: u64) {
         if n >= at_least {
             return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counter {name} stuck at {n}, wanted {at_least}"
-        );
+        assert!(std::time::Instant::now() < deadline, "counter {name} stuck at {n}, wanted {at_least}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

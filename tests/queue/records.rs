@@ -14,14 +14,7 @@ use crate::raw;
 
 async fn store(url: &str) -> Reconciliations {
     let redis = Redis::connect(&RedisConfig::new(url)).await.unwrap();
-    Reconciliations::new(
-        redis,
-        QueueConfig {
-            prefix: unique("lk"),
-            ..QueueConfig::default()
-        },
-    )
-    .unwrap()
+    Reconciliations::new(redis, QueueConfig { prefix: unique("lk"), ..QueueConfig::default() }).unwrap()
 }
 
 fn want(json: &str) -> DesiredStateInput {
@@ -29,21 +22,13 @@ fn want(json: &str) -> DesiredStateInput {
 }
 
 async fn stream(url: &str, r: &Reconciliations) -> Vec<(String, u64, String)> {
-    let reply: redis::streams::StreamRangeReply = raw(url)
-        .await
-        .xrange_all(r.queue().keys().events())
-        .await
-        .unwrap();
+    let reply: redis::streams::StreamRangeReply = raw(url).await.xrange_all(r.queue().keys().events()).await.unwrap();
     reply
         .ids
         .iter()
         .map(|e| {
             let get = |k: &str| e.get::<String>(k).unwrap();
-            (
-                get("access_code_id"),
-                get("generation").parse().unwrap(),
-                get("state"),
-            )
+            (get("access_code_id"), get("generation").parse().unwrap(), get("state"))
         })
         .collect()
 }
@@ -52,39 +37,14 @@ async fn stream(url: &str, r: &Reconciliations) -> Vec<(String, u64, String)> {
 async fn enqueue_records_growing_generations_with_one_job_per_access_code() {
     let redis = RedisServer::start();
     let r = store(&redis.url()).await;
-    assert_eq!(
-        r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#))
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        r.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#))
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        r.enqueue(want(r#"{"access_code_id":"ac2","type":"ongoing"}"#))
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap(), 1);
+    assert_eq!(r.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#)).await.unwrap(), 2);
+    assert_eq!(r.enqueue(want(r#"{"access_code_id":"ac2","type":"ongoing"}"#)).await.unwrap(), 1);
 
-    assert_eq!(
-        r.queue().depth().await.unwrap().ready,
-        2,
-        "one job per access code"
-    );
+    assert_eq!(r.queue().depth().await.unwrap().ready, 2, "one job per access code");
     let loaded = r.load("ac1").await.unwrap().unwrap();
-    assert_eq!(
-        (loaded.generation, loaded.desired.code.as_deref()),
-        (2, Some("5678"))
-    );
-    assert_eq!(
-        (loaded.outcome.generation, loaded.outcome.state),
-        (2, OutcomeState::Pending)
-    );
+    assert_eq!((loaded.generation, loaded.desired.code.as_deref()), (2, Some("5678")));
+    assert_eq!((loaded.outcome.generation, loaded.outcome.state), (2, OutcomeState::Pending));
     assert_eq!(
         stream(&redis.url(), &r).await,
         [
@@ -100,14 +60,8 @@ async fn enqueue_records_growing_generations_with_one_job_per_access_code() {
 async fn an_invalid_desired_state_is_refused_naming_the_field_and_nothing_is_stored() {
     let redis = RedisServer::start();
     let r = store(&redis.url()).await;
-    let err = r
-        .enqueue(want(r#"{"access_code_id":"ac1","code":"12ab"}"#))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        r#"invalid desired state: code: "12ab" must be 4 to 9 digits"#
-    );
+    let err = r.enqueue(want(r#"{"access_code_id":"ac1","code":"12ab"}"#)).await.unwrap_err();
+    assert_eq!(err.to_string(), r#"invalid desired state: code: "12ab" must be 4 to 9 digits"#);
     assert!(r.outcome("ac1").await.unwrap().is_none());
     assert_eq!(r.queue().depth().await.unwrap().ready, 0);
 }
@@ -116,46 +70,25 @@ async fn an_invalid_desired_state_is_refused_naming_the_field_and_nothing_is_sto
 async fn outcome_writes_are_refused_for_an_older_generation_or_a_lost_lease() {
     let redis = RedisServer::start();
     let r = store(&redis.url()).await;
-    r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#))
-        .await
-        .unwrap();
+    r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap();
     // Lease the job to "w1" behind the queue's back: this test is about the record script.
-    let _: () = raw(&redis.url())
-        .await
-        .hset(r.queue().keys().job("ac1"), "lease", "w1")
-        .await
-        .unwrap();
+    let _: () = raw(&redis.url()).await.hset(r.queue().keys().job("ac1"), "lease", "w1").await.unwrap();
 
     let applying = Outcome::pending("ac1", 1, Utc::now()).moved(OutcomeState::Applying, Utc::now());
     assert_eq!(r.record(&applying, "w1").await.unwrap(), Recorded::Written);
-    assert_eq!(
-        r.record(&applying, "w2").await.unwrap(),
-        Recorded::LeaseLost
-    );
-    r.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#))
-        .await
-        .unwrap();
+    assert_eq!(r.record(&applying, "w2").await.unwrap(), Recorded::LeaseLost);
+    r.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#)).await.unwrap();
     let late = applying.clone().moved(OutcomeState::Succeeded, Utc::now());
     assert_eq!(r.record(&late, "w1").await.unwrap(), Recorded::Superseded);
     let now = r.outcome("ac1").await.unwrap().unwrap();
-    assert_eq!(
-        (now.generation, now.state),
-        (2, OutcomeState::Pending),
-        "the stale write changed nothing"
-    );
+    assert_eq!((now.generation, now.state), (2, OutcomeState::Pending), "the stale write changed nothing");
 
-    match r
-        .wait_for_outcome("ac1", 1, Duration::from_millis(50))
-        .await
-        .unwrap()
-    {
+    match r.wait_for_outcome("ac1", 1, Duration::from_millis(50)).await.unwrap() {
         Waited::Superseded(o) => assert_eq!(o.generation, 2),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        r.wait_for_outcome("ac1", 2, Duration::from_millis(50))
-            .await
-            .unwrap(),
+        r.wait_for_outcome("ac1", 2, Duration::from_millis(50)).await.unwrap(),
         Waited::TimedOut(Some(_))
     ));
 }

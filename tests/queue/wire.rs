@@ -30,23 +30,8 @@ async fn a_job_pushed_with_redis_cli_runs_in_the_rust_worker() {
     let q = queue(&redis.url(), "wire", QueueConfig::default()).await;
     let base = q.keys().base().to_string();
 
-    assert_eq!(
-        cli_push(
-            &redis.url(),
-            &base,
-            &["4", "from-cli-1", r#"{"n":7}"#, "0", "0"]
-        ),
-        "1"
-    );
-    assert_eq!(
-        cli_push(
-            &redis.url(),
-            &base,
-            &["4", "from-cli-1", r#"{"n":8}"#, "0", "0"]
-        ),
-        "0",
-        "same id: duplicate"
-    );
+    assert_eq!(cli_push(&redis.url(), &base, &["4", "from-cli-1", r#"{"n":7}"#, "0", "0"]), "1");
+    assert_eq!(cli_push(&redis.url(), &base, &["4", "from-cli-1", r#"{"n":8}"#, "0", "0"]), "0", "same id: duplicate");
 
     let runs = Runs::default();
     let worker = spawn_probe_worker(&q, test_options(), 2, &runs);

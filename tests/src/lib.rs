@@ -6,6 +6,7 @@
 //! test uses its own queue names, and tests that must restart Redis fail with a
 //! message saying so). With neither, tests fail with instructions.
 
+pub mod app;
 pub mod worker;
 
 pub use latchkey_devenv::{RedisCluster, RedisServer, cli_at};
@@ -22,21 +23,14 @@ pub fn init_logs() {
 
 /// Unix time in milliseconds, local clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// A unique-enough suffix for queue names, so tests sharing a Redis never meet.
 pub fn unique(name: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Percentile (0..=100) of a sample, nearest rank.
@@ -48,8 +42,5 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Path of the workspace root (for scripts under `crates/`).
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }

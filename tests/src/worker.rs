@@ -80,13 +80,7 @@ impl Runs {
     }
     /// Distinct job ids that ended with Ok.
     pub fn succeeded_ids(&self) -> HashSet<String> {
-        self.runs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.ok)
-            .map(|r| r.id.clone())
-            .collect()
+        self.runs.lock().unwrap().iter().filter(|r| r.ok).map(|r| r.id.clone()).collect()
     }
     /// Waits until `pred` holds over the finished runs, or panics after `timeout`.
     pub async fn wait_until(&self, timeout: Duration, what: &str, pred: impl Fn(&[Run]) -> bool) {
@@ -105,22 +99,13 @@ impl Runs {
     /// Waits until `n` distinct jobs succeeded.
     pub async fn wait_for_successes(&self, n: usize, timeout: Duration) {
         self.wait_until(timeout, &format!("{n} successful jobs"), |runs| {
-            runs.iter()
-                .filter(|r| r.ok)
-                .map(|r| &r.id)
-                .collect::<HashSet<_>>()
-                .len()
-                >= n
+            runs.iter().filter(|r| r.ok).map(|r| &r.id).collect::<HashSet<_>>().len() >= n
         })
         .await
     }
 }
 
-async fn probe_handler(
-    probe: Probe,
-    info: Data<JobInfo>,
-    runs: Data<Runs>,
-) -> Result<Next, BoxDynError> {
+async fn probe_handler(probe: Probe, info: Data<JobInfo>, runs: Data<Runs>) -> Result<Next, BoxDynError> {
     let mut run = Run {
         id: info.id.clone(),
         attempt: info.attempt,
@@ -129,13 +114,7 @@ async fn probe_handler(
         probe: probe.clone(),
         ok: false,
     };
-    let earlier_runs = runs
-        .started
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.id == info.id)
-        .count() as u32;
+    let earlier_runs = runs.started.lock().unwrap().iter().filter(|r| r.id == info.id).count() as u32;
     runs.started.lock().unwrap().push(run.clone());
     let result = behave(&probe, &info).await.map(|()| {
         if earlier_runs < probe.continue_times {
@@ -161,10 +140,7 @@ async fn behave(probe: &Probe, info: &JobInfo) -> Result<(), BoxDynError> {
         return Err(AbortError::new("probe aborted on purpose").into());
     }
     if probe.retry_at_ms > 0 && info.attempt == 1 {
-        return Err(Box::new(RetryAt {
-            at_ms: probe.retry_at_ms,
-            source: "come back later".into(),
-        }));
+        return Err(Box::new(RetryAt { at_ms: probe.retry_at_ms, source: "come back later".into() }));
     }
     if info.attempt <= probe.fail_until_attempt {
         return Err(format!("probe failure on attempt {}", info.attempt).into());
@@ -197,12 +173,7 @@ impl WorkerHandle {
 }
 
 /// Starts an apalis worker running probe jobs from `queue`.
-pub fn spawn_probe_worker(
-    queue: &Queue,
-    opts: WorkerOptions,
-    concurrency: usize,
-    runs: &Runs,
-) -> WorkerHandle {
+pub fn spawn_probe_worker(queue: &Queue, opts: WorkerOptions, concurrency: usize, runs: &Runs) -> WorkerHandle {
     let backend = queue.backend::<Probe>(opts);
     let worker = WorkerBuilder::new(crate::unique("probe-worker"))
         .backend(backend)
@@ -214,10 +185,7 @@ pub fn spawn_probe_worker(
         let _ = rx.await;
         Ok::<(), WorkerError>(())
     }));
-    WorkerHandle {
-        stop: Some(tx),
-        join,
-    }
+    WorkerHandle { stop: Some(tx), join }
 }
 
 /// Worker options for tests: defaults, with a short idle poll only where a test asks.

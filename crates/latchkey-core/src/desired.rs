@@ -109,16 +109,16 @@ pub struct InvalidDesiredState {
 }
 
 fn invalid(field: &'static str, rule: impl Into<String>) -> InvalidDesiredState {
-    InvalidDesiredState {
-        field,
-        rule: rule.into(),
-    }
+    InvalidDesiredState { field, rule: rule.into() }
 }
 
 fn parse_time(field: &'static str, value: &str) -> Result<DateTime<Utc>, InvalidDesiredState> {
-    DateTime::parse_from_rfc3339(value.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| invalid(field, format!("{value:?} is not an ISO 8601 date-time with an offset, e.g. 2025-02-01T16:00:00Z ({e})")))
+    DateTime::parse_from_rfc3339(value.trim()).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        invalid(
+            field,
+            format!("{value:?} is not an ISO 8601 date-time with an offset, e.g. 2025-02-01T16:00:00Z ({e})"),
+        )
+    })
 }
 
 impl DesiredStateInput {
@@ -126,14 +126,8 @@ impl DesiredStateInput {
     /// `now` decides whether `ends_at` is in the future.
     pub fn validate(self, now: DateTime<Utc>) -> Result<DesiredState, InvalidDesiredState> {
         let id = self.access_code_id.trim();
-        if id.is_empty()
-            || id.len() > 200
-            || id.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(invalid(
-                "access_code_id",
-                "must be 1 to 200 characters without whitespace",
-            ));
+        if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("access_code_id", "must be 1 to 200 characters without whitespace"));
         }
         if let Some(code) = &self.code {
             if !(4..=9).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -150,29 +144,15 @@ impl DesiredStateInput {
             Some("ongoing") => Some(CodeType::Ongoing),
             Some("time_bound") => Some(CodeType::TimeBound),
             Some(other) => {
-                return Err(invalid(
-                    "type",
-                    format!("{other:?} is not one of \"ongoing\", \"time_bound\""),
-                ));
+                return Err(invalid("type", format!("{other:?} is not one of \"ongoing\", \"time_bound\"")));
             }
         };
-        let starts_at = self
-            .starts_at
-            .as_deref()
-            .map(|v| parse_time("starts_at", v))
-            .transpose()?;
-        let ends_at = self
-            .ends_at
-            .as_deref()
-            .map(|v| parse_time("ends_at", v))
-            .transpose()?;
+        let starts_at = self.starts_at.as_deref().map(|v| parse_time("starts_at", v)).transpose()?;
+        let ends_at = self.ends_at.as_deref().map(|v| parse_time("ends_at", v)).transpose()?;
         let schedule = match (code_type, starts_at, ends_at) {
             (Some(CodeType::Ongoing), None, None) => Schedule::Ongoing,
             (Some(CodeType::Ongoing), _, _) => {
-                return Err(invalid(
-                    "type",
-                    "\"ongoing\" cannot be combined with starts_at or ends_at",
-                ));
+                return Err(invalid("type", "\"ongoing\" cannot be combined with starts_at or ends_at"));
             }
             (_, Some(starts_at), Some(ends_at)) => {
                 if ends_at <= starts_at {
@@ -184,31 +164,19 @@ impl DesiredStateInput {
                 Schedule::TimeBound { starts_at, ends_at }
             }
             (_, Some(_), None) => {
-                return Err(invalid(
-                    "ends_at",
-                    "is required with starts_at (both or neither)",
-                ));
+                return Err(invalid("ends_at", "is required with starts_at (both or neither)"));
             }
             (_, None, Some(_)) => {
-                return Err(invalid(
-                    "starts_at",
-                    "is required with ends_at (both or neither)",
-                ));
+                return Err(invalid("starts_at", "is required with ends_at (both or neither)"));
             }
             (Some(CodeType::TimeBound), None, None) => {
-                return Err(invalid(
-                    "type",
-                    "\"time_bound\" needs starts_at and ends_at",
-                ));
+                return Err(invalid("type", "\"time_bound\" needs starts_at and ends_at"));
             }
             (None, None, None) => Schedule::Unchanged,
         };
         if let Some(r) = &self.options.max_time_rounding {
             if !["1hour", "1day", "1h", "1d"].contains(&r.as_str()) {
-                return Err(invalid(
-                    "max_time_rounding",
-                    format!("{r:?} is not one of 1hour, 1day, 1h, 1d"),
-                ));
+                return Err(invalid("max_time_rounding", format!("{r:?} is not one of 1hour, 1day, 1h, 1d")));
             }
         }
         Ok(DesiredState {
@@ -240,9 +208,7 @@ mod tests {
             .validate(now())
             .unwrap();
         assert_eq!(d.code.as_deref(), Some("4321"));
-        let Schedule::TimeBound { starts_at, ends_at } = d.schedule else {
-            panic!("{:?}", d.schedule)
-        };
+        let Schedule::TimeBound { starts_at, ends_at } = d.schedule else { panic!("{:?}", d.schedule) };
         assert_eq!(starts_at.to_rfc3339(), "2026-02-01T16:00:00+00:00");
         assert_eq!(ends_at.to_rfc3339(), "2026-02-22T11:00:00+00:00");
         assert_eq!(d.options.is_one_time_use, Some(false));
@@ -269,22 +235,10 @@ mod tests {
                 r#"{"access_code_id":"a","starts_at":"2025-02-01T00:00:00Z","ends_at":"2025-02-02T00:00:00Z"}"#,
                 "ends_at",
             ),
-            (
-                r#"{"access_code_id":"a","starts_at":"tomorrow","ends_at":"2026-02-02T00:00:00Z"}"#,
-                "starts_at",
-            ),
-            (
-                r#"{"access_code_id":"a","starts_at":"2026-02-01T00:00:00Z"}"#,
-                "ends_at",
-            ),
-            (
-                r#"{"access_code_id":"a","ends_at":"2026-02-01T00:00:00Z"}"#,
-                "starts_at",
-            ),
-            (
-                r#"{"access_code_id":"a","max_time_rounding":"1week"}"#,
-                "max_time_rounding",
-            ),
+            (r#"{"access_code_id":"a","starts_at":"tomorrow","ends_at":"2026-02-02T00:00:00Z"}"#, "starts_at"),
+            (r#"{"access_code_id":"a","starts_at":"2026-02-01T00:00:00Z"}"#, "ends_at"),
+            (r#"{"access_code_id":"a","ends_at":"2026-02-01T00:00:00Z"}"#, "starts_at"),
+            (r#"{"access_code_id":"a","max_time_rounding":"1week"}"#, "max_time_rounding"),
         ];
         for (json, field) in cases {
             let err = input(json).validate(now()).unwrap_err();
@@ -294,26 +248,18 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_not_dropped() {
-        let err =
-            serde_json::from_str::<DesiredStateInput>(r#"{"access_code_id":"a","start_at":"x"}"#)
-                .unwrap_err();
+        let err = serde_json::from_str::<DesiredStateInput>(r#"{"access_code_id":"a","start_at":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("start_at"), "{err}");
     }
 
     #[test]
     fn type_alone_or_nothing_set_the_schedule() {
         assert_eq!(
-            input(r#"{"access_code_id":"a","type":"ongoing"}"#)
-                .validate(now())
-                .unwrap()
-                .schedule,
+            input(r#"{"access_code_id":"a","type":"ongoing"}"#).validate(now()).unwrap().schedule,
             Schedule::Ongoing
         );
         assert_eq!(
-            input(r#"{"access_code_id":"a","name":"x"}"#)
-                .validate(now())
-                .unwrap()
-                .schedule,
+            input(r#"{"access_code_id":"a","name":"x"}"#).validate(now()).unwrap().schedule,
             Schedule::Unchanged
         );
     }

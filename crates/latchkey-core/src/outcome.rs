@@ -104,6 +104,10 @@ pub struct Outcome {
     /// When the update was accepted by Seam.
     #[serde(default)]
     pub applied_at: Option<DateTime<Utc>>,
+    /// When latchkey last sent an update for this access code, whatever the
+    /// generation (carried over to new generations, to space updates out).
+    #[serde(default)]
+    pub last_update_at: Option<DateTime<Utc>>,
     /// Verification gives up at this time.
     #[serde(default)]
     pub verify_deadline: Option<DateTime<Utc>>,
@@ -130,6 +134,7 @@ impl Outcome {
             reapplies: 0,
             action_attempt_id: None,
             applied_at: None,
+            last_update_at: None,
             verify_deadline: None,
             last_seen: None,
             error: None,
@@ -205,11 +210,7 @@ mod tests {
         let now: DateTime<Utc> = "2026-03-01T12:00:00Z".parse().unwrap();
         let at = |s| Outcome::pending("a", 1, now).moved(s, now);
         assert_eq!(Step::of(&at(OutcomeState::Pending)), Step::Apply);
-        assert_eq!(
-            Step::of(&at(OutcomeState::Applying)),
-            Step::Apply,
-            "a run that died mid-update applies again"
-        );
+        assert_eq!(Step::of(&at(OutcomeState::Applying)), Step::Apply, "a run that died mid-update applies again");
         let mut following = at(OutcomeState::Applying);
         following.action_attempt_id = Some("aa".into());
         assert_eq!(Step::of(&following), Step::FollowAttempt("aa".into()));

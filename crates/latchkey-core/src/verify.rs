@@ -70,11 +70,7 @@ pub fn first_poll_at(schedule: &Schedule, now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The verification deadline: `timeout` after the apply for ongoing codes,
 /// `timeout` after `starts_at` (or after the apply, if later) for time-bound ones.
-pub fn deadline(
-    schedule: &Schedule,
-    applied_at: DateTime<Utc>,
-    timeout: Duration,
-) -> DateTime<Utc> {
+pub fn deadline(schedule: &Schedule, applied_at: DateTime<Utc>, timeout: Duration) -> DateTime<Utc> {
     let from = first_poll_at(schedule, applied_at);
     from + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
 }
@@ -102,9 +98,7 @@ pub fn differences(desired: &DesiredState, observed: &AccessCode) -> Vec<&'stati
         Some(_) => chrono::Duration::hours(1),
         None => chrono::Duration::seconds(1),
     };
-    let near = |want: DateTime<Utc>, got: Option<DateTime<Utc>>| {
-        got.is_some_and(|g| (g - want).abs() < tolerance)
-    };
+    let near = |want: DateTime<Utc>, got: Option<DateTime<Utc>>| got.is_some_and(|g| (g - want).abs() < tolerance);
     match desired.schedule {
         Schedule::Unchanged => {}
         Schedule::Ongoing => {
@@ -128,16 +122,9 @@ pub fn differences(desired: &DesiredState, observed: &AccessCode) -> Vec<&'stati
 }
 
 /// Decides what to do with what Seam reports.
-pub fn judge(
-    desired: &DesiredState,
-    observed: &AccessCode,
-    budget: Budget,
-    now: DateTime<Utc>,
-) -> Verdict {
+pub fn judge(desired: &DesiredState, observed: &AccessCode, budget: Budget, now: DateTime<Utc>) -> Verdict {
     if !observed.errors.is_empty() {
-        return Verdict::Failed {
-            error_codes: observed.errors.iter().map(|e| e.code.clone()).collect(),
-        };
+        return Verdict::Failed { error_codes: observed.errors.iter().map(|e| e.code.clone()).collect() };
     }
     if observed.status == CodeStatus::Set {
         let differences = differences(desired, observed);
@@ -185,10 +172,7 @@ mod tests {
     const NOW: &str = "2026-03-01T12:00:00Z";
 
     fn desired(json: &str) -> DesiredState {
-        serde_json::from_str::<DesiredStateInput>(json)
-            .unwrap()
-            .validate(t(NOW))
-            .unwrap()
+        serde_json::from_str::<DesiredStateInput>(json).unwrap().validate(t(NOW)).unwrap()
     }
 
     fn code(status: CodeStatus) -> AccessCode {
@@ -208,140 +192,78 @@ mod tests {
     }
 
     fn budget(deadline: &str) -> Budget {
-        Budget {
-            deadline: t(deadline),
-            reapplies: 0,
-            max_reapplies: 2,
-        }
+        Budget { deadline: t(deadline), reapplies: 0, max_reapplies: 2 }
     }
 
     #[test]
     fn the_verdict_table() {
-        let ongoing =
-            desired(r#"{"access_code_id":"ac","code":"1234","name":"Guest","type":"ongoing"}"#);
+        let ongoing = desired(r#"{"access_code_id":"ac","code":"1234","name":"Guest","type":"ongoing"}"#);
         let b = budget("2026-03-01T12:15:00Z");
         let now = t(NOW);
-        assert_eq!(
-            judge(&ongoing, &code(CodeStatus::Set), b, now),
-            Verdict::Succeeded
-        );
-        assert_eq!(
-            judge(&ongoing, &code(CodeStatus::Setting), b, now),
-            Verdict::PollAgain {
-                reason: "still setting"
-            }
-        );
+        assert_eq!(judge(&ongoing, &code(CodeStatus::Set), b, now), Verdict::Succeeded);
+        assert_eq!(judge(&ongoing, &code(CodeStatus::Setting), b, now), Verdict::PollAgain { reason: "still setting" });
         let mut delayed = code(CodeStatus::Setting);
-        delayed.warnings.push(CodeIssue {
-            code: "delay_in_setting_on_device".into(),
-            message: String::new(),
-        });
-        assert!(
-            matches!(judge(&ongoing, &delayed, b, now), Verdict::PollAgain { reason } if reason.contains("delay"))
-        );
+        delayed.warnings.push(CodeIssue { code: "delay_in_setting_on_device".into(), message: String::new() });
+        assert!(matches!(judge(&ongoing, &delayed, b, now), Verdict::PollAgain { reason } if reason.contains("delay")));
         let mut failed = code(CodeStatus::Setting);
-        failed.errors.push(CodeIssue {
-            code: "failed_to_set_on_device".into(),
-            message: String::new(),
-        });
+        failed.errors.push(CodeIssue { code: "failed_to_set_on_device".into(), message: String::new() });
         assert_eq!(
             judge(&ongoing, &failed, b, now),
-            Verdict::Failed {
-                error_codes: vec!["failed_to_set_on_device".into()]
-            }
+            Verdict::Failed { error_codes: vec!["failed_to_set_on_device".into()] }
         );
-        assert_eq!(
-            judge(
-                &ongoing,
-                &code(CodeStatus::Setting),
-                b,
-                t("2026-03-01T12:15:00Z")
-            ),
-            Verdict::TimedOut
-        );
+        assert_eq!(judge(&ongoing, &code(CodeStatus::Setting), b, t("2026-03-01T12:15:00Z")), Verdict::TimedOut);
         let mut changed = code(CodeStatus::Set);
         changed.code = Some("9999".into());
-        assert_eq!(
-            judge(&ongoing, &changed, b, now),
-            Verdict::Reapply {
-                differences: vec!["code"]
-            }
-        );
+        assert_eq!(judge(&ongoing, &changed, b, now), Verdict::Reapply { differences: vec!["code"] });
         let spent = Budget { reapplies: 2, ..b };
-        assert_eq!(
-            judge(&ongoing, &changed, spent, now),
-            Verdict::Drifted {
-                differences: vec!["code"]
-            }
-        );
+        assert_eq!(judge(&ongoing, &changed, spent, now), Verdict::Drifted { differences: vec!["code"] });
     }
 
     #[test]
     fn errors_win_over_set() {
         let d = desired(r#"{"access_code_id":"ac"}"#);
         let mut c = code(CodeStatus::Set);
-        c.errors.push(CodeIssue {
-            code: "duplicate_code_on_device".into(),
-            message: String::new(),
-        });
-        assert!(matches!(
-            judge(&d, &c, budget("2026-03-01T13:00:00Z"), t(NOW)),
-            Verdict::Failed { .. }
-        ));
+        c.errors.push(CodeIssue { code: "duplicate_code_on_device".into(), message: String::new() });
+        assert!(matches!(judge(&d, &c, budget("2026-03-01T13:00:00Z"), t(NOW)), Verdict::Failed { .. }));
     }
 
     #[test]
     fn a_time_bound_code_waits_for_its_start_then_must_be_set() {
-        let d = desired(
-            r#"{"access_code_id":"ac","starts_at":"2026-03-02T15:00:00Z","ends_at":"2026-03-05T11:00:00Z"}"#,
-        );
+        let d =
+            desired(r#"{"access_code_id":"ac","starts_at":"2026-03-02T15:00:00Z","ends_at":"2026-03-05T11:00:00Z"}"#);
         let mut scheduled = code(CodeStatus::Unset);
         scheduled.code_type = CodeType::TimeBound;
         scheduled.starts_at = Some(t("2026-03-02T15:00:00.000Z"));
         scheduled.ends_at = Some(t("2026-03-05T11:00:00Z"));
         scheduled.is_scheduled_on_device = Some(true);
         let b = budget("2026-03-02T15:15:00Z");
-        assert_eq!(
-            judge(&d, &scheduled, b, t(NOW)),
-            Verdict::WaitUntil(t("2026-03-02T15:00:00Z"))
-        );
+        assert_eq!(judge(&d, &scheduled, b, t(NOW)), Verdict::WaitUntil(t("2026-03-02T15:00:00Z")));
         assert_eq!(
             judge(&d, &scheduled, b, t("2026-03-02T15:00:01Z")),
-            Verdict::PollAgain {
-                reason: "not on the lock yet"
-            }
+            Verdict::PollAgain { reason: "not on the lock yet" }
         );
         let mut set = scheduled.clone();
         set.status = CodeStatus::Set;
-        assert_eq!(
-            judge(&d, &set, b, t("2026-03-02T15:00:01Z")),
-            Verdict::Succeeded
-        );
+        assert_eq!(judge(&d, &set, b, t("2026-03-02T15:00:01Z")), Verdict::Succeeded);
         // Still ongoing on Seam's side: the conversion has not happened yet.
         let mut still_ongoing = code(CodeStatus::Set);
         still_ongoing.code_type = CodeType::Ongoing;
         assert_eq!(
             judge(&d, &still_ongoing, b, t(NOW)),
-            Verdict::Reapply {
-                differences: vec!["type", "starts_at", "ends_at"]
-            }
+            Verdict::Reapply { differences: vec!["type", "starts_at", "ends_at"] }
         );
     }
 
     #[test]
     fn rounding_widens_the_date_comparison() {
-        let mut d = desired(
-            r#"{"access_code_id":"ac","starts_at":"2026-03-02T15:20:00Z","ends_at":"2026-03-05T11:10:00Z"}"#,
-        );
+        let mut d =
+            desired(r#"{"access_code_id":"ac","starts_at":"2026-03-02T15:20:00Z","ends_at":"2026-03-05T11:10:00Z"}"#);
         let mut c = code(CodeStatus::Set);
         c.code_type = CodeType::TimeBound;
         c.starts_at = Some(t("2026-03-02T15:00:00Z"));
         c.ends_at = Some(t("2026-03-05T11:00:00Z"));
         assert_eq!(differences(&d, &c), vec!["starts_at", "ends_at"]);
-        d.options = UpdateOptions {
-            max_time_rounding: Some("1hour".into()),
-            ..UpdateOptions::default()
-        };
+        d.options = UpdateOptions { max_time_rounding: Some("1hour".into()), ..UpdateOptions::default() };
         assert!(differences(&d, &c).is_empty());
     }
 
@@ -350,34 +272,18 @@ mod tests {
         let now = t(NOW);
         let fifteen = Duration::from_secs(900);
         assert_eq!(first_poll_at(&Schedule::Ongoing, now), now);
-        let tb = Schedule::TimeBound {
-            starts_at: t("2026-03-02T15:00:00Z"),
-            ends_at: t("2026-03-03T15:00:00Z"),
-        };
+        let tb = Schedule::TimeBound { starts_at: t("2026-03-02T15:00:00Z"), ends_at: t("2026-03-03T15:00:00Z") };
         assert_eq!(first_poll_at(&tb, now), t("2026-03-02T15:00:00Z"));
         assert_eq!(deadline(&tb, now, fifteen), t("2026-03-02T15:15:00Z"));
-        assert_eq!(
-            deadline(&Schedule::Ongoing, now, fifteen),
-            t("2026-03-01T12:15:00Z")
-        );
-        let started = Schedule::TimeBound {
-            starts_at: t("2026-03-01T11:00:00Z"),
-            ends_at: t("2026-03-03T15:00:00Z"),
-        };
-        assert_eq!(
-            first_poll_at(&started, now),
-            now,
-            "a start in the past: verify at once"
-        );
+        assert_eq!(deadline(&Schedule::Ongoing, now, fifteen), t("2026-03-01T12:15:00Z"));
+        let started = Schedule::TimeBound { starts_at: t("2026-03-01T11:00:00Z"), ends_at: t("2026-03-03T15:00:00Z") };
+        assert_eq!(first_poll_at(&started, now), now, "a start in the past: verify at once");
     }
 
     #[test]
     fn poll_delays_grow_to_the_cap_with_full_jitter() {
         let (base, cap) = (Duration::from_secs(1), Duration::from_secs(60));
-        assert_eq!(
-            poll_delay(1, base, cap, 0.999_999),
-            Duration::from_secs(1).mul_f64(0.999_999)
-        );
+        assert_eq!(poll_delay(1, base, cap, 0.999_999), Duration::from_secs(1).mul_f64(0.999_999));
         assert_eq!(poll_delay(4, base, cap, 0.5), Duration::from_secs(4));
         assert_eq!(poll_delay(30, base, cap, 0.5), Duration::from_secs(30));
         assert_eq!(poll_delay(3, base, cap, 0.0), Duration::ZERO);

@@ -11,12 +11,7 @@ use std::{
 
 /// Whether `redis-server` is on PATH.
 pub fn have_redis_server() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// What to do when there is no Redis to use.
@@ -43,9 +38,7 @@ pub struct RedisServer {
     args: Vec<String>,
     child: Option<Child>,
     #[cfg(feature = "docker")]
-    container: Option<
-        testcontainers_modules::testcontainers::Container<testcontainers_modules::redis::Redis>,
-    >,
+    container: Option<testcontainers_modules::testcontainers::Container<testcontainers_modules::redis::Redis>>,
 }
 
 impl RedisServer {
@@ -101,9 +94,7 @@ impl RedisServer {
     #[cfg(feature = "docker")]
     fn start_in_docker() -> Option<Self> {
         use testcontainers_modules::testcontainers::runners::SyncRunner;
-        let container = testcontainers_modules::redis::Redis::default()
-            .start()
-            .ok()?;
+        let container = testcontainers_modules::redis::Redis::default().start().ok()?;
         let port = container.get_host_port_ipv4(6379).ok()?;
         let mut server = Self::external(format!("redis://127.0.0.1:{port}"));
         server.port = port;
@@ -114,21 +105,12 @@ impl RedisServer {
     fn spawn(&mut self) {
         let dir = self.dir.as_ref().expect("own server").path();
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(&self.args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("start redis-server"));
         wait_for_ping(self.port);
     }
@@ -188,17 +170,8 @@ impl Drop for RedisServer {
 
 /// Runs `redis-cli -u URL args...`, returning stdout; panics on failure.
 pub fn cli_at(url: &str, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-u")
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("redis-cli").arg("-u").arg(url).args(args).output().expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -213,10 +186,7 @@ fn wait_for_ping(port: u16) {
         if ok {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on port {port} did not answer PING within 10 s"
-        );
+        assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 10 s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -230,10 +200,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three cluster-enabled servers and joins them.
     pub fn start() -> Self {
-        assert!(
-            have_redis_server(),
-            "the cluster test starts its own nodes: {NO_REDIS}"
-        );
+        assert!(have_redis_server(), "the cluster test starts its own nodes: {NO_REDIS}");
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::start_with(&[
@@ -246,10 +213,7 @@ impl RedisCluster {
                 ])
             })
             .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -257,11 +221,7 @@ impl RedisCluster {
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         let deadline = Instant::now() + Duration::from_secs(20);
         for n in &nodes {
             while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {
@@ -274,11 +234,7 @@ impl RedisCluster {
 
     /// The seed URLs, comma-separated: the form `RedisConfig` takes for a cluster.
     pub fn url(&self) -> String {
-        self.nodes
-            .iter()
-            .map(RedisServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
     }
 
     /// The nodes.

@@ -40,9 +40,7 @@ impl SeamClient {
     /// Builds the client. Fails only on an unusable configuration.
     pub fn new(config: &SeamConfig) -> Result<Self> {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
-            .map_err(|_| {
-                Error::Config("the Seam API key has characters not allowed in a header".into())
-            })?;
+            .map_err(|_| Error::Config("the Seam API key has characters not allowed in a header".into()))?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
@@ -53,11 +51,7 @@ impl SeamClient {
             .timeout(config.request_timeout)
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
-        Ok(Self {
-            http,
-            endpoint: config.endpoint.clone(),
-            request_timeout: config.request_timeout,
-        })
+        Ok(Self { http, endpoint: config.endpoint.clone(), request_timeout: config.request_timeout })
     }
 
     /// `POST /access_codes/update`.
@@ -83,11 +77,7 @@ impl SeamClient {
         Ok(r.action_attempt.into())
     }
 
-    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        path: &'static str,
-        body: &B,
-    ) -> Result<T> {
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &'static str, body: &B) -> Result<T> {
         let started = Instant::now();
         let result = self.exchange(path, body).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -96,48 +86,23 @@ impl SeamClient {
             Err(e) => tracing::debug!(path, elapsed_ms, error = %e, "seam request failed"),
         }
         let (status, bytes) = result?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
-            status,
-            detail: format!("{e}; body: {}", excerpt(&bytes)),
-        })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Malformed { status, detail: format!("{e}; body: {}", excerpt(&bytes)) })
     }
 
     /// Sends the request and reads the whole body; non-2xx answers become errors.
-    async fn exchange<B: Serialize + ?Sized>(
-        &self,
-        path: &'static str,
-        body: &B,
-    ) -> Result<(u16, Vec<u8>)> {
+    async fn exchange<B: Serialize + ?Sized>(&self, path: &'static str, body: &B) -> Result<(u16, Vec<u8>)> {
         let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                Error::Timeout(self.request_timeout, e)
-            } else {
-                Error::Connect(e)
-            }
+            if e.is_timeout() { Error::Timeout(self.request_timeout, e) } else { Error::Connect(e) }
         };
-        let response = self
-            .http
-            .post(format!("{}{path}", self.endpoint))
-            .json(body)
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = self.http.post(format!("{}{path}", self.endpoint)).json(body).send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = response.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {
             Ok((status, bytes.to_vec()))
         } else {
-            Err(classify(
-                status,
-                retry_after.as_deref(),
-                &bytes,
-                chrono::Utc::now(),
-            ))
+            Err(classify(status, retry_after.as_deref(), &bytes, chrono::Utc::now()))
         }
     }
 }

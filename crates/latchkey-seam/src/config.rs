@@ -64,8 +64,7 @@ impl SeamConfig {
     /// From `SEAM_ENDPOINT` (default [`DEFAULT_ENDPOINT`]) and `SEAM_API_KEY`,
     /// or the file named by `SEAM_API_KEY_FILE`.
     pub fn from_env() -> Result<Self> {
-        let endpoint =
-            std::env::var("SEAM_ENDPOINT").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
+        let endpoint = std::env::var("SEAM_ENDPOINT").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
         Ok(Self::new(endpoint, api_key_from_env()?))
     }
 }
@@ -73,21 +72,16 @@ impl SeamConfig {
 /// The API key from `SEAM_API_KEY`, or read from the file `SEAM_API_KEY_FILE` names.
 pub fn api_key_from_env() -> Result<ApiKey> {
     if let Ok(path) = std::env::var("SEAM_API_KEY_FILE") {
-        let key = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Config(format!("SEAM_API_KEY_FILE {path:?} cannot be read: {e}"))
-        })?;
+        let key = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config(format!("SEAM_API_KEY_FILE {path:?} cannot be read: {e}")))?;
         if key.trim().is_empty() {
-            return Err(Error::Config(format!(
-                "SEAM_API_KEY_FILE {path:?} is empty"
-            )));
+            return Err(Error::Config(format!("SEAM_API_KEY_FILE {path:?} is empty")));
         }
         return Ok(ApiKey::new(key));
     }
     match std::env::var("SEAM_API_KEY") {
         Ok(key) if !key.trim().is_empty() => Ok(ApiKey::new(key)),
-        _ => Err(Error::Config(
-            "set SEAM_API_KEY, or SEAM_API_KEY_FILE to a file holding the key".into(),
-        )),
+        _ => Err(Error::Config("set SEAM_API_KEY, or SEAM_API_KEY_FILE to a file holding the key".into())),
     }
 }
 

@@ -124,14 +124,9 @@ struct Envelope {
 /// Classifies a non-2xx answer from its status, `Retry-After` header and body.
 /// `now` is needed for an HTTP-date `Retry-After`.
 pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], now: DateTime<Utc>) -> Error {
-    let error = serde_json::from_slice::<Envelope>(body)
-        .ok()
-        .map(|e| e.error);
+    let error = serde_json::from_slice::<Envelope>(body).ok().map(|e| e.error);
     match status {
-        429 => Error::RateLimited {
-            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
-            error,
-        },
+        429 => Error::RateLimited { retry_after: retry_after.and_then(|v| parse_retry_after(v, now)), error },
         408 | 500..=599 => Error::Server { status, error },
         400..=499 => Error::Rejected {
             status,
@@ -142,10 +137,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], now: DateTi
                 request_id: None,
             }),
         },
-        _ => Error::Malformed {
-            status,
-            detail: format!("unexpected status; body: {}", excerpt(body)),
-        },
+        _ => Error::Malformed { status, detail: format!("unexpected status; body: {}", excerpt(body)) },
     }
 }
 
@@ -155,9 +147,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -180,8 +170,7 @@ mod tests {
     use super::*;
 
     fn envelope(t: &str) -> Vec<u8> {
-        format!(r#"{{"error":{{"type":"{t}","message":"m","request_id":"r1"}},"ok":false}}"#)
-            .into_bytes()
+        format!(r#"{{"error":{{"type":"{t}","message":"m","request_id":"r1"}},"ok":false}}"#).into_bytes()
     }
 
     #[test]
@@ -208,11 +197,7 @@ mod tests {
         for &(status, error_type, class) in cases {
             let err = classify(status, None, &envelope(error_type), now);
             assert_eq!(err.class(), class, "{status} {error_type}");
-            assert_eq!(
-                err.api_error().map(|e| e.error_type.as_str()),
-                Some(error_type),
-                "{status}"
-            );
+            assert_eq!(err.api_error().map(|e| e.error_type.as_str()), Some(error_type), "{status}");
         }
     }
 
@@ -241,23 +226,15 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z").unwrap().with_timezone(&Utc);
         assert_eq!(parse_retry_after("12", now), Some(Duration::from_secs(12)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
             Some(Duration::ZERO),
             "a past date means now"
         );
         assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(
-            classify(429, Some("3"), b"", now).class(),
-            ErrorClass::RateLimited(Some(Duration::from_secs(3)))
-        );
+        assert_eq!(classify(429, Some("3"), b"", now).class(), ErrorClass::RateLimited(Some(Duration::from_secs(3))));
     }
 }

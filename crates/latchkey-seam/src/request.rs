@@ -88,10 +88,7 @@ mod tests {
         };
         let v = serde_json::to_value(&tb).unwrap();
         assert_eq!(v["starts_at"], "2025-02-01T16:00:00Z");
-        assert!(
-            v.get("type").is_none(),
-            "dates alone convert to time-bound (seed 000, special case 1)"
-        );
+        assert!(v.get("type").is_none(), "dates alone convert to time-bound (seed 000, special case 1)");
     }
 }
 

@@ -93,22 +93,8 @@ impl From<AccessCodeWire> for AccessCode {
             status: w.status,
             starts_at: w.starts_at,
             ends_at: w.ends_at,
-            errors: w
-                .errors
-                .into_iter()
-                .map(|e| CodeIssue {
-                    code: e.error_code,
-                    message: e.message,
-                })
-                .collect(),
-            warnings: w
-                .warnings
-                .into_iter()
-                .map(|e| CodeIssue {
-                    code: e.warning_code,
-                    message: e.message,
-                })
-                .collect(),
+            errors: w.errors.into_iter().map(|e| CodeIssue { code: e.error_code, message: e.message }).collect(),
+            warnings: w.warnings.into_iter().map(|e| CodeIssue { code: e.warning_code, message: e.message }).collect(),
             is_scheduled_on_device: w.is_scheduled_on_device,
         }
     }
@@ -120,10 +106,7 @@ impl From<ActionAttemptWire> for ActionAttempt {
             action_attempt_id: w.action_attempt_id,
             action_type: w.action_type,
             status: w.status,
-            error: w.error.map(|e| CodeIssue {
-                code: e.error_type,
-                message: e.message,
-            }),
+            error: w.error.map(|e| CodeIssue { code: e.error_type, message: e.message }),
         }
     }
 }
@@ -152,10 +135,7 @@ mod tests {
         )
         .unwrap();
         let code = AccessCode::from(both.access_code.unwrap());
-        assert_eq!(
-            (code.status, code.code.as_deref()),
-            (CodeStatus::Setting, Some("1111"))
-        );
+        assert_eq!((code.status, code.code.as_deref()), (CodeStatus::Setting, Some("1111")));
     }
 
     #[test]
@@ -171,9 +151,6 @@ mod tests {
         assert_eq!(c.code_type, CodeType::TimeBound);
         assert_eq!(c.errors[0].code, "device_offline");
         assert!(c.has_warning("delay_in_setting_on_device"));
-        assert_eq!(
-            c.starts_at.unwrap().to_rfc3339(),
-            "2025-02-01T16:00:00+00:00"
-        );
+        assert_eq!(c.starts_at.unwrap().to_rfc3339(), "2025-02-01T16:00:00+00:00");
     }
 }

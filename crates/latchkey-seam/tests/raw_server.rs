@@ -41,31 +41,19 @@ async fn requests_carry_the_bearer_key_the_user_agent_and_json() {
 
 #[tokio::test]
 async fn a_2xx_body_that_is_not_json_is_malformed() {
-    let url = serve(Router::new().route(
-        "/access_codes/get",
-        post(|| async { "<html>maintenance</html>" }),
-    ))
-    .await;
+    let url = serve(Router::new().route("/access_codes/get", post(|| async { "<html>maintenance</html>" }))).await;
     let err = client(&url).get_access_code("a").await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Malformed);
-    assert!(
-        err.to_string().contains("<html>maintenance</html>"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("<html>maintenance</html>"), "{err}");
 }
 
 #[tokio::test]
 async fn a_2xx_json_without_the_documented_fields_is_malformed() {
-    let url = serve(Router::new().route(
-        "/access_codes/get",
-        post(|| async { r#"{"ok":true,"access_code":{"id":"a"}}"# }),
-    ))
-    .await;
+    let url =
+        serve(Router::new().route("/access_codes/get", post(|| async { r#"{"ok":true,"access_code":{"id":"a"}}"# })))
+            .await;
     let err = client(&url).get_access_code("a").await.unwrap_err();
-    assert!(
-        matches!(err, Error::Malformed { status: 200, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Malformed { status: 200, .. }), "{err:?}");
 }
 
 #[tokio::test]

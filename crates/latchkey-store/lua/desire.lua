@@ -1,7 +1,8 @@
 -- Record a new desired state of an access code, atomically:
 --   1. bump its generation (it only grows) and store the state;
 --   2. if the previous generation had not finished, announce it `superseded`;
---   3. reset the outcome record to `pending` for the new generation;
+--   3. reset the outcome record to `pending` for the new generation (keeping
+--      `last_update_at`, which spaces update calls out across generations);
 --   4. make sure the access code's one job will run now: create it, or pull it
 --      forward if it waits (scheduled, dead, done); if it is ready or leased it
 --      will read the new generation when it runs.
@@ -16,15 +17,17 @@ local terminal = {succeeded = true, failed = true, rejected = true, timed_out = 
 local gen = redis.call('HINCRBY', K_DESIRED, 'generation', 1)
 redis.call('HSET', K_DESIRED, 'state', desired, 'enqueued_at', now)
 
+local o = cjson.decode(template)
+o.generation = gen
 local prev = redis.call('GET', K_OUTCOME)
 if prev then
   local p = cjson.decode(prev)
   if not terminal[p.state] then
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', p.generation, 'state', 'superseded')
   end
+  -- Updates are spaced out per access code across generations.
+  o.last_update_at = p.last_update_at
 end
-local o = cjson.decode(template)
-o.generation = gen
 redis.call('SET', K_OUTCOME, cjson.encode(o))
 redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', gen, 'state', 'pending')
 

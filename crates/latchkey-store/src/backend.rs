@@ -203,10 +203,7 @@ impl<Args> Drop for RedisBackend<Args> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 /// One job as the fetch script hands it out.
@@ -235,30 +232,19 @@ fn int(v: &Value) -> Option<i64> {
 }
 
 fn parse_fetch(reply: Value) -> Result<FetchReply> {
-    let bad = |detail: &str| Error::Protocol {
-        script: "fetch.lua",
-        detail: detail.to_string(),
-    };
+    let bad = |detail: &str| Error::Protocol { script: "fetch.lua", detail: detail.to_string() };
     let Value::Array(items) = reply else {
         return Err(bad("not an array"));
     };
     if items.len() < 4 || (items.len() - 4) % 5 != 0 {
         return Err(bad("wrong length"));
     }
-    let head: Vec<i64> = items[..4]
-        .iter()
-        .map(int)
-        .collect::<Option<_>>()
-        .ok_or_else(|| bad("header"))?;
+    let head: Vec<i64> = items[..4].iter().map(int).collect::<Option<_>>().ok_or_else(|| bad("header"))?;
     let mut jobs = Vec::with_capacity((items.len() - 4) / 5);
     let mut rest = items.into_iter().skip(4);
-    while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq)) = (
-        rest.next(),
-        rest.next(),
-        rest.next(),
-        rest.next(),
-        rest.next(),
-    ) {
+    while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq)) =
+        (rest.next(), rest.next(), rest.next(), rest.next(), rest.next())
+    {
         let (Value::BulkString(id), Value::BulkString(payload)) = (id, payload) else {
             return Err(bad("job id or payload not a string"));
         };
@@ -312,10 +298,7 @@ impl Shared {
             .invoke_async(&mut conn)
             .await?;
         let reply = parse_fetch(reply)?;
-        self.clock_offset_ms.store(
-            reply.redis_now_ms as i64 - now_ms() as i64,
-            Ordering::Relaxed,
-        );
+        self.clock_offset_ms.store(reply.redis_now_ms as i64 - now_ms() as i64, Ordering::Relaxed);
         Ok(reply)
     }
 
@@ -432,20 +415,13 @@ impl Shared {
     fn verdict(&self, info: &JobInfo, err: BoxDynError) -> Verdict {
         if let Some(abort) = err.downcast_ref::<AbortError>() {
             use std::error::Error as _;
-            let why = abort
-                .source()
-                .map_or_else(|| abort.to_string(), error_chain);
-            return Verdict::Bury {
-                error: format!("aborted on attempt {}: {why}", info.attempt),
-            };
+            let why = abort.source().map_or_else(|| abort.to_string(), error_chain);
+            return Verdict::Bury { error: format!("aborted on attempt {}: {why}", info.attempt) };
         }
         let error = error_chain(err.as_ref());
         if info.attempt >= info.max_attempts {
             return Verdict::Bury {
-                error: format!(
-                    "attempt {} of {} failed: {error}",
-                    info.attempt, info.max_attempts
-                ),
+                error: format!("attempt {} of {} failed: {error}", info.attempt, info.max_attempts),
             };
         }
         let at_ms = match err.downcast_ref::<RetryAt>() {
@@ -457,10 +433,7 @@ impl Shared {
 
     /// Full jitter: uniform in `[0, min(cap, base * 2^(attempt-1))]`.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .opts
-            .retry_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self.opts.retry_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let ceiling = exp.min(self.opts.retry_cap).as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(0..=ceiling))
     }
@@ -491,17 +464,11 @@ impl Shared {
                 }
                 Verdict::Bury { error } => {
                     let mut call = SCRIPTS.bury.prepare_invoke();
-                    call.arg(id)
-                        .arg(&self.opts.identity)
-                        .arg(error)
-                        .arg(q.config.dead_letter_cap);
+                    call.arg(id).arg(&self.opts.identity).arg(error).arg(q.config.dead_letter_cap);
                     call
                 }
             };
-            call.key(q.keys.base())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(Error::from)
+            call.key(q.keys.base()).invoke_async(&mut conn).await.map_err(Error::from)
         };
         let result: Result<i64> = attempt
             .retry(
@@ -558,13 +525,7 @@ impl Shared {
     }
 
     async fn heartbeat(&self) -> Result<()> {
-        let ids: Vec<String> = self
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .iter()
-            .cloned()
-            .collect();
+        let ids: Vec<String> = self.inflight.lock().expect("inflight lock").iter().cloned().collect();
         let q = &self.queue;
         let mut conn = q.redis.conn();
         let lost: Vec<String> = SCRIPTS
@@ -605,11 +566,8 @@ impl Shared {
             }
         }
         let mut conn = q.redis.conn();
-        let left: redis::RedisResult<i64> = redis::cmd("ZREM")
-            .arg(q.keys.workers())
-            .arg(&self.opts.identity)
-            .query_async(&mut conn)
-            .await;
+        let left: redis::RedisResult<i64> =
+            redis::cmd("ZREM").arg(q.keys.workers()).arg(&self.opts.identity).query_async(&mut conn).await;
         if let Err(e) = left {
             tracing::warn!(queue = %q.name(), error = %e, "could not deregister worker");
         }
@@ -641,18 +599,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Option<Result<Task<Args>>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Option<Result<Task<Args>>>> {
         loop {
             if let Some(task) = self.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(task)));
             }
-            let fetching = self
-                .fetching
-                .get_or_insert_with(|| self.shared.clone().fetch_until_work::<Args>().boxed());
+            let fetching = self.fetching.get_or_insert_with(|| self.shared.clone().fetch_until_work::<Args>().boxed());
             let tasks = futures::ready!(fetching.poll_unpin(cx));
             self.fetching = None;
             if tasks.is_empty() {
@@ -668,31 +620,20 @@ where
             self.shared.closing.store(true, Ordering::Release);
             self.shared.wake.due(0);
             let fetching = self.fetching.take();
-            let mut unstarted: Vec<String> = self
-                .buffer
-                .drain(..)
-                .filter_map(|t| t.ctx().task_id().map(|id| id.to_string()))
-                .collect();
+            let mut unstarted: Vec<String> =
+                self.buffer.drain(..).filter_map(|t| t.ctx().task_id().map(|id| id.to_string())).collect();
             let shared = self.shared.clone();
             self.closing = Some(
                 async move {
                     if let Some(f) = fetching {
-                        unstarted.extend(
-                            f.await
-                                .iter()
-                                .filter_map(|t| t.ctx().task_id().map(|id| id.to_string())),
-                        );
+                        unstarted.extend(f.await.iter().filter_map(|t| t.ctx().task_id().map(|id| id.to_string())));
                     }
                     shared.close(unstarted).await;
                 }
                 .boxed(),
             );
         }
-        self.closing
-            .as_mut()
-            .expect("set above")
-            .poll_unpin(cx)
-            .map(Ok)
+        self.closing.as_mut().expect("set above").poll_unpin(cx).map(Ok)
     }
 }
 
@@ -708,9 +649,7 @@ impl<Args> BackendConfig for RedisBackend<Args> {
     }
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> SettleLayer {
-        SettleLayer {
-            shared: self.shared.clone(),
-        }
+        SettleLayer { shared: self.shared.clone() }
     }
 }
 
@@ -724,9 +663,7 @@ pub struct SettleLayer {
 
 impl fmt::Debug for SettleLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SettleLayer")
-            .field("queue", &self.shared.queue.name())
-            .finish()
+        f.debug_struct("SettleLayer").field("queue", &self.shared.queue.name()).finish()
     }
 }
 
@@ -734,10 +671,7 @@ impl<S> Layer<S> for SettleLayer {
     type Service = SettleService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SettleService {
-            inner,
-            shared: self.shared.clone(),
-        }
+        SettleService { inner, shared: self.shared.clone() }
     }
 }
 
@@ -750,9 +684,7 @@ pub struct SettleService<S> {
 
 impl<S> fmt::Debug for SettleService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SettleService")
-            .field("queue", &self.shared.queue.name())
-            .finish()
+        f.debug_struct("SettleService").field("queue", &self.shared.queue.name()).finish()
     }
 }
 
@@ -777,12 +709,7 @@ where
         let run = self.inner.call(task);
         async move {
             let outcome = AssertUnwindSafe(run).catch_unwind().await.map(|r| {
-                r.map(|response| {
-                    (&response as &dyn std::any::Any)
-                        .downcast_ref::<Next>()
-                        .copied()
-                })
-                .map_err(Into::into)
+                r.map(|response| (&response as &dyn std::any::Any).downcast_ref::<Next>().copied()).map_err(Into::into)
             });
             let Some(info) = info else {
                 return Err("task did not come from latchkey-store (no JobInfo)".into());

@@ -43,11 +43,7 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Defaults for a URL: 10 s response timeout, 5 s connect timeout.
     pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            response_timeout: Duration::from_secs(10),
-            connection_timeout: Duration::from_secs(5),
-        }
+        Self { url: url.into(), response_timeout: Duration::from_secs(10), connection_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -68,11 +64,8 @@ pub fn redact_url(url: &str) -> String {
             (Some(s), Some(at)) if at > s => {
                 let userinfo = &one[s + 3..at];
                 let user = userinfo.split(':').next().unwrap_or("");
-                let shown = if userinfo.contains(':') {
-                    format!("{user}:[redacted]")
-                } else {
-                    "[redacted]".to_string()
-                };
+                let shown =
+                    if userinfo.contains(':') { format!("{user}:[redacted]") } else { "[redacted]".to_string() };
                 format!("{}{}{}", &one[..s + 3], shown, &one[at..])
             }
             _ => one.to_string(),
@@ -153,58 +146,47 @@ impl Redis {
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
         let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
-        let conn =
-            if urls.len() == 1 {
-                let info = redis::IntoConnectionInfo::into_connection_info(urls[0])
-                    .map_err(|e| Error::Config(format!("{} ({e})", redact_url(urls[0]))))?;
-                let settings = info
-                    .redis_settings()
-                    .clone()
-                    .set_protocol(ProtocolVersion::RESP3);
-                let info = info.set_redis_settings(settings);
-                let client = redis::Client::open(info)?;
-                // One plain attempt first, so a wrong URL or a Redis that is down
-                // fails now with a clear error instead of retrying forever; once
-                // connected, the manager reconnects without limit.
-                let probe = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(config.connection_timeout))
-                    .set_response_timeout(Some(config.response_timeout));
-                let mut first = client
-                    .get_multiplexed_async_connection_with_config(&probe)
+        let conn = if urls.len() == 1 {
+            let info = redis::IntoConnectionInfo::into_connection_info(urls[0])
+                .map_err(|e| Error::Config(format!("{} ({e})", redact_url(urls[0]))))?;
+            let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            let info = info.set_redis_settings(settings);
+            let client = redis::Client::open(info)?;
+            // One plain attempt first, so a wrong URL or a Redis that is down
+            // fails now with a clear error instead of retrying forever; once
+            // connected, the manager reconnects without limit.
+            let probe = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_response_timeout(Some(config.response_timeout));
+            let mut first = client
+                .get_multiplexed_async_connection_with_config(&probe)
+                .await
+                .map_err(|e| Error::Connect { url: redact_url(urls[0]), source: e })?;
+            let _: () = redis::cmd("PING").query_async(&mut first).await?;
+            drop(first);
+            let mgr_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.response_timeout))
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(usize::MAX)
+                .set_automatic_resubscription()
+                .set_push_sender(tx);
+            RedisConn::Single(client.get_connection_manager_with_config(mgr_config).await?)
+        } else {
+            let client = ClusterClientBuilder::new(urls.iter().copied())
+                .use_protocol(ProtocolVersion::RESP3)
+                .response_timeout(config.response_timeout)
+                .connection_timeout(config.connection_timeout)
+                .push_sender(tx)
+                .build()?;
+            RedisConn::Cluster(
+                client
+                    .get_async_connection()
                     .await
-                    .map_err(|e| Error::Connect {
-                        url: redact_url(urls[0]),
-                        source: e,
-                    })?;
-                let _: () = redis::cmd("PING").query_async(&mut first).await?;
-                drop(first);
-                let mgr_config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(config.response_timeout))
-                    .set_connection_timeout(Some(config.connection_timeout))
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(2))
-                    .set_number_of_retries(usize::MAX)
-                    .set_automatic_resubscription()
-                    .set_push_sender(tx);
-                RedisConn::Single(
-                    client
-                        .get_connection_manager_with_config(mgr_config)
-                        .await?,
-                )
-            } else {
-                let client = ClusterClientBuilder::new(urls.iter().copied())
-                    .use_protocol(ProtocolVersion::RESP3)
-                    .response_timeout(config.response_timeout)
-                    .connection_timeout(config.connection_timeout)
-                    .push_sender(tx)
-                    .build()?;
-                RedisConn::Cluster(client.get_async_connection().await.map_err(|e| {
-                    Error::Connect {
-                        url: redact_url(&config.url),
-                        source: e,
-                    }
-                })?)
-            };
+                    .map_err(|e| Error::Connect { url: redact_url(&config.url), source: e })?,
+            )
+        };
         let subscribers: Subscribers = Arc::default();
         tokio::spawn(route_pushes(rx, Arc::downgrade(&subscribers)));
         Ok(Self { conn, subscribers })
@@ -251,23 +233,13 @@ async fn route_pushes(
                     continue;
                 };
                 let channel = String::from_utf8_lossy(channel);
-                let due = std::str::from_utf8(msg)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .unwrap_or(0);
-                for wake in subs
-                    .get(channel.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Weak::upgrade)
-                {
+                let due = std::str::from_utf8(msg).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                for wake in subs.get(channel.as_ref()).into_iter().flatten().filter_map(Weak::upgrade) {
                     wake.due(due);
                 }
             }
             PushKind::Disconnection => {
-                tracing::warn!(
-                    "redis connection lost; reconnecting, workers will fetch again when it is back"
-                );
+                tracing::warn!("redis connection lost; reconnecting, workers will fetch again when it is back");
                 for wake in subs.values().flatten().filter_map(Weak::upgrade) {
                     wake.due(0);
                 }

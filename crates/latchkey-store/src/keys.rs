@@ -16,28 +16,18 @@ impl QueueKeys {
     pub fn new(prefix: &str, queue: &str) -> Result<Self> {
         let rule = if queue.is_empty() || queue.len() > 64 {
             Some("must be 1 to 64 characters")
-        } else if !queue
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        } else if !queue.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             Some("may only contain ASCII letters, digits, '-', '_' and '.'")
         } else {
             None
         };
         if let Some(rule) = rule {
-            return Err(Error::InvalidQueueName {
-                name: queue.to_string(),
-                rule,
-            });
+            return Err(Error::InvalidQueueName { name: queue.to_string(), rule });
         }
         if prefix.contains(['{', '}']) {
-            return Err(Error::Config(format!(
-                "key prefix {prefix:?} must not contain braces"
-            )));
+            return Err(Error::Config(format!("key prefix {prefix:?} must not contain braces")));
         }
-        Ok(Self {
-            base: format!("{prefix}:{{{queue}}}"),
-        })
+        Ok(Self { base: format!("{prefix}:{{{queue}}}") })
     }
 
     /// The base key, `KEYS[1]` of every script: `latchkey:{apply}`.
@@ -100,10 +90,7 @@ pub fn validate_job_id(id: &str) -> Result<()> {
         None
     };
     match rule {
-        Some(rule) => Err(Error::InvalidJobId {
-            id: id.to_string(),
-            rule,
-        }),
+        Some(rule) => Err(Error::InvalidJobId { id: id.to_string(), rule }),
         None => Ok(()),
     }
 }
@@ -115,16 +102,7 @@ mod tests {
     #[test]
     fn every_key_carries_the_queue_hash_tag() {
         let k = QueueKeys::new("latchkey", "apply").unwrap();
-        for key in [
-            k.ready(),
-            k.scheduled(),
-            k.leased(),
-            k.dead(),
-            k.stats(),
-            k.workers(),
-            k.wake(),
-            k.job("j1"),
-        ] {
+        for key in [k.ready(), k.scheduled(), k.leased(), k.dead(), k.stats(), k.workers(), k.wake(), k.job("j1")] {
             assert!(key.starts_with("latchkey:{apply}:"), "{key}");
         }
     }
@@ -132,13 +110,7 @@ mod tests {
     #[test]
     fn queue_names_with_braces_or_spaces_are_refused() {
         for bad in ["", "a{b", "a b", "x".repeat(65).as_str()] {
-            assert!(
-                matches!(
-                    QueueKeys::new("latchkey", bad),
-                    Err(Error::InvalidQueueName { .. })
-                ),
-                "{bad:?}"
-            );
+            assert!(matches!(QueueKeys::new("latchkey", bad), Err(Error::InvalidQueueName { .. })), "{bad:?}");
         }
     }
 

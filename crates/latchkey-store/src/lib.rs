@@ -22,14 +22,10 @@ mod reconcile;
 mod scripts;
 mod wake;
 
-pub use backend::{
-    JobInfo, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions,
-};
+pub use backend::{JobInfo, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions};
 pub use conn::{Redis, RedisConfig, RedisConn, redact_url};
 pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};
-pub use reconcile::{
-    EVENTS_CAP, EnqueueError, Loaded, RECONCILE_QUEUE, Reconciliations, Recorded, Waited,
-};
+pub use reconcile::{EVENTS_CAP, EnqueueError, Loaded, RECONCILE_QUEUE, Reconciliations, Recorded, Waited};
 pub use scripts::PUSH_LUA;

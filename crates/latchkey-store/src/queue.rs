@@ -42,12 +42,7 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self {
-            prefix: "latchkey".to_string(),
-            max_attempts: 5,
-            dead_letter_cap: 10_000,
-            keep_finished: None,
-        }
+        Self { prefix: "latchkey".to_string(), max_attempts: 5, dead_letter_cap: 10_000, keep_finished: None }
     }
 }
 
@@ -63,19 +58,12 @@ pub struct NewJob {
 impl NewJob {
     /// A job whose payload is `args` as JSON, to run now.
     pub fn new<T: Serialize + ?Sized>(args: &T) -> Result<Self> {
-        Ok(Self::from_json(
-            serde_json::to_string(args).map_err(Error::Encode)?,
-        ))
+        Ok(Self::from_json(serde_json::to_string(args).map_err(Error::Encode)?))
     }
 
     /// A job with a payload that is already JSON.
     pub fn from_json(payload: impl Into<String>) -> Self {
-        Self {
-            id: None,
-            payload: payload.into(),
-            run_at_ms: 0,
-            max_attempts: None,
-        }
+        Self { id: None, payload: payload.into(), run_at_ms: 0, max_attempts: None }
     }
 
     /// Gives the job an id: pushing a second job with the same id while the
@@ -87,10 +75,7 @@ impl NewJob {
 
     /// Run at this time (millisecond precision); a time in the past means now.
     pub fn run_at(self, at: SystemTime) -> Self {
-        self.run_at_ms(
-            at.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        )
+        self.run_at_ms(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
     }
 
     /// Run at this Unix time in milliseconds; 0 means now.
@@ -176,12 +161,7 @@ impl Queue {
     /// The queue `name` on this Redis.
     pub fn new(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         let keys = QueueKeys::new(&config.prefix, name)?;
-        Ok(Self {
-            redis,
-            name: name.into(),
-            keys: Arc::new(keys),
-            config: Arc::new(config),
-        })
+        Ok(Self { redis, name: name.into(), keys: Arc::new(keys), config: Arc::new(config) })
     }
 
     /// The queue's name.
@@ -207,10 +187,7 @@ impl Queue {
     /// Pushes one job.
     pub async fn push(&self, job: NewJob) -> Result<Pushed> {
         let mut out = self.push_many(std::iter::once(job)).await?;
-        out.pop().ok_or(Error::Protocol {
-            script: "push.lua",
-            detail: "no result".into(),
-        })
+        out.pop().ok_or(Error::Protocol { script: "push.lua", detail: "no result".into() })
     }
 
     /// Pushes many jobs in one round trip (one script call per 1,000 jobs, all
@@ -239,22 +216,11 @@ impl Queue {
         }
         let calls = args.iter().map(|chunk| {
             let mut conn = self.redis.conn();
-            async move {
-                SCRIPTS
-                    .push
-                    .key(self.keys.base())
-                    .arg(chunk)
-                    .invoke_async::<Vec<i64>>(&mut conn)
-                    .await
-            }
+            async move { SCRIPTS.push.key(self.keys.base()).arg(chunk).invoke_async::<Vec<i64>>(&mut conn).await }
         });
         let replies = futures::future::try_join_all(calls).await?;
         let created = replies.into_iter().flatten().map(|c| c == 1);
-        Ok(ids
-            .into_iter()
-            .zip(created)
-            .map(|(id, created)| Pushed { id, created })
-            .collect())
+        Ok(ids.into_iter().zip(created).map(|(id, created)| Pushed { id, created }).collect())
     }
 
     /// Jobs by state.
@@ -267,12 +233,7 @@ impl Queue {
             .zcard(self.keys.dead())
             .query_async(&mut conn)
             .await?;
-        Ok(Depth {
-            ready,
-            scheduled,
-            leased,
-            dead,
-        })
+        Ok(Depth { ready, scheduled, leased, dead })
     }
 
     /// The queue's counters since it was created: `pushed`, `completed`,
@@ -282,16 +243,20 @@ impl Queue {
         Ok(conn.hgetall(self.keys.stats()).await?)
     }
 
+    /// How long the oldest ready job has waited since it was pushed, if any.
+    pub async fn oldest_ready_age(&self) -> Result<Option<Duration>> {
+        let mut conn = self.redis.conn();
+        let Some(id): Option<String> = conn.lindex(self.keys.ready(), -1).await? else { return Ok(None) };
+        let enqueued: Option<u64> = conn.hget(self.keys.job(&id), "enqueued_at").await?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        Ok(enqueued.map(|e| Duration::from_millis(now.saturating_sub(e))))
+    }
+
     /// Worker identities that sent a heartbeat within `window`.
     pub async fn workers_alive(&self, window: Duration) -> Result<Vec<String>> {
         let mut conn = self.redis.conn();
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(window);
-        Ok(conn
-            .zrangebyscore(self.keys.workers(), since.as_millis() as u64, "+inf")
-            .await?)
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(window);
+        Ok(conn.zrangebyscore(self.keys.workers(), since.as_millis() as u64, "+inf").await?)
     }
 
     /// One job's record, if it exists.
@@ -313,17 +278,13 @@ impl Queue {
     /// The oldest `limit` dead letters.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let mut conn = self.redis.conn();
-        let entries: Vec<(String, f64)> = conn
-            .zrange_withscores(self.keys.dead(), 0, limit.max(1) as isize - 1)
-            .await?;
+        let entries: Vec<(String, f64)> =
+            conn.zrange_withscores(self.keys.dead(), 0, limit.max(1) as isize - 1).await?;
         let mut pipe = redis::pipe();
         for (id, _) in &entries {
-            pipe.cmd("HMGET")
-                .arg(self.keys.job(id))
-                .arg(&["payload", "attempts", "error"]);
+            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&["payload", "attempts", "error"]);
         }
-        let fields: Vec<(Option<String>, Option<u32>, Option<String>)> =
-            pipe.query_async(&mut conn).await?;
+        let fields: Vec<(Option<String>, Option<u32>, Option<String>)> = pipe.query_async(&mut conn).await?;
         Ok(entries
             .into_iter()
             .zip(fields)
@@ -341,23 +302,12 @@ impl Queue {
     /// ids that were dead and are now ready.
     pub async fn requeue_dead(&self, ids: &[String]) -> Result<Vec<String>> {
         let mut conn = self.redis.conn();
-        Ok(SCRIPTS
-            .requeue_dead
-            .key(self.keys.base())
-            .arg(ids.len())
-            .arg(ids)
-            .invoke_async(&mut conn)
-            .await?)
+        Ok(SCRIPTS.requeue_dead.key(self.keys.base()).arg(ids.len()).arg(ids).invoke_async(&mut conn).await?)
     }
 
     /// Re-queues up to `limit` dead letters, oldest first.
     pub async fn requeue_all_dead(&self, limit: usize) -> Result<Vec<String>> {
         let mut conn = self.redis.conn();
-        Ok(SCRIPTS
-            .requeue_dead
-            .key(self.keys.base())
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?)
+        Ok(SCRIPTS.requeue_dead.key(self.keys.base()).arg(limit).invoke_async(&mut conn).await?)
     }
 }

@@ -80,9 +80,7 @@ pub struct Reconciliations {
 impl Reconciliations {
     /// On this Redis, with this queue configuration (its prefix applies).
     pub fn new(redis: Redis, config: QueueConfig) -> Result<Self> {
-        Ok(Self {
-            queue: Queue::new(redis, RECONCILE_QUEUE, config)?,
-        })
+        Ok(Self { queue: Queue::new(redis, RECONCILE_QUEUE, config)? })
     }
 
     /// The queue the reconciliation jobs run on.
@@ -103,8 +101,8 @@ impl Reconciliations {
     pub async fn enqueue_valid(&self, desired: &DesiredState, now: DateTime<Utc>) -> Result<u64> {
         let keys = self.queue.keys();
         let state = serde_json::to_string(desired).map_err(Error::Encode)?;
-        let template = serde_json::to_string(&Outcome::pending(&desired.access_code_id, 0, now))
-            .map_err(Error::Encode)?;
+        let template =
+            serde_json::to_string(&Outcome::pending(&desired.access_code_id, 0, now)).map_err(Error::Encode)?;
         let mut conn = self.queue.redis.conn();
         Ok(SCRIPTS
             .desire
@@ -126,12 +124,7 @@ impl Reconciliations {
 
     /// Waits until `generation` of the access code finishes or is superseded,
     /// or `timeout` passes.
-    pub async fn wait_for_outcome(
-        &self,
-        access_code_id: &str,
-        generation: u64,
-        timeout: Duration,
-    ) -> Result<Waited> {
+    pub async fn wait_for_outcome(&self, access_code_id: &str, generation: u64, timeout: Duration) -> Result<Waited> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(10);
         loop {
@@ -153,14 +146,13 @@ impl Reconciliations {
     pub async fn load(&self, access_code_id: &str) -> Result<Option<Loaded>> {
         let keys = self.queue.keys();
         let mut conn = self.queue.redis.conn();
-        let ((generation, state), outcome): ((Option<u64>, Option<String>), Option<String>) =
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(keys.desired(access_code_id))
-                .arg(&["generation", "state"])
-                .get(keys.outcome(access_code_id))
-                .query_async(&mut conn)
-                .await?;
+        let ((generation, state), outcome): ((Option<u64>, Option<String>), Option<String>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(keys.desired(access_code_id))
+            .arg(&["generation", "state"])
+            .get(keys.outcome(access_code_id))
+            .query_async(&mut conn)
+            .await?;
         let (Some(generation), Some(state), Some(outcome)) = (generation, state, outcome) else {
             return Ok(None);
         };
@@ -197,8 +189,5 @@ impl Reconciliations {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T> {
-    serde_json::from_str(raw).map_err(|e| Error::Protocol {
-        script: what,
-        detail: e.to_string(),
-    })
+    serde_json::from_str(raw).map_err(|e| Error::Protocol { script: what, detail: e.to_string() })
 }

@@ -18,10 +18,7 @@ pub(crate) struct Wake {
 
 impl Default for Wake {
     fn default() -> Self {
-        Self {
-            notify: Notify::new(),
-            min_due: AtomicU64::new(u64::MAX),
-        }
+        Self { notify: Notify::new(), min_due: AtomicU64::new(u64::MAX) }
     }
 }
 

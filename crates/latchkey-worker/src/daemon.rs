@@ -7,8 +7,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use apalis::prelude::*;
 use latchkey_seam::{ApiKey, SeamClient, SeamConfig, api_key_from_env};
 use latchkey_store::{
-    JobInfo, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions, redact_url,
-    worker_identity,
+    JobInfo, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions, redact_url, worker_identity,
 };
 
 use crate::reconciler::{ReconcileJob, Reconciler, Settings};
@@ -17,12 +16,7 @@ use crate::reconciler::{ReconcileJob, Reconciler, Settings};
 #[derive(Clone, clap::Args)]
 pub struct WorkerArgs {
     /// Redis URL; several comma-separated URLs mean a cluster.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
     /// Seam API base URL.
     #[arg(long, env = "SEAM_ENDPOINT", default_value = latchkey_seam::DEFAULT_ENDPOINT)]
@@ -51,6 +45,10 @@ pub struct WorkerArgs {
     /// Re-applies when the code is found changed outside latchkey.
     #[arg(long, env = "LATCHKEY_MAX_REAPPLIES", default_value_t = 2)]
     pub max_reapplies: u32,
+    /// Least time between two update calls for one access code, milliseconds;
+    /// desired states arriving meanwhile are coalesced into the next call.
+    #[arg(long, env = "LATCHKEY_MIN_UPDATE_INTERVAL_MS", default_value_t = 1000)]
+    pub min_update_interval_ms: u64,
     /// How long in-flight jobs may take to finish on shutdown, seconds.
     #[arg(long, env = "LATCHKEY_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
@@ -61,10 +59,7 @@ impl fmt::Debug for WorkerArgs {
         f.debug_struct("WorkerArgs")
             .field("redis_url", &redact_url(&self.redis_url))
             .field("seam_endpoint", &self.seam_endpoint)
-            .field(
-                "seam_api_key",
-                &self.seam_api_key.as_ref().map(|_| "[redacted]"),
-            )
+            .field("seam_api_key", &self.seam_api_key.as_ref().map(|_| "[redacted]"))
             .field("concurrency", &self.concurrency)
             .field("prefix", &self.prefix)
             .field("verify_timeout_secs", &self.verify_timeout_secs)
@@ -72,6 +67,7 @@ impl fmt::Debug for WorkerArgs {
             .field("poll_cap_ms", &self.poll_cap_ms)
             .field("max_attempts", &self.max_attempts)
             .field("max_reapplies", &self.max_reapplies)
+            .field("min_update_interval_ms", &self.min_update_interval_ms)
             .field("drain_secs", &self.drain_secs)
             .finish()
     }
@@ -98,16 +94,13 @@ impl WorkerArgs {
             poll_base: Duration::from_millis(self.poll_base_ms),
             poll_cap: Duration::from_millis(self.poll_cap_ms),
             max_reapplies: self.max_reapplies,
+            min_update_interval: Duration::from_millis(self.min_update_interval_ms),
             ..Settings::default()
         }
     }
 
     fn queue_config(&self) -> QueueConfig {
-        QueueConfig {
-            prefix: self.prefix.clone(),
-            max_attempts: self.max_attempts,
-            ..QueueConfig::default()
-        }
+        QueueConfig { prefix: self.prefix.clone(), max_attempts: self.max_attempts, ..QueueConfig::default() }
     }
 }
 
@@ -121,10 +114,7 @@ async fn handle(
 
 /// Runs the worker until `shutdown` completes, then drains: in-flight
 /// reconciliations finish (or go back to the queue) within `drain_secs`.
-pub async fn run_worker(
-    args: WorkerArgs,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let api_key = match &args.seam_api_key {
         Some(k) => ApiKey::new(k),
         None => api_key_from_env()?,
@@ -134,16 +124,9 @@ pub async fn run_worker(
     let store = Reconciliations::new(redis, args.queue_config())?;
     let identity = worker_identity();
     tracing::info!(%identity, redis = %redact_url(&args.redis_url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
-    let reconciler = Arc::new(Reconciler {
-        store: store.clone(),
-        seam,
-        settings: args.settings(),
-        identity: identity.clone(),
-    });
-    let options = WorkerOptions {
-        identity,
-        ..WorkerOptions::default()
-    };
+    let reconciler =
+        Arc::new(Reconciler { store: store.clone(), seam, settings: args.settings(), identity: identity.clone() });
+    let options = WorkerOptions { identity, ..WorkerOptions::default() };
     let concurrency = args.concurrency;
     let monitor = Monitor::new()
         .register(move |_restarts| {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
-    AccessCode, AttemptStatus, Budget, DesiredState, Outcome, OutcomeError, OutcomeState, Step,
-    Verdict, deadline, first_poll_at, judge, poll_delay,
+    AccessCode, AttemptStatus, Budget, DesiredState, Outcome, OutcomeError, OutcomeState, Step, Verdict, deadline,
+    first_poll_at, judge, poll_delay,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
 use latchkey_store::{JobInfo, Next, Reconciliations, Recorded, RetryAt, error_chain};
@@ -44,6 +44,12 @@ pub struct Settings {
     /// Quick in-process retries of a transient Seam failure before the job is
     /// handed back to the queue for a durable, backed-off retry.
     pub quick_retries: usize,
+    /// Least time between two update calls for one access code: newer desired
+    /// states arriving meanwhile are coalesced into the next call.
+    pub min_update_interval: Duration,
+    /// How long to follow a pending action attempt before judging the access
+    /// code itself (the deadline still applies).
+    pub attempt_patience: Duration,
 }
 
 impl Default for Settings {
@@ -54,6 +60,8 @@ impl Default for Settings {
             poll_cap: Duration::from_secs(60),
             max_reapplies: 2,
             quick_retries: 2,
+            min_update_interval: Duration::from_secs(1),
+            attempt_patience: Duration::from_secs(10),
         }
     }
 }
@@ -103,38 +111,38 @@ impl Reconciler {
     /// Sends the desired state. The record says `applying` (compare-and-set)
     /// right before the call, so a stale run stops here instead of sending an
     /// older state after a newer one.
-    async fn apply(
-        &self,
-        desired: &DesiredState,
-        mut outcome: Outcome,
-        info: &JobInfo,
-    ) -> RunResult {
+    async fn apply(&self, desired: &DesiredState, mut outcome: Outcome, info: &JobInfo) -> RunResult {
         let now = Utc::now();
+        if let Some(last) = outcome.last_update_at {
+            let allowed = last + chrono::Duration::from_std(self.settings.min_update_interval).unwrap_or_default();
+            if now < allowed {
+                tracing::debug!(
+                    wait_ms = (allowed - now).num_milliseconds(),
+                    "updated moments ago; newer states coalesce into the next update"
+                );
+                return Ok(Next::RunAt(ms(allowed)));
+            }
+        }
         outcome.attempts += 1;
+        outcome.last_update_at = Some(now);
+        outcome.applied_at = Some(now);
+        outcome.verify_deadline = Some(deadline(&desired.schedule, now, self.settings.verify_timeout));
         outcome.action_attempt_id = None;
         let outcome = outcome.moved(OutcomeState::Applying, now);
         if let Some(stop) = self.save(&outcome).await? {
             return Ok(stop);
         }
         let update = UpdateAccessCode::from(desired);
-        let result = self
-            .quick_retry(|| self.seam.update_access_code(&update))
-            .await;
+        let result = self.quick_retry(|| self.seam.update_access_code(&update)).await;
         match result {
-            Err(e) => {
-                self.on_seam_error(e, outcome, info, OutcomeState::Rejected)
-                    .await
-            }
+            Err(e) => self.on_seam_error(e, outcome, info, OutcomeState::Rejected).await,
             Ok(answer) => match answer.action_attempt {
                 Some(a) if a.status == AttemptStatus::Pending => {
                     let mut o = outcome.moved(OutcomeState::Applying, Utc::now());
                     o.action_attempt_id = Some(a.action_attempt_id);
-                    self.save_then(&o, Next::after(self.settings.poll_base))
-                        .await
+                    self.save_then(&o, Next::after(self.settings.poll_base)).await
                 }
-                Some(a) if a.status == AttemptStatus::Error => {
-                    self.attempt_failed(outcome, a.error).await
-                }
+                Some(a) if a.status == AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
                 _ => self.start_verifying(desired, outcome).await,
             },
         }
@@ -148,75 +156,49 @@ impl Reconciler {
         info: &JobInfo,
     ) -> RunResult {
         match self.quick_retry(|| self.seam.get_action_attempt(id)).await {
-            Err(e) => {
-                self.on_seam_error(e, outcome, info, OutcomeState::Failed)
-                    .await
-            }
+            Err(e) => self.on_seam_error(e, outcome, info, OutcomeState::Failed).await,
             Ok(a) => match a.status {
                 AttemptStatus::Success => self.start_verifying(desired, outcome).await,
                 AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
                 _ => {
+                    // Still pending. Past the patience (or the deadline), judge
+                    // the access code itself: its status is the truth.
                     let now = Utc::now();
-                    let limit = outcome.updated_at
-                        + chrono::Duration::from_std(self.settings.verify_timeout)
-                            .unwrap_or_default();
-                    if now >= limit {
-                        let error = OutcomeError {
-                            kind: "timed_out".into(),
-                            message: format!(
-                                "the update's action attempt {id} was still pending after {:?}",
-                                self.settings.verify_timeout
-                            ),
-                            error_codes: vec![],
-                        };
-                        return self
-                            .finish(outcome.ended(OutcomeState::TimedOut, error, now))
-                            .await;
+                    let sent = outcome.last_update_at.unwrap_or(outcome.updated_at);
+                    let patience =
+                        sent + chrono::Duration::from_std(self.settings.attempt_patience).unwrap_or_default();
+                    let until = patience.min(outcome.verify_deadline.unwrap_or(patience));
+                    if now >= until {
+                        tracing::info!("the action attempt is still pending; verifying the access code instead");
+                        return self.start_verifying(desired, outcome).await;
                     }
                     outcome.polls += 1;
-                    let delay = self.poll_delay(outcome.polls);
-                    // `updated_at` stays the moment the update was sent: it bounds the wait.
-                    self.save_then(&outcome, Next::after(delay)).await
+                    let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(until));
+                    self.save_then(&outcome, Next::RunAt(at)).await
                 }
             },
         }
     }
 
-    /// Seam accepted the update: verify at once (ongoing) or at `starts_at`.
+    /// Seam accepted the update: verify at once (ongoing) or at `starts_at`,
+    /// within the deadline set when the update was sent.
     async fn start_verifying(&self, desired: &DesiredState, outcome: Outcome) -> RunResult {
         let now = Utc::now();
         let first = first_poll_at(&desired.schedule, now);
-        let state = if first > now {
-            OutcomeState::Scheduled
-        } else {
-            OutcomeState::Verifying
-        };
+        let state = if first > now { OutcomeState::Scheduled } else { OutcomeState::Verifying };
         let mut o = outcome.moved(state, now);
         o.action_attempt_id = None;
-        o.applied_at = Some(now);
-        o.verify_deadline = Some(deadline(
-            &desired.schedule,
-            now,
-            self.settings.verify_timeout,
-        ));
+        if o.verify_deadline.is_none() {
+            o.verify_deadline = Some(deadline(&desired.schedule, now, self.settings.verify_timeout));
+        }
         self.save_then(&o, Next::RunAt(ms(first))).await
     }
 
-    async fn verify(
-        &self,
-        desired: &DesiredState,
-        mut outcome: Outcome,
-        info: &JobInfo,
-    ) -> RunResult {
-        let observed = match self
-            .quick_retry(|| self.seam.get_access_code(&desired.access_code_id))
-            .await
-        {
+    async fn verify(&self, desired: &DesiredState, mut outcome: Outcome, info: &JobInfo) -> RunResult {
+        let observed = match self.quick_retry(|| self.seam.get_access_code(&desired.access_code_id)).await {
             Ok(code) => code,
             Err(e) => {
-                return self
-                    .on_seam_error(e, outcome, info, OutcomeState::Failed)
-                    .await;
+                return self.on_seam_error(e, outcome, info, OutcomeState::Failed).await;
             }
         };
         let now = Utc::now();
@@ -230,36 +212,17 @@ impl Reconciler {
         tracing::debug!(?verdict, status = ?observed.status, "verified");
         outcome.last_seen = Some(observed.clone());
         match verdict {
-            Verdict::Succeeded => {
-                self.finish(outcome.moved(OutcomeState::Succeeded, now))
-                    .await
-            }
+            Verdict::Succeeded => self.finish(outcome.moved(OutcomeState::Succeeded, now)).await,
             Verdict::Failed { error_codes } => {
-                let message = observed
-                    .errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.code, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let error = OutcomeError {
-                    kind: "access_code_errors".into(),
-                    message,
-                    error_codes,
-                };
-                self.finish(outcome.ended(OutcomeState::Failed, error, now))
-                    .await
+                let message =
+                    observed.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ");
+                let error = OutcomeError { kind: "access_code_errors".into(), message, error_codes };
+                self.finish(outcome.ended(OutcomeState::Failed, error, now)).await
             }
             Verdict::Reapply { differences } => {
-                tracing::warn!(
-                    ?differences,
-                    "the code on Seam differs from the desired state; applying again"
-                );
+                tracing::warn!(?differences, "the code on Seam differs from the desired state; applying again");
                 outcome.reapplies += 1;
-                self.save_then(
-                    &outcome.moved(OutcomeState::Pending, now),
-                    Next::RunAt(ms(now)),
-                )
-                .await
+                self.save_then(&outcome.moved(OutcomeState::Pending, now), Next::RunAt(ms(now))).await
             }
             Verdict::Drifted { differences } => {
                 let error = OutcomeError {
@@ -271,26 +234,17 @@ impl Reconciler {
                     ),
                     error_codes: vec![],
                 };
-                self.finish(outcome.ended(OutcomeState::Failed, error, now))
-                    .await
+                self.finish(outcome.ended(OutcomeState::Failed, error, now)).await
             }
             Verdict::WaitUntil(at) => {
-                self.save_then(
-                    &outcome.moved(OutcomeState::Scheduled, now),
-                    Next::RunAt(ms(at)),
-                )
-                .await
+                self.save_then(&outcome.moved(OutcomeState::Scheduled, now), Next::RunAt(ms(at))).await
             }
             Verdict::PollAgain { reason } => {
                 tracing::debug!(reason, polls = outcome.polls, "not set yet");
                 let delay = self.poll_delay(outcome.polls);
                 let at = ms(now) + delay.as_millis() as u64;
                 let at = at.min(ms(budget.deadline)).max(ms(now));
-                self.save_then(
-                    &outcome.moved(OutcomeState::Verifying, now),
-                    Next::RunAt(at),
-                )
-                .await
+                self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
             }
             Verdict::TimedOut => {
                 let error = OutcomeError {
@@ -298,31 +252,19 @@ impl Reconciler {
                     message: format!("not set by the deadline; last seen {}", describe(&observed)),
                     error_codes: vec![],
                 };
-                self.finish(outcome.ended(OutcomeState::TimedOut, error, now))
-                    .await
+                self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await
             }
         }
     }
 
-    async fn attempt_failed(
-        &self,
-        outcome: Outcome,
-        error: Option<latchkey_core::CodeIssue>,
-    ) -> RunResult {
-        let (kind, message) = error.map_or(
-            (
-                "action_attempt_error".to_string(),
-                "the update's action attempt failed".to_string(),
-            ),
-            |e| (e.code, e.message),
-        );
+    async fn attempt_failed(&self, outcome: Outcome, error: Option<latchkey_core::CodeIssue>) -> RunResult {
+        let (kind, message) = error
+            .map_or(("action_attempt_error".to_string(), "the update's action attempt failed".to_string()), |e| {
+                (e.code, e.message)
+            });
         self.finish(outcome.ended(
             OutcomeState::Failed,
-            OutcomeError {
-                kind,
-                message,
-                error_codes: vec![],
-            },
+            OutcomeError { kind, message, error_codes: vec![] },
             Utc::now(),
         ))
         .await
@@ -343,22 +285,11 @@ impl Reconciler {
         let now = Utc::now();
         let class = err.class();
         let message = error_chain(&err);
-        let kind = err.api_error().map_or_else(
-            || format!("{class:?}").to_lowercase(),
-            |e| e.error_type.clone(),
-        );
+        let kind = err.api_error().map_or_else(|| format!("{class:?}").to_lowercase(), |e| e.error_type.clone());
         if class == ErrorClass::Permanent {
             tracing::error!(error = %message, "Seam refused the request; giving up on this generation");
             return self
-                .finish(outcome.ended(
-                    permanent_state,
-                    OutcomeError {
-                        kind,
-                        message,
-                        error_codes: vec![],
-                    },
-                    now,
-                ))
+                .finish(outcome.ended(permanent_state, OutcomeError { kind, message, error_codes: vec![] }, now))
                 .await;
         }
         if info.attempt >= info.max_attempts {
@@ -368,17 +299,12 @@ impl Reconciler {
                 message: format!("after {} attempts: {message}", info.attempt),
                 error_codes: vec![],
             };
-            return self
-                .finish(outcome.ended(OutcomeState::Failed, error, now))
-                .await;
+            return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
         }
         match class {
             ErrorClass::RateLimited(Some(wait)) => {
                 let at_ms = ms(now) + wait.as_millis() as u64;
-                Err(Box::new(RetryAt {
-                    at_ms,
-                    source: Box::new(err),
-                }))
+                Err(Box::new(RetryAt { at_ms, source: Box::new(err) }))
             }
             _ => Err(Box::new(err)),
         }
@@ -404,22 +330,13 @@ impl Reconciler {
     }
 
     fn poll_delay(&self, polls: u32) -> Duration {
-        poll_delay(
-            polls,
-            self.settings.poll_base,
-            self.settings.poll_cap,
-            rand::rng().random::<f64>(),
-        )
+        poll_delay(polls, self.settings.poll_base, self.settings.poll_cap, rand::rng().random::<f64>())
     }
 
     /// Records a terminal outcome; the job is done either way.
     async fn finish(&self, outcome: Outcome) -> RunResult {
         match outcome.state {
-            OutcomeState::Succeeded => tracing::info!(
-                attempts = outcome.attempts,
-                polls = outcome.polls,
-                "reconciled"
-            ),
+            OutcomeState::Succeeded => tracing::info!(attempts = outcome.attempts, polls = outcome.polls, "reconciled"),
             state => {
                 tracing::warn!(state = state.as_str(), error = ?outcome.error, "reconciliation ended without success")
             }
@@ -453,11 +370,7 @@ fn describe(code: &AccessCode) -> String {
     if !code.warnings.is_empty() {
         s.push_str(&format!(
             ", warnings {}",
-            code.warnings
-                .iter()
-                .map(|w| w.code.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            code.warnings.iter().map(|w| w.code.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
     s

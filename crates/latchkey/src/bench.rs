@@ -34,32 +34,20 @@ async fn noop(_n: u64, done: Data<Arc<AtomicU64>>) -> Result<(), BoxDynError> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let local = crate::local_redis::resolve(args.redis_url)?;
     let redis = Redis::connect(&RedisConfig::new(&local.url)).await?;
-    let queue = Queue::new(
-        redis,
-        &format!("bench-{}", std::process::id()),
-        QueueConfig::default(),
-    )?;
+    let queue = Queue::new(redis, &format!("bench-{}", std::process::id()), QueueConfig::default())?;
     let n = args.jobs;
 
     eprintln!("scenario 1: enqueue {n} no-op jobs...");
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        queue
-            .push_many(chunk.iter().map(|i| NewJob::new(i).expect("serialisable")))
-            .await?;
+        queue.push_many(chunk.iter().map(|i| NewJob::new(i).expect("serialisable"))).await?;
     }
     let enqueue_s = t.elapsed().as_secs_f64();
 
-    eprintln!(
-        "scenario 1: process them with one worker (concurrency {})...",
-        args.concurrency
-    );
+    eprintln!("scenario 1: process them with one worker (concurrency {})...", args.concurrency);
     let done = Arc::new(AtomicU64::new(0));
     let worker = WorkerBuilder::new("bench")
-        .backend(queue.backend::<u64>(WorkerOptions {
-            fetch_batch: 200,
-            ..WorkerOptions::default()
-        }))
+        .backend(queue.backend::<u64>(WorkerOptions { fetch_batch: 200, ..WorkerOptions::default() }))
         .data(done.clone())
         .concurrency(args.concurrency)
         .build(noop);
@@ -70,12 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok::<(), WorkerError>(())
     }));
     loop {
-        let completed = queue
-            .counters()
-            .await?
-            .get("completed")
-            .copied()
-            .unwrap_or(0);
+        let completed = queue.counters().await?.get("completed").copied().unwrap_or(0);
         if completed >= n {
             break;
         }
@@ -88,10 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let enqueue_per_s = (n as f64 / enqueue_s).round();
     let process_per_s = (n as f64 / process_s).round();
     println!("{:<28} {:>12} {:>14}", "SCENARIO", "ENQUEUE/S", "PROCESS/S");
-    println!(
-        "{:<28} {:>12} {:>14}",
-        "1. queue only (no-op jobs)", enqueue_per_s, process_per_s
-    );
+    println!("{:<28} {:>12} {:>14}", "1. queue only (no-op jobs)", enqueue_per_s, process_per_s);
     println!(
         "{}",
         serde_json::json!({"system": "latchkey", "scenario": "queue_noop", "jobs": n, "concurrency": args.concurrency, "enqueue_per_s": enqueue_per_s, "process_per_s": process_per_s})

@@ -1,214 +1,199 @@
-//! `latchkey demo`: the queue at work, on a Redis of its own. Pushes a small
-//! scenario (now, later, a flaky job, a poison job, a duplicate, a bulk batch),
-//! runs a worker, shows progress and ends with a table of outcomes.
+//! `latchkey demo`: the whole pipeline in one process. A redis-server of its
+//! own (or `REDIS_URL`), the Seam simulator, a worker, and a scenario: an
+//! ongoing code, a time-bound code starting in a few seconds, both
+//! conversions, a device that fails, and a burst of updates for one code.
+//! Shows progress, ends with a table of outcomes, stops cleanly on Ctrl-C.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use apalis::prelude::*;
-use latchkey_store::{JobInfo, NewJob, Queue, QueueConfig, Redis, RedisConfig, WorkerOptions};
-use serde::{Deserialize, Serialize};
+use chrono::{SubsecRound, Utc};
+use latchkey_core::{DesiredStateInput, Outcome};
+use latchkey_fake_seam::{DeviceBehaviour, FakeSeam, SeedCode, SimConfig};
+use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
+use latchkey_worker::{WorkerArgs, run_worker};
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Use this Redis instead of starting one (the demo's keys get a fresh queue name).
+    /// Use this Redis instead of starting one (the demo's keys get their own prefix).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DemoJob {
-    label: String,
-    /// Fail this many attempts before succeeding.
-    #[serde(default)]
-    fail_times: u32,
-    /// Give up at once (a permanent error).
-    #[serde(default)]
-    poison: bool,
-}
+const KEY: &str = "seam_demo_key";
 
-#[derive(Debug, Default, Clone)]
-struct Seen {
-    attempts: u32,
-    first_start_ms: Option<u64>,
-    succeeded: bool,
-}
-
-type Board = Arc<Mutex<BTreeMap<String, Seen>>>;
-
-async fn handle(
-    job: DemoJob,
-    info: Data<JobInfo>,
-    board: Data<Board>,
-    t0: Data<Instant>,
-) -> Result<(), BoxDynError> {
-    let ms = t0.elapsed().as_millis() as u64;
-    {
-        let mut b = board.lock().unwrap();
-        let seen = b.entry(job.label.clone()).or_default();
-        seen.attempts = info.attempt;
-        seen.first_start_ms.get_or_insert(ms);
-    }
-    if job.poison {
-        return Err(AbortError::new("this job can never succeed").into());
-    }
-    if info.attempt <= job.fail_times {
-        return Err(format!("simulated failure {} of {}", info.attempt, job.fail_times).into());
-    }
-    board
-        .lock()
-        .unwrap()
-        .entry(job.label)
-        .or_default()
-        .succeeded = true;
-    Ok(())
+struct Case {
+    label: &'static str,
+    what: &'static str,
+    access_code_id: String,
+    generation: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let local = crate::local_redis::resolve(args.redis_url)?;
+    let seam = FakeSeam::spawn(SimConfig {
+        api_key: KEY.into(),
+        device_delay: Duration::from_millis(400),
+        ..SimConfig::default()
+    })
+    .await?;
     println!(
         "Redis: {}{}",
         latchkey_store::redact_url(&local.url),
-        if local.owned.is_some() {
-            " (started for this demo)"
-        } else {
-            ""
-        }
+        if local.owned.is_some() { " (started for this demo)" } else { "" }
     );
-    let redis = Redis::connect(&RedisConfig::new(&local.url)).await?;
-    let name = format!("demo-{}", std::process::id());
-    let queue = Queue::new(
-        redis,
-        &name,
-        QueueConfig {
-            max_attempts: 3,
-            ..QueueConfig::default()
-        },
+    println!("Seam simulator: {}", seam.url());
+    let prefix = format!("latchkey-demo-{}", std::process::id());
+    let store = Reconciliations::new(
+        Redis::connect(&RedisConfig::new(&local.url)).await?,
+        QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
     )?;
 
-    let t0 = Instant::now();
-    let board: Board = Arc::default();
-    let opts = WorkerOptions {
-        retry_base: Duration::from_millis(300),
-        retry_cap: Duration::from_secs(2),
-        ..WorkerOptions::default()
-    };
-    let worker = WorkerBuilder::new("demo-worker")
-        .backend(queue.backend::<DemoJob>(opts))
-        .data(board.clone())
-        .data(t0)
-        .concurrency(32)
-        .build(handle);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
+    let worker_args = WorkerArgs {
+        redis_url: local.url.clone(),
+        seam_endpoint: seam.url(),
+        seam_api_key: Some(KEY.into()),
+        concurrency: 32,
+        prefix,
+        verify_timeout_secs: 20,
+        poll_base_ms: 250,
+        poll_cap_ms: 2000,
+        max_attempts: 5,
+        max_reapplies: 2,
+        min_update_interval_ms: 1000,
+        drain_secs: 5,
+    };
+    let worker = tokio::spawn(run_worker(worker_args, async move {
         let _ = stop_rx.await;
-        Ok::<(), WorkerError>(())
     }));
 
-    let job = |label: &str| DemoJob {
-        label: label.to_string(),
-        fail_times: 0,
-        poison: false,
+    let normal = || DeviceBehaviour::Normal { delay: Duration::from_millis(400) };
+    let start = (Utc::now() + chrono::Duration::seconds(5)).trunc_subsecs(0);
+    let end = start + chrono::Duration::days(3);
+    let mut cases = Vec::new();
+    let mut add = async |label,
+                         what,
+                         seed: SeedCode,
+                         behaviour: DeviceBehaviour,
+                         wants: Vec<serde_json::Value>|
+           -> anyhow::Result<()> {
+        let device = seam.add_device(normal());
+        let id = seam.add_access_code(&device, seed);
+        seam.set_device(&device, behaviour);
+        let mut generation = 0;
+        for w in wants {
+            let mut w = w;
+            w["access_code_id"] = json!(id);
+            generation = store.enqueue(serde_json::from_value::<DesiredStateInput>(w)?).await?;
+        }
+        cases.push(Case { label, what, access_code_id: id, generation });
+        Ok(())
     };
-    let mut plan: Vec<(String, &str)> = Vec::new();
-    queue.push(NewJob::new(&job("now"))?).await?;
-    plan.push(("now".into(), "runs at once"));
-    queue
-        .push(NewJob::new(&job("in 2 s"))?.run_after(Duration::from_secs(2)))
+    let seed =
+        |code: &str| SeedCode { code: Some(code.into()), name: Some("Previous guest".into()), ..SeedCode::default() };
+    add("ongoing", "new PIN and name", seed("1111"), normal(), vec![json!({"code": "4821", "name": "Guest Smith"})])
         .await?;
-    plan.push(("in 2 s".into(), "scheduled 2,000 ms ahead"));
-    queue
-        .push(NewJob::new(&DemoJob {
-            fail_times: 2,
-            ..job("flaky")
-        })?)
-        .await?;
-    plan.push(("flaky".into(), "fails twice, then succeeds"));
-    queue
-        .push(NewJob::new(&DemoJob {
-            poison: true,
-            ..job("poison")
-        })?)
-        .await?;
-    plan.push(("poison".into(), "permanent error: dead letter"));
-    let first = queue
-        .push(NewJob::new(&job("dedup"))?.id("demo-dedup"))
-        .await?;
-    let second = queue
-        .push(NewJob::new(&job("dedup (second push)"))?.id("demo-dedup"))
-        .await?;
-    plan.push(("dedup".into(), "same id pushed twice"));
-    let bulk = queue
-        .push_many(
-            (0..1000).map(|i| NewJob::new(&job(&format!("bulk-{i:04}"))).expect("serialisable")),
-        )
-        .await?;
-    println!(
-        "pushed 5 jobs and a batch of {} in one round trip; duplicate push created: {} then {}",
-        bulk.len(),
-        first.created,
-        second.created
-    );
+    add(
+        "time-bound",
+        "time-bound code, starts in 5 s",
+        seed("2222"),
+        normal(),
+        vec![json!({"code": "5902", "starts_at": start.to_rfc3339(), "ends_at": end.to_rfc3339()})],
+    )
+    .await?;
+    add(
+        "to time-bound",
+        "ongoing -> time-bound (dates)",
+        seed("3333"),
+        normal(),
+        vec![json!({"starts_at": (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0).to_rfc3339(), "ends_at": end.to_rfc3339()})],
+    )
+    .await?;
+    let past = Utc::now() - chrono::Duration::hours(2);
+    add(
+        "to ongoing",
+        "time-bound -> ongoing (type)",
+        SeedCode { starts_at: Some(past), ends_at: Some(past + chrono::Duration::days(2)), ..seed("4444") },
+        normal(),
+        vec![json!({"type": "ongoing"})],
+    )
+    .await?;
+    add(
+        "failing lock",
+        "device fails to set codes",
+        seed("5555"),
+        DeviceBehaviour::Fails { delay: Duration::from_millis(400) },
+        vec![json!({"code": "6061"})],
+    )
+    .await?;
+    let burst: Vec<_> = (0..10).map(|i| json!({"code": format!("70{i:02}")})).collect();
+    add("burst", "10 updates in a row", seed("6666"), normal(), burst).await?;
+    println!("enqueued {} desired states; watching outcomes (Ctrl-C stops)\n", cases.len() + 9);
 
-    let expected = 5 + bulk.len();
+    let started = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
-        let settled = {
-            let b = board.lock().unwrap();
-            b.values().filter(|s| s.succeeded).count()
-        } + queue.depth().await?.dead as usize;
-        println!(
-            "  {:>5} ms  settled {settled}/{expected}",
-            t0.elapsed().as_millis()
-        );
-        if settled >= expected {
-            break;
+    let outcomes = loop {
+        let mut outcomes = Vec::new();
+        for c in &cases {
+            outcomes.push(store.outcome(&c.access_code_id).await?);
+        }
+        let states: Vec<&str> = outcomes.iter().map(|o| o.as_ref().map_or("-", |o| o.state.as_str())).collect();
+        println!("  {:>5.1} s  {}", started.elapsed().as_secs_f64(), states.join(" | "));
+        if outcomes.iter().all(|o| o.as_ref().is_some_and(|o| o.state.is_terminal())) {
+            break outcomes;
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = &mut ctrl_c => { println!("interrupted"); break; }
+            _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+            _ = &mut ctrl_c => { println!("interrupted"); break outcomes; }
         }
-    }
+    };
     let _ = stop_tx.send(());
-    let _ = running.await;
+    let _ = worker.await;
 
-    let dead = queue.dead_letters(10).await?;
-    let b = board.lock().unwrap();
     println!(
-        "\n{:<8} {:<30} {:>10} {:>9}  OUTCOME",
-        "JOB", "WHAT", "STARTED", "ATTEMPTS"
+        "\n{:<14} {:<32} {:>4} {:<10} {:>7} {:>6} {:>9}  DETAIL",
+        "CASE", "WHAT", "GEN", "OUTCOME", "UPDATES", "POLLS", "TOOK"
     );
-    for (label, what) in &plan {
-        let seen = b.get(label).cloned().unwrap_or_default();
-        let outcome = if seen.succeeded {
-            "succeeded".to_string()
-        } else if let Some(d) = dead
+    for (c, o) in cases.iter().zip(outcomes) {
+        let Some(o) = o else { continue };
+        let updates = seam
+            .requests()
             .iter()
-            .find(|d| d.payload.contains(&format!("\"{label}\"")))
-        {
-            format!("dead letter: {}", d.error)
-        } else {
-            "pending".to_string()
-        };
-        let started = seen
-            .first_start_ms
-            .map_or("-".to_string(), |ms| format!("+{ms} ms"));
+            .filter(|r| r.path == "/access_codes/update" && r.access_code_id.as_deref() == Some(&c.access_code_id))
+            .count();
         println!(
-            "{label:<8} {what:<30} {started:>10} {:>9}  {outcome}",
-            seen.attempts
+            "{:<14} {:<32} {:>4} {:<10} {:>7} {:>6} {:>9}  {}",
+            c.label,
+            c.what,
+            c.generation,
+            o.state.as_str(),
+            updates,
+            o.polls,
+            took(&o),
+            detail(&o)
         );
     }
-    let bulk_done = b
-        .iter()
-        .filter(|(l, s)| l.starts_with("bulk-") && s.succeeded)
-        .count();
-    println!(
-        "{:<8} {:<30} {:>10} {:>9}  {bulk_done} of 1000 succeeded",
-        "bulk", "1,000 jobs, one push", "", ""
-    );
+    seam.shutdown().await;
     Ok(())
+}
+
+fn took(o: &Outcome) -> String {
+    o.finished_at.map_or("-".into(), |f| format!("{:.1} s", (f - o.enqueued_at).num_milliseconds() as f64 / 1000.0))
+}
+
+fn detail(o: &Outcome) -> String {
+    if let Some(e) = &o.error {
+        return format!("{}: {}", e.kind, e.message);
+    }
+    match &o.last_seen {
+        Some(c) => format!(
+            "on the lock: PIN {} ({}{})",
+            c.code.as_deref().unwrap_or("-"),
+            c.code_type.as_str(),
+            c.starts_at.map(|s| format!(" from {}", s.format("%H:%M:%S"))).unwrap_or_default()
+        ),
+        None => String::new(),
+    }
 }

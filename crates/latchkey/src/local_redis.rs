@@ -21,8 +21,5 @@ pub fn resolve(url: Option<String>) -> anyhow::Result<LocalRedis> {
         );
     }
     let server = RedisServer::try_start_with(&[]).context("starting redis-server")?;
-    Ok(LocalRedis {
-        url: server.url(),
-        owned: Some(server),
-    })
+    Ok(LocalRedis { url: server.url(), owned: Some(server) })
 }

@@ -33,6 +33,11 @@ enum Command {
     Enqueue(producer::EnqueueArgs),
     /// Prints an access code's outcome record, optionally waiting for it to finish.
     Outcome(producer::OutcomeArgs),
+    /// Lists and re-queues dead letters.
+    Dead {
+        #[command(subcommand)]
+        command: ops::DeadCommand,
+    },
     /// Inspects queues.
     Queue {
         #[command(subcommand)]
@@ -41,11 +46,8 @@ enum Command {
 }
 
 fn init_logs(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -79,6 +81,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => ops::queue(command).await.map(|()| ExitCode::SUCCESS),
+        Command::Dead { command } => ops::dead(command).await.map(|()| ExitCode::SUCCESS),
         Command::Worker(args) => {
             latchkey_worker::run_worker(args, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

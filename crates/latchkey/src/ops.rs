@@ -1,78 +1,144 @@
-//! Operator commands: what the on-call engineer runs against a live Redis.
+//! Operator commands: what the on-call engineer runs against a live Redis
+//! after an incident. Tables for people, `--json` for scripts.
 
 use std::time::Duration;
 
 use clap::Subcommand;
-use latchkey_store::{Queue, QueueConfig, Redis, RedisConfig};
+use latchkey_store::{Queue, QueueConfig, RECONCILE_QUEUE, Redis, RedisConfig};
+
+/// Where the queues are.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Redis URL (comma-separated seed URLs for a cluster).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    redis_url: String,
+    /// Key prefix.
+    #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
+    prefix: String,
+}
+
+impl Target {
+    async fn queue(&self, name: &str) -> anyhow::Result<Queue> {
+        let redis = Redis::connect(&RedisConfig::new(&self.redis_url)).await?;
+        Ok(Queue::new(redis, name, QueueConfig { prefix: self.prefix.clone(), ..QueueConfig::default() })?)
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Depth by state, counters and live workers of each queue.
+    /// Depth by state, age of the oldest waiting job, counters and live workers.
     Stats {
-        /// Redis URL (comma-separated seed URLs for a cluster).
-        #[arg(
-            long,
-            env = "REDIS_URL",
-            default_value = "redis://127.0.0.1:6379",
-            hide_env_values = true
-        )]
-        redis_url: String,
-        /// Queues to show.
-        #[arg(long = "queue", default_values = ["apply", "verify"])]
-        queues: Vec<String>,
-        /// Key prefix.
-        #[arg(long, default_value = "latchkey")]
-        prefix: String,
-        /// One JSON object per queue instead of a table.
+        #[command(flatten)]
+        target: Target,
+        /// The queue.
+        #[arg(long, default_value = RECONCILE_QUEUE)]
+        queue: String,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// Lists dead letters, oldest first, with the reason each one died.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// The queue.
+        #[arg(long, default_value = RECONCILE_QUEUE)]
+        queue: String,
+        /// Most to list.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per dead letter.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queues dead letters with a fresh attempt budget.
+    Retry {
+        #[command(flatten)]
+        target: Target,
+        /// The queue.
+        #[arg(long, default_value = RECONCILE_QUEUE)]
+        queue: String,
+        /// Job ids to re-queue.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Re-queue every dead letter (up to 100,000).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Print the re-queued ids as JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
 pub async fn queue(cmd: QueueCommand) -> anyhow::Result<()> {
-    let QueueCommand::Stats {
-        redis_url,
-        queues,
-        prefix,
-        json,
-    } = cmd;
-    let redis = Redis::connect(&RedisConfig::new(redis_url)).await?;
-    if !json {
-        println!(
-            "{:<12} {:>8} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8}",
-            "QUEUE", "READY", "SCHEDULED", "LEASED", "DEAD", "PUSHED", "COMPLETED", "WORKERS"
-        );
+    let QueueCommand::Stats { target, queue, json } = cmd;
+    let q = target.queue(&queue).await?;
+    let depth = q.depth().await?;
+    let oldest = q.oldest_ready_age().await?;
+    let counters = q.counters().await?;
+    let workers = q.workers_alive(Duration::from_secs(30)).await?;
+    if json {
+        let oldest_ms = oldest.map(|d| d.as_millis() as u64);
+        let v = serde_json::json!({"queue": queue, "depth": depth, "oldest_ready_age_ms": oldest_ms, "counters": counters, "workers_alive": workers});
+        println!("{v}");
+        return Ok(());
     }
-    for name in queues {
-        let q = Queue::new(
-            redis.clone(),
-            &name,
-            QueueConfig {
-                prefix: prefix.clone(),
-                ..QueueConfig::default()
-            },
-        )?;
-        let depth = q.depth().await?;
-        let counters = q.counters().await?;
-        let workers = q.workers_alive(Duration::from_secs(30)).await?;
-        let count = |k: &str| counters.get(k).copied().unwrap_or(0);
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"queue": name, "depth": depth, "counters": counters, "workers_alive": workers})
-            );
-        } else {
-            println!(
-                "{:<12} {:>8} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8}",
-                name,
-                depth.ready,
-                depth.scheduled,
-                depth.leased,
-                depth.dead,
-                count("pushed"),
-                count("completed"),
-                workers.len()
-            );
+    println!("queue {queue}");
+    println!(
+        "  ready      {:>10}   oldest waiting {}",
+        depth.ready,
+        oldest.map_or("-".into(), |d| format!("{:.1} s", d.as_secs_f64()))
+    );
+    println!("  scheduled  {:>10}", depth.scheduled);
+    println!("  leased     {:>10}", depth.leased);
+    println!("  dead       {:>10}", depth.dead);
+    let mut names: Vec<_> = counters.iter().collect();
+    names.sort();
+    println!("  counters   {}", names.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+    println!("  workers alive (heartbeat within 30 s): {}", workers.len());
+    for w in workers {
+        println!("    {w}");
+    }
+    Ok(())
+}
+
+pub async fn dead(cmd: DeadCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeadCommand::List { target, queue, limit, json } => {
+            let letters = target.queue(&queue).await?.dead_letters(limit).await?;
+            if json {
+                for d in &letters {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else if letters.is_empty() {
+                println!("no dead letters in queue {queue}");
+            } else {
+                println!("{:<40} {:<24} {:>8}  REASON", "JOB", "DIED", "ATTEMPTS");
+                for d in letters {
+                    let died = chrono::DateTime::from_timestamp_millis(d.dead_at_ms as i64)
+                        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+                    println!("{:<40} {:<24} {:>8}  {}", d.id, died, d.attempts, d.error);
+                }
+            }
+        }
+        DeadCommand::Retry { target, queue, ids, all, json } => {
+            let q = target.queue(&queue).await?;
+            let done = if all { q.requeue_all_dead(100_000).await? } else { q.requeue_dead(&ids).await? };
+            if json {
+                println!("{}", serde_json::json!({ "requeued": done }));
+            } else {
+                println!("re-queued {} job(s)", done.len());
+                for id in &done {
+                    println!("  {id}");
+                }
+                for id in ids.iter().filter(|i| !done.contains(i)) {
+                    println!("  {id}: not a dead letter, left alone");
+                }
+            }
         }
     }
     Ok(())

@@ -10,12 +10,7 @@ use latchkey_store::{EnqueueError, QueueConfig, Reconciliations, Redis, RedisCon
 #[derive(Debug, clap::Args)]
 pub struct Conn {
     /// Redis URL; several comma-separated URLs mean a cluster.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     redis_url: String,
     /// Key prefix in Redis.
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
@@ -25,13 +20,7 @@ pub struct Conn {
 impl Conn {
     async fn store(&self) -> anyhow::Result<Reconciliations> {
         let redis = Redis::connect(&RedisConfig::new(&self.redis_url)).await?;
-        Ok(Reconciliations::new(
-            redis,
-            QueueConfig {
-                prefix: self.prefix.clone(),
-                ..QueueConfig::default()
-            },
-        )?)
+        Ok(Reconciliations::new(redis, QueueConfig { prefix: self.prefix.clone(), ..QueueConfig::default() })?)
     }
 }
 
@@ -75,8 +64,7 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
             } else {
                 text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
             }
-            serde_json::from_str(&text)
-                .context("the desired state is not valid JSON of the documented shape")?
+            serde_json::from_str(&text).context("the desired state is not valid JSON of the documented shape")?
         }
         None => DesiredStateInput {
             access_code_id: args.access_code_id.clone().unwrap_or_default(),
@@ -125,31 +113,18 @@ pub struct OutcomeArgs {
 pub async fn outcome(args: OutcomeArgs) -> anyhow::Result<ExitCode> {
     let store = args.conn.store().await?;
     let Some(current) = store.outcome(&args.access_code_id).await? else {
-        eprintln!(
-            "no desired state recorded for access code {}",
-            args.access_code_id
-        );
+        eprintln!("no desired state recorded for access code {}", args.access_code_id);
         return Ok(ExitCode::from(4));
     };
     let record = match args.wait {
         None => current,
         Some(secs) => {
             let generation = args.generation.unwrap_or(current.generation);
-            match store
-                .wait_for_outcome(&args.access_code_id, generation, Duration::from_secs(secs))
-                .await?
-            {
+            match store.wait_for_outcome(&args.access_code_id, generation, Duration::from_secs(secs)).await? {
                 Waited::Finished(o) | Waited::TimedOut(Some(o)) => o,
                 Waited::Superseded(newer) => {
-                    eprintln!(
-                        "generation {generation} was superseded by generation {}",
-                        newer.generation
-                    );
-                    Outcome {
-                        generation,
-                        ..newer
-                    }
-                    .moved(OutcomeState::Superseded, chrono::Utc::now())
+                    eprintln!("generation {generation} was superseded by generation {}", newer.generation);
+                    Outcome { generation, ..newer }.moved(OutcomeState::Superseded, chrono::Utc::now())
                 }
                 Waited::TimedOut(None) => current,
             }
@@ -173,16 +148,9 @@ pub fn print_outcome(o: &Outcome) {
     println!("state         {}", o.state.as_str());
     println!("enqueued      {}", o.enqueued_at.to_rfc3339());
     if let Some(f) = o.finished_at {
-        println!(
-            "finished      {} ({} ms after enqueue)",
-            f.to_rfc3339(),
-            (f - o.enqueued_at).num_milliseconds()
-        );
+        println!("finished      {} ({} ms after enqueue)", f.to_rfc3339(), (f - o.enqueued_at).num_milliseconds());
     }
-    println!(
-        "update calls  {}   polls {}   re-applies {}",
-        o.attempts, o.polls, o.reapplies
-    );
+    println!("update calls  {}   polls {}   re-applies {}", o.attempts, o.polls, o.reapplies);
     if let Some(seen) = &o.last_seen {
         println!(
             "last seen     status {:?}, code {}, type {:?}",

@@ -22,50 +22,32 @@ struct Recorder {
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn handle(
-    _probe: Probe,
-    info: Data<JobInfo>,
-    rec: Data<Recorder>,
-) -> Result<(), BoxDynError> {
+async fn handle(_probe: Probe, info: Data<JobInfo>, rec: Data<Recorder>) -> Result<(), BoxDynError> {
     let line = |event: &str| {
         serde_json::json!({"event": event, "id": info.id, "attempt": info.attempt, "identity": rec.identity, "ms": latchkey_tests::now_ms()})
             .to_string()
     };
     let mut conn = rec.conn.clone();
-    let _: () = conn
-        .rpush(format!("{}:test:started", rec.base), line("started"))
-        .await?;
+    let _: () = conn.rpush(format!("{}:test:started", rec.base), line("started")).await?;
     tokio::time::sleep(rec.sleep).await;
-    let _: () = conn
-        .rpush(format!("{}:test:finished", rec.base), line("finished"))
-        .await?;
+    let _: () = conn.rpush(format!("{}:test:finished", rec.base), line("finished")).await?;
     Ok(())
 }
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let name = std::env::var("QUEUE").expect("QUEUE");
-    let redis = Redis::connect(&RedisConfig::new(url))
-        .await
-        .expect("connect");
+    let redis = Redis::connect(&RedisConfig::new(url)).await.expect("connect");
     let queue = Queue::new(redis.clone(), &name, QueueConfig::default()).expect("queue");
     let defaults = WorkerOptions::default();
     let opts = WorkerOptions {
         lease: Duration::from_millis(env_or("LEASE_MS", defaults.lease.as_millis() as u64)),
-        heartbeat: Duration::from_millis(env_or(
-            "HEARTBEAT_MS",
-            defaults.heartbeat.as_millis() as u64,
-        )),
+        heartbeat: Duration::from_millis(env_or("HEARTBEAT_MS", defaults.heartbeat.as_millis() as u64)),
         ..defaults
     };
     let backend = queue.backend::<Probe>(opts);

@@ -1,0 +1,81 @@
+//! Reconciliations that cannot succeed end with the cause: an action attempt
+//! that errors, errors on the code, a deadline, a request Seam refuses; and
+//! transient failures are retried until they succeed.
+
+use std::time::Duration;
+
+use latchkey_core::OutcomeState;
+use latchkey_fake_seam::{DeviceBehaviour, Faults, SeedCode};
+use latchkey_tests::app::{AppOptions, spawn_app};
+use serde_json::json;
+
+use crate::{calls, reconcile};
+
+#[tokio::test]
+async fn a_device_that_fails_ends_failed_with_the_attempts_error() {
+    let app = spawn_app(AppOptions::default()).await;
+    let device = app.seam.add_device(DeviceBehaviour::Fails { delay: Duration::from_millis(50) });
+    let id = app.seam.add_access_code(&device, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "5555"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    let e = o.error.unwrap();
+    assert!(!e.kind.is_empty() && !e.message.is_empty(), "{e:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn errors_on_an_offline_device_end_failed_with_the_error_codes() {
+    let app = spawn_app(AppOptions::default()).await;
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let id = app.seam.add_access_code(&device, SeedCode::default());
+    app.seam.set_device(&device, DeviceBehaviour::Offline);
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "6666"}), Duration::from_secs(15)).await;
+    assert!(matches!(o.state, OutcomeState::Failed), "{o:?}");
+    let e = o.error.unwrap();
+    let all = format!("{} {} {:?}", e.kind, e.message, e.error_codes);
+    assert!(all.contains("device_offline"), "{all}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_that_never_gets_set_times_out_with_the_last_state_seen() {
+    let app = spawn_app(AppOptions { verify_timeout: Duration::from_secs(2), ..AppOptions::default() }).await;
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let id = app.seam.add_access_code(&device, SeedCode::default());
+    app.seam.set_device(&device, DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(300) });
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "7777"}), Duration::from_secs(20)).await;
+    assert_eq!(o.state, OutcomeState::TimedOut, "{o:?}");
+    let seen = o.last_seen.unwrap();
+    assert_eq!(seen.status, latchkey_core::CodeStatus::Setting);
+    assert!(o.polls >= 2, "kept polling while Seam reported a delay: {} polls", o.polls);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_seam_refuses_ends_rejected_with_seams_error() {
+    let app = spawn_app(AppOptions::default()).await;
+    let o = reconcile(
+        &app,
+        json!({"access_code_id": "00000000-0000-4000-8000-00000000dead", "code": "1234"}),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(o.state, OutcomeState::Rejected, "{o:?}");
+    assert_eq!(o.error.unwrap().kind, "access_code_not_found");
+    assert_eq!(o.attempts, 1, "a permanent error is not retried");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn transient_seam_failures_are_retried_until_the_code_is_set() {
+    let app = spawn_app(AppOptions { max_attempts: 20, ..AppOptions::default() }).await;
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let id = app.seam.add_access_code(&device, SeedCode::default());
+    app.seam.set_faults(Faults { error_rate: 0.5, ..Faults::default() });
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "8888"}), Duration::from_secs(60)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    let failed = app.seam.requests().iter().filter(|r| r.status >= 500).count();
+    assert!(failed > 0, "the simulator failed some requests");
+    assert!(calls(&app, &id, "/access_codes/update").len() >= 1);
+    app.stop().await;
+}

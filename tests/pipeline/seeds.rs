@@ -1,0 +1,111 @@
+//! The scenarios of Seam's guide (seeds 000-002): a plain update, ongoing to
+//! time-bound, time-bound to ongoing, and time-bound codes verified at
+//! `starts_at`.
+
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use latchkey_core::{CodeStatus, OutcomeState};
+use latchkey_fake_seam::{DeviceBehaviour, SeedCode};
+use latchkey_tests::app::{AppOptions, spawn_app};
+use serde_json::json;
+
+use crate::{calls, reconcile};
+
+fn normal() -> DeviceBehaviour {
+    DeviceBehaviour::Normal { delay: Duration::from_millis(50) }
+}
+
+#[tokio::test]
+async fn a_plain_update_of_code_and_name_is_applied_and_verified() {
+    let app = spawn_app(AppOptions::default()).await;
+    let device = app.seam.add_device(normal());
+    let id = app.seam.add_access_code(
+        &device,
+        SeedCode { code: Some("1111".into()), name: Some("Old".into()), ..SeedCode::default() },
+    );
+
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "4321", "name": "Guest 42"}), Duration::from_secs(15))
+        .await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert_eq!((o.attempts, o.generation), (1, 1));
+    let seen = o.last_seen.expect("last seen code");
+    assert_eq!(
+        (seen.status, seen.code.as_deref(), seen.name.as_deref()),
+        (CodeStatus::Set, Some("4321"), Some("Guest 42"))
+    );
+    let on_seam = app.seam.access_code(&id).unwrap();
+    assert_eq!((on_seam["code"].as_str(), on_seam["status"].as_str()), (Some("4321"), Some("set")));
+    assert_eq!(calls(&app, &id, "/access_codes/update").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_ongoing_code_becomes_time_bound_and_is_verified_at_starts_at() {
+    let app = spawn_app(AppOptions::default()).await;
+    let device = app.seam.add_device(normal());
+    let id = app.seam.add_access_code(&device, SeedCode { code: Some("2222".into()), ..SeedCode::default() });
+    let starts_at = (Utc::now() + chrono::Duration::seconds(3)).trunc_subsecs(0);
+    let ends_at = starts_at + chrono::Duration::days(3);
+
+    let generation = app
+        .store
+        .enqueue(crate::want(
+            json!({"access_code_id": id, "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()}),
+        ))
+        .await
+        .unwrap();
+    // Before starts_at the record says it waits for the start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let o = app.store.outcome(&id).await.unwrap().unwrap();
+        if o.state == OutcomeState::Scheduled {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never scheduled: {o:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let o = crate::finished(&app, &id, generation, Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    let seen = o.last_seen.unwrap();
+    assert_eq!(
+        (seen.code_type, seen.starts_at, seen.ends_at),
+        (latchkey_core::CodeType::TimeBound, Some(starts_at), Some(ends_at))
+    );
+    // Seam says to poll a time-bound code at starts_at: no verification poll came earlier.
+    let gets = calls(&app, &id, "/access_codes/get");
+    assert!(!gets.is_empty());
+    assert!(
+        gets.iter().all(|g| g.at >= starts_at),
+        "polled before starts_at: {:?}",
+        gets.iter().map(|g| g.at).collect::<Vec<_>>()
+    );
+    assert!(
+        o.finished_at.unwrap() - starts_at < chrono::Duration::seconds(2),
+        "verified {} after the start",
+        o.finished_at.unwrap() - starts_at
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_time_bound_code_becomes_ongoing() {
+    let app = spawn_app(AppOptions::default()).await;
+    let device = app.seam.add_device(normal());
+    let starts = Utc::now() - chrono::Duration::hours(1);
+    let id = app.seam.add_access_code(
+        &device,
+        SeedCode {
+            code: Some("3333".into()),
+            starts_at: Some(starts),
+            ends_at: Some(starts + chrono::Duration::days(2)),
+            ..SeedCode::default()
+        },
+    );
+    let o = reconcile(&app, json!({"access_code_id": id, "type": "ongoing"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    let on_seam = app.seam.access_code(&id).unwrap();
+    assert_eq!(on_seam["type"], "ongoing");
+    assert!(on_seam["starts_at"].is_null() && on_seam["ends_at"].is_null(), "{on_seam}");
+    app.stop().await;
+}

@@ -1,0 +1,124 @@
+//! `spawn_app()`: a whole latchkey for one test. Its own redis-server, the
+//! Seam simulator on a free port, and reconciliation workers running in this
+//! process against both, stopped when the test ends.
+
+use std::time::Duration;
+
+use latchkey_fake_seam::{FakeSeam, SimConfig};
+use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
+use latchkey_worker::{WorkerArgs, run_worker};
+use tokio::sync::oneshot;
+
+use crate::RedisServer;
+
+/// The Seam API key the simulator accepts in tests.
+pub const TEST_SEAM_KEY: &str = "seam_test_key_for_latchkey";
+
+/// Settings a test may change before the app starts.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Worker processes (in-process workers, each with its own identity).
+    pub workers: usize,
+    /// Verification deadline.
+    pub verify_timeout: Duration,
+    /// How long the simulated devices take to apply an update.
+    pub device_delay: Duration,
+    /// Transient-failure attempts per step.
+    pub max_attempts: u32,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            verify_timeout: Duration::from_secs(10),
+            device_delay: Duration::from_millis(50),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// A running latchkey.
+pub struct TestApp {
+    /// The Redis it uses.
+    pub redis: RedisServer,
+    /// The Seam simulator.
+    pub seam: FakeSeam,
+    /// Producer/caller view of the records.
+    pub store: Reconciliations,
+    prefix: String,
+    options: AppOptions,
+    workers: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("redis", &self.redis.url()).field("seam", &self.seam.url()).finish()
+    }
+}
+
+/// Starts Redis, the simulator and `options.workers` workers.
+pub async fn spawn_app(options: AppOptions) -> TestApp {
+    crate::init_logs();
+    let redis = RedisServer::start();
+    let seam = FakeSeam::spawn(SimConfig {
+        api_key: TEST_SEAM_KEY.into(),
+        device_delay: options.device_delay,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start the Seam simulator");
+    let prefix = crate::unique("lk");
+    let conn = Redis::connect(&RedisConfig::new(redis.url())).await.expect("connect");
+    let store = Reconciliations::new(conn, QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() }).unwrap();
+    let mut app = TestApp { redis, seam, store, prefix, options: options.clone(), workers: Vec::new() };
+    for _ in 0..options.workers {
+        app.start_worker();
+    }
+    app
+}
+
+impl TestApp {
+    /// The worker configuration tests run with: short polls, the simulator's URL.
+    pub fn worker_args(&self) -> WorkerArgs {
+        WorkerArgs {
+            redis_url: self.redis.url(),
+            seam_endpoint: self.seam.url(),
+            seam_api_key: Some(TEST_SEAM_KEY.into()),
+            concurrency: 32,
+            prefix: self.prefix.clone(),
+            verify_timeout_secs: self.options.verify_timeout.as_secs().max(1),
+            poll_base_ms: 50,
+            poll_cap_ms: 400,
+            max_attempts: self.options.max_attempts,
+            max_reapplies: 2,
+            min_update_interval_ms: 1000,
+            drain_secs: 5,
+        }
+    }
+
+    /// Starts one more worker.
+    pub fn start_worker(&mut self) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let args = self.worker_args();
+        let join = tokio::spawn(async move {
+            run_worker(args, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("worker runs and drains cleanly");
+        });
+        self.workers.push((tx, join));
+    }
+
+    /// Stops every worker gracefully.
+    pub async fn stop(mut self) {
+        for (tx, join) in self.workers.drain(..) {
+            let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(20), join)
+                .await
+                .expect("worker drains in time")
+                .expect("worker did not panic");
+        }
+    }
+}
