@@ -195,3 +195,10 @@ async fn a_continuation_runs_the_job_again_later_without_using_up_attempts() {
     assert_eq!((c["requeued"], c.get("retried")), (3, None));
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn an_empty_dead_letter_list_reads_as_empty() {
+    let redis = RedisServer::start();
+    let q = queue(&redis.url(), "nodead", QueueConfig::default()).await;
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+}

@@ -280,6 +280,9 @@ impl Queue {
         let mut conn = self.redis.conn();
         let entries: Vec<(String, f64)> =
             conn.zrange_withscores(self.keys.dead(), 0, limit.max(1) as isize - 1).await?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for (id, _) in &entries {
             pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&["payload", "attempts", "error"]);

@@ -33,6 +33,8 @@ enum Command {
     Enqueue(producer::EnqueueArgs),
     /// Prints an access code's outcome record, optionally waiting for it to finish.
     Outcome(producer::OutcomeArgs),
+    /// Runs the Seam simulator (for trying latchkey and for tests).
+    FakeSeam(latchkey_fake_seam::Args),
     /// Lists and re-queues dead letters.
     Dead {
         #[command(subcommand)]
@@ -82,6 +84,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => ops::queue(command).await.map(|()| ExitCode::SUCCESS),
         Command::Dead { command } => ops::dead(command).await.map(|()| ExitCode::SUCCESS),
+        Command::FakeSeam(args) => {
+            latchkey_fake_seam::run(args).await.map_err(|e| anyhow::anyhow!(e))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker(args) => {
             latchkey_worker::run_worker(args, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -64,7 +64,13 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
             } else {
                 text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
             }
-            serde_json::from_str(&text).context("the desired state is not valid JSON of the documented shape")?
+            match serde_json::from_str(&text) {
+                Ok(input) => input,
+                Err(e) => {
+                    eprintln!("refused: the desired state is not JSON of the documented shape: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
         }
         None => DesiredStateInput {
             access_code_id: args.access_code_id.clone().unwrap_or_default(),

@@ -1,0 +1,416 @@
+//! The simulator's own behaviour, exercised over plain HTTP (reqwest and
+//! JSON), independent of latchkey's client.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use chrono::{SubsecRound, Utc};
+use hmac::{Hmac, Mac};
+use latchkey_fake_seam::{DeviceBehaviour, FakeSeam, Faults, SeedCode, SimConfig, WebhookTarget};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const KEY: &str = "seam_test_key";
+
+async fn sim() -> FakeSeam {
+    FakeSeam::spawn(SimConfig { device_delay: Duration::from_millis(30), ..SimConfig::default() }).await.unwrap()
+}
+
+async fn call(seam: &FakeSeam, path: &str, body: Value) -> (u16, HeaderMap, Value) {
+    let r =
+        reqwest::Client::new().post(format!("{}{path}", seam.url())).bearer_auth(KEY).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Polls `/access_codes/get` until `pred` holds, or panics after 5 s.
+async fn until(seam: &FakeSeam, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, v) = call(seam, "/access_codes/get", json!({"access_code_id": id})).await;
+        if status == 200 && pred(&v["access_code"]) {
+            return v["access_code"].clone();
+        }
+        assert!(Instant::now() < deadline, "never {what}: {status} {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn normal() -> DeviceBehaviour {
+    DeviceBehaviour::Normal { delay: Duration::from_millis(30) }
+}
+
+#[tokio::test]
+async fn requests_without_the_bearer_key_get_401_in_seams_envelope() {
+    let seam = sim().await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/access_codes/get", seam.url()))
+        .json(&json!({"access_code_id": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("seam-request-id"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["ok"].as_bool(), v["error"]["type"].as_str()), (Some(false), Some("unauthorized")));
+    assert!(v["error"]["request_id"].is_string());
+    assert_eq!(seam.requests()[0].status, 401, "rejected requests are logged");
+}
+
+#[tokio::test]
+async fn an_update_sets_the_code_through_setting_to_set_and_its_attempt_succeeds() {
+    let seam = sim().await;
+    let id =
+        seam.add_access_code(&seam.add_device(normal()), SeedCode { code: Some("1111".into()), ..SeedCode::default() });
+    let (status, _, v) =
+        call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "2468", "name": "Guest"})).await;
+    assert_eq!(status, 200, "{v}");
+    let attempt = &v["action_attempt"];
+    assert_eq!(
+        (attempt["status"].as_str(), attempt["action_type"].as_str()),
+        (Some("pending"), Some("UPDATE_ACCESS_CODE"))
+    );
+    let (_, _, now) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
+    assert_eq!(now["access_code"]["status"], "setting");
+    let code = until(&seam, &id, "set", |c| c["status"] == "set").await;
+    assert_eq!(
+        (code["code"].as_str(), code["name"].as_str(), code["type"].as_str()),
+        (Some("2468"), Some("Guest"), Some("ongoing"))
+    );
+    for field in [
+        "workspace_id",
+        "common_code_key",
+        "created_at",
+        "errors",
+        "warnings",
+        "is_managed",
+        "is_backup_access_code_available",
+        "is_external_modification_allowed",
+        "is_one_time_use",
+        "is_offline_access_code",
+    ] {
+        assert!(code.get(field).is_some(), "the access_code schema requires {field}: {code}");
+    }
+    let (_, _, a) =
+        call(&seam, "/action_attempts/get", json!({"action_attempt_id": attempt["action_attempt_id"]})).await;
+    assert_eq!(a["action_attempt"]["status"], "success");
+    let types: Vec<String> = seam.events().iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(types, ["access_code.changed", "access_code.set_on_device"]);
+}
+
+#[tokio::test]
+async fn dates_convert_an_ongoing_code_to_time_bound_which_is_scheduled_set_then_removed() {
+    let seam = sim().await;
+    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    let starts = Utc::now() + chrono::Duration::milliseconds(600);
+    let ends = starts + chrono::Duration::milliseconds(700);
+    let (status, _, v) = call(
+        &seam,
+        "/access_codes/update",
+        json!({"access_code_id": id, "starts_at": starts.to_rfc3339(), "ends_at": ends.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let scheduled = until(&seam, &id, "scheduled", |c| c["status"] == "unset").await;
+    assert_eq!(
+        (scheduled["type"].as_str(), scheduled["is_scheduled_on_device"].as_bool()),
+        (Some("time_bound"), Some(true))
+    );
+    assert_eq!(
+        scheduled["starts_at"].as_str().unwrap(),
+        starts.trunc_subsecs(3).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    until(&seam, &id, "set at starts_at", |c| c["status"] == "set").await;
+    assert!(Utc::now() >= starts);
+    until(&seam, &id, "removing after ends_at", |c| c["status"] == "removing").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, v) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
+        if status == 404 {
+            assert_eq!(v["error"]["type"], "access_code_not_found");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let types: Vec<String> = seam.events().iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect();
+    assert!(
+        types.contains(&"access_code.scheduled_on_device".into())
+            && types.contains(&"access_code.removed_from_device".into()),
+        "{types:?}"
+    );
+}
+
+#[tokio::test]
+async fn type_ongoing_converts_a_time_bound_code_and_clears_its_dates() {
+    let seam = sim().await;
+    let past = Utc::now() - chrono::Duration::hours(1);
+    let id = seam.add_access_code(
+        &seam.add_device(normal()),
+        SeedCode { starts_at: Some(past), ends_at: Some(past + chrono::Duration::days(1)), ..SeedCode::default() },
+    );
+    assert_eq!(seam.access_code(&id).unwrap()["type"], "time_bound");
+    let (status, _, _) = call(&seam, "/access_codes/update", json!({"access_code_id": id, "type": "ongoing"})).await;
+    assert_eq!(status, 200);
+    let code = until(&seam, &id, "set", |c| c["status"] == "set").await;
+    assert_eq!(code["type"], "ongoing");
+    assert!(code.get("starts_at").is_none() && code.get("ends_at").is_none(), "{code}");
+}
+
+#[tokio::test]
+async fn invalid_updates_are_rejected_with_validation_errors_naming_the_field() {
+    let seam = sim().await;
+    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    let future = (Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let later = (Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let past = (Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let cases = [
+        (json!({"code": "1234"}), "access_code_id"),
+        (json!({"access_code_id": id, "code": "12ab"}), "code"),
+        (json!({"access_code_id": id, "code": "123"}), "code"),
+        (json!({"access_code_id": id, "code": "1234567890"}), "code"),
+        (json!({"access_code_id": id, "type": "weekly"}), "type"),
+        (json!({"access_code_id": id, "starts_at": future}), "ends_at"),
+        (json!({"access_code_id": id, "ends_at": future}), "starts_at"),
+        (json!({"access_code_id": id, "starts_at": later, "ends_at": future}), "ends_at"),
+        (json!({"access_code_id": id, "starts_at": past, "ends_at": past}), "ends_at"),
+        (json!({"access_code_id": id, "starts_at": "soon", "ends_at": future}), "starts_at"),
+        (json!({"access_code_id": id, "type": "ongoing", "starts_at": future, "ends_at": later}), "type"),
+        (json!({"access_code_id": id, "max_time_rounding": "1week"}), "max_time_rounding"),
+    ];
+    for (body, field) in cases {
+        let (status, _, v) = call(&seam, "/access_codes/update", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_input");
+        assert!(v["error"]["validation_errors"][field]["_errors"].is_array(), "{body} should name {field}: {v}");
+    }
+    assert_eq!(seam.access_code(&id).unwrap()["status"], "set", "nothing was applied");
+}
+
+#[tokio::test]
+async fn unknown_ids_get_404_unless_auto_create_is_on() {
+    let seam = sim().await;
+    let (status, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": "nope", "code": "1234"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("access_code_not_found")));
+    let (status, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": seam.add_access_code(&seam.add_device(normal()), SeedCode::default()), "device_id": "gone"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("device_not_found")));
+    let (status, _, v) = call(&seam, "/action_attempts/get", json!({"action_attempt_id": "nope"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("action_attempt_not_found")));
+
+    let auto = FakeSeam::spawn(SimConfig { auto_create: true, ..SimConfig::default() }).await.unwrap();
+    let (status, _, _) = call(&auto, "/access_codes/update", json!({"access_code_id": "ac-0", "code": "1234"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(auto.access_code("ac-0").unwrap()["code"], "1234");
+}
+
+#[tokio::test]
+async fn a_failing_device_reports_failed_to_set_on_device() {
+    let seam = sim().await;
+    let id = seam.add_access_code(
+        &seam.add_device(DeviceBehaviour::Fails { delay: Duration::from_millis(30) }),
+        SeedCode::default(),
+    );
+    let (_, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "9999"})).await;
+    let code = until(&seam, &id, "failed", |c| c["errors"].as_array().is_some_and(|e| !e.is_empty())).await;
+    assert_eq!(code["errors"][0]["error_code"], "failed_to_set_on_device");
+    assert_eq!(code["errors"][0]["is_access_code_error"], true);
+    let (_, _, a) =
+        call(&seam, "/action_attempts/get", json!({"action_attempt_id": v["action_attempt"]["action_attempt_id"]}))
+            .await;
+    assert_eq!(a["action_attempt"]["status"], "error");
+    assert!(a["action_attempt"]["error"]["type"].is_string() && a["action_attempt"]["error"]["message"].is_string());
+    assert!(seam.events().iter().any(|e| e["event_type"] == "access_code.failed_to_set_on_device"));
+}
+
+#[tokio::test]
+async fn a_device_that_never_finishes_warns_of_a_delay_and_an_offline_one_reports_it() {
+    let seam = sim().await;
+    let slow = seam.add_access_code(
+        &seam.add_device(DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(100) }),
+        SeedCode::default(),
+    );
+    call(&seam, "/access_codes/update", json!({"access_code_id": slow, "code": "1357"})).await;
+    let code = until(&seam, &slow, "warned", |c| c["warnings"].as_array().is_some_and(|w| !w.is_empty())).await;
+    assert_eq!(
+        (code["status"].as_str(), code["warnings"][0]["warning_code"].as_str()),
+        (Some("setting"), Some("delay_in_setting_on_device"))
+    );
+
+    let device = seam.add_device(DeviceBehaviour::Offline);
+    let off = seam.add_access_code(&device, SeedCode::default());
+    call(&seam, "/access_codes/update", json!({"access_code_id": off, "code": "2468"})).await;
+    let code = until(&seam, &off, "offline error", |c| c["errors"].as_array().is_some_and(|e| !e.is_empty())).await;
+    assert_eq!(
+        (code["errors"][0]["error_code"].as_str(), code["errors"][0]["is_device_error"].as_bool()),
+        (Some("device_offline"), Some(true))
+    );
+    // Back online: the pending change goes through.
+    seam.set_device(&device, normal());
+    until(&seam, &off, "set once back online", |c| c["status"] == "set" && c["code"] == "2468").await;
+}
+
+#[tokio::test]
+async fn more_than_ten_updates_a_minute_for_one_device_get_429() {
+    let seam = sim().await;
+    let device = seam.add_device(normal());
+    let ids: Vec<String> = (0..3).map(|_| seam.add_access_code(&device, SeedCode::default())).collect();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let (status, _, _) =
+            call(&seam, "/access_codes/update", json!({"access_code_id": ids[i % 3], "name": format!("n{i}")})).await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+    assert_eq!(&statuses[10..], [429, 429]);
+    let other = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    assert_eq!(
+        call(&seam, "/access_codes/update", json!({"access_code_id": other, "name": "x"})).await.0,
+        200,
+        "the limit is per device"
+    );
+}
+
+#[tokio::test]
+async fn scripted_faults_answer_503_empty_500_text_429_with_retry_after_and_latency() {
+    let seam = sim().await;
+    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    seam.set_faults(Faults { error_rate: 1.0, fail_status: Some(503), ..Faults::default() });
+    let r = reqwest::Client::new()
+        .post(format!("{}/access_codes/get", seam.url()))
+        .bearer_auth(KEY)
+        .json(&json!({"access_code_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.bytes().await.unwrap().is_empty(), "503 with an empty body");
+    seam.set_faults(Faults { error_rate: 1.0, fail_status: Some(500), ..Faults::default() });
+    let (status, _, body) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
+    assert_eq!(status, 500);
+    assert!(body.is_string(), "500 with a body that is not JSON: {body}");
+    seam.set_faults(Faults { force_429: 1, retry_after: Some(7), ..Faults::default() });
+    let (status, headers, _) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
+    assert_eq!((status, headers["retry-after"].to_str().unwrap()), (429, "7"));
+    assert_eq!(
+        call(&seam, "/access_codes/get", json!({"access_code_id": id})).await.0,
+        200,
+        "only the next N requests"
+    );
+    seam.set_faults(Faults { latency_ms: 300, ..Faults::default() });
+    let t = Instant::now();
+    assert_eq!(call(&seam, "/access_codes/get", json!({"access_code_id": id})).await.0, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn events_list_filters_by_access_code_and_type() {
+    let seam = sim().await;
+    let device = seam.add_device(normal());
+    let a = seam.add_access_code(&device, SeedCode::default());
+    let b = seam.add_access_code(&device, SeedCode::default());
+    call(&seam, "/access_codes/update", json!({"access_code_id": a, "name": "a"})).await;
+    call(&seam, "/access_codes/update", json!({"access_code_id": b, "name": "b"})).await;
+    until(&seam, &a, "set", |c| c["status"] == "set").await;
+    until(&seam, &b, "set", |c| c["status"] == "set").await;
+    let (_, _, v) = call(&seam, "/events/list", json!({"access_code_id": a})).await;
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["access_code_id"] == a.as_str()));
+    for field in ["event_id", "event_type", "workspace_id", "device_id", "created_at", "occurred_at"] {
+        assert!(events[0].get(field).is_some(), "{field}");
+    }
+    let (_, _, v) = call(&seam, "/events/list", json!({"event_type": "access_code.set_on_device"})).await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn create_and_list_follow_the_schema() {
+    let seam = sim().await;
+    let device = seam.add_device(normal());
+    let (status, _, v) =
+        call(&seam, "/access_codes/create", json!({"device_id": device, "code": "8642", "name": "New"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["access_code"]["status"], "setting");
+    assert_eq!(v["action_attempt"]["action_type"], "CREATE_ACCESS_CODE");
+    let (_, _, l) = call(&seam, "/access_codes/list", json!({"device_id": device})).await;
+    assert_eq!(l["access_codes"].as_array().unwrap().len(), 1);
+    assert_eq!(l["pagination"]["has_next_page"], false);
+}
+
+#[tokio::test]
+async fn webhooks_are_delivered_with_a_svix_signature_that_verifies() {
+    let received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+    let store = received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let router = Router::new()
+        .route("/hook", post(move |h: HeaderMap, b: Bytes| async move { store.lock().unwrap().push((h, b)) }));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let secret_bytes = b"latchkey webhook test secret";
+    let secret = format!("whsec_{}", STANDARD.encode(secret_bytes));
+    let seam = FakeSeam::spawn(SimConfig { webhook: Some(WebhookTarget { url, secret }), ..SimConfig::default() })
+        .await
+        .unwrap();
+    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "1122"})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "webhooks not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (headers, body) in received.lock().unwrap().iter() {
+        let (msg_id, ts) = (headers["svix-id"].to_str().unwrap(), headers["svix-timestamp"].to_str().unwrap());
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret_bytes).unwrap();
+        mac.update(format!("{msg_id}.{ts}.{}", String::from_utf8_lossy(body)).as_bytes());
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        assert!(headers["svix-signature"].to_str().unwrap().split(' ').any(|s| s == expected));
+        assert!((Utc::now().timestamp() - ts.parse::<i64>().unwrap()).abs() < 300);
+        let event: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(event["access_code_id"], id.as_str(), "{event}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_scripts_devices_codes_and_faults_over_http() {
+    let seam = sim().await;
+    let http = reqwest::Client::new();
+    let device: Value = http
+        .post(format!("{}/_admin/devices", seam.url()))
+        .json(&json!({"behaviour": {"kind": "fails", "delay_ms": 10}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device = device["device_id"].as_str().unwrap().to_string();
+    let code: Value = http
+        .post(format!("{}/_admin/access_codes", seam.url()))
+        .json(&json!({"device_id": device, "code": "4455"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seam.access_code(code["access_code_id"].as_str().unwrap()).unwrap()["code"], "4455");
+    let r = http
+        .put(format!("{}/_admin/devices/{device}", seam.url()))
+        .json(&json!({"behaviour": {"kind": "offline"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http.put(format!("{}/_admin/faults", seam.url())).json(&json!({"force_429": 1})).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(call(&seam, "/access_codes/get", json!({"access_code_id": code["access_code_id"]})).await.0, 429);
+    let log: Value = http.get(format!("{}/_admin/requests", seam.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log.as_array().unwrap().len(), 1, "admin calls are not logged: {log}");
+    assert_eq!(log[0]["status"], 429);
+}
