@@ -93,6 +93,7 @@ impl TestApp {
             max_attempts: self.options.max_attempts,
             max_reapplies: 2,
             min_update_interval_ms: 1000,
+            attempt_patience_ms: 300,
             drain_secs: 5,
         }
     }

@@ -129,15 +129,15 @@ impl DesiredStateInput {
         if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("access_code_id", "must be 1 to 200 characters without whitespace"));
         }
-        if let Some(code) = &self.code {
-            if !(4..=9).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("code", format!("{code:?} must be 4 to 9 digits")));
-            }
+        if let Some(code) = &self.code
+            && (!(4..=9).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid("code", format!("{code:?} must be 4 to 9 digits")));
         }
-        if let Some(name) = &self.name {
-            if name.chars().count() > 200 {
-                return Err(invalid("name", "must be at most 200 characters"));
-            }
+        if let Some(name) = &self.name
+            && name.chars().count() > 200
+        {
+            return Err(invalid("name", "must be at most 200 characters"));
         }
         let code_type = match self.code_type.as_deref() {
             None => None,
@@ -174,10 +174,10 @@ impl DesiredStateInput {
             }
             (None, None, None) => Schedule::Unchanged,
         };
-        if let Some(r) = &self.options.max_time_rounding {
-            if !["1hour", "1day", "1h", "1d"].contains(&r.as_str()) {
-                return Err(invalid("max_time_rounding", format!("{r:?} is not one of 1hour, 1day, 1h, 1d")));
-            }
+        if let Some(r) = &self.options.max_time_rounding
+            && !["1hour", "1day", "1h", "1d"].contains(&r.as_str())
+        {
+            return Err(invalid("max_time_rounding", format!("{r:?} is not one of 1hour, 1day, 1h, 1d")));
         }
         Ok(DesiredState {
             access_code_id: id.to_string(),

@@ -136,10 +136,11 @@ pub fn judge(desired: &DesiredState, observed: &AccessCode, budget: Budget, now:
             Verdict::Drifted { differences }
         };
     }
-    if let Schedule::TimeBound { starts_at, .. } = desired.schedule {
-        if now < starts_at && differences(desired, observed).is_empty() {
-            return Verdict::WaitUntil(starts_at);
-        }
+    if let Schedule::TimeBound { starts_at, .. } = desired.schedule
+        && now < starts_at
+        && differences(desired, observed).is_empty()
+    {
+        return Verdict::WaitUntil(starts_at);
     }
     if now >= budget.deadline {
         return Verdict::TimedOut;

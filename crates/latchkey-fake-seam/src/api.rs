@@ -239,10 +239,10 @@ fn changes(p: &Map<String, Value>, now: DateTime<Utc>) -> Result<Changes, Answer
         Some(Value::String(t)) if t == "ongoing" || t == "time_bound" => Some(t.as_str()),
         Some(_) => return Err(invalid("type", "Invalid enum value. Expected 'ongoing' | 'time_bound'")),
     };
-    if let Some(r) = p.get("max_time_rounding") {
-        if !["1hour", "1day", "1h", "1d"].iter().any(|e| r == e) {
-            return Err(invalid("max_time_rounding", "Invalid enum value. Expected '1hour' | '1day' | '1h' | '1d'"));
-        }
+    if let Some(r) = p.get("max_time_rounding")
+        && !["1hour", "1day", "1h", "1d"].iter().any(|e| r == e)
+    {
+        return Err(invalid("max_time_rounding", "Invalid enum value. Expected '1hour' | '1day' | '1h' | '1d'"));
     }
     let (starts_at, ends_at) = (parse_time(p, "starts_at")?, parse_time(p, "ends_at")?);
     let dates = match (starts_at, ends_at) {
@@ -306,10 +306,10 @@ fn update(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer {
         Ok(c) => c,
         Err(a) => return a,
     };
-    if let Some(device) = p.get("device_id").and_then(Value::as_str) {
-        if !w.devices.contains_key(device) {
-            return error(404, "device_not_found", "Device not found");
-        }
+    if let Some(device) = p.get("device_id").and_then(Value::as_str)
+        && !w.devices.contains_key(device)
+    {
+        return error(404, "device_not_found", "Device not found");
     }
     if !w.codes.contains_key(&id) {
         if !w.config.auto_create {

@@ -66,7 +66,8 @@ pub enum DeviceBehaviour {
         #[serde(with = "millis", rename = "delay_ms")]
         delay: Duration,
     },
-    /// Offline: the code gets `device_offline` and the attempt errors.
+    /// Offline: the code reports `device_offline` and the attempt stays
+    /// pending until the device is back.
     Offline,
 }
 

@@ -342,9 +342,9 @@ impl World {
                     self.emit("access_code.delay_in_setting_on_device", id, now);
                 }
                 DeviceBehaviour::Offline if code.errors.is_empty() => {
-                    let attempt = p.attempt_id.clone();
+                    // Seam keeps trying while the device is away: the attempt
+                    // stays pending and the code reports the device error.
                     code.errors = vec![device_error("device_offline", "Device is offline", now)];
-                    self.finish_attempt(&attempt, Some(("device_offline", "Device is offline")));
                     self.emit("access_code.failed_to_set_on_device", id, now);
                 }
                 _ => {}

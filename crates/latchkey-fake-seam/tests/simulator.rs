@@ -250,6 +250,7 @@ async fn a_device_that_never_finishes_warns_of_a_delay_and_an_offline_one_report
         (code["errors"][0]["error_code"].as_str(), code["errors"][0]["is_device_error"].as_bool()),
         (Some("device_offline"), Some(true))
     );
+    assert_eq!(code["status"], "setting", "the change waits for the device");
     // Back online: the pending change goes through.
     seam.set_device(&device, normal());
     until(&seam, &off, "set once back online", |c| c["status"] == "set" && c["code"] == "2468").await;

@@ -64,34 +64,6 @@ pub struct UpdateAccessCode {
     pub attempt_for_offline_device: Option<bool>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_named_parameters_are_sent_under_seams_names() {
-        let req = UpdateAccessCode {
-            access_code_id: "ac".into(),
-            code_type: Some(CodeType::Ongoing),
-            preferred_code_length: Some(6),
-            ..Default::default()
-        };
-        assert_eq!(
-            serde_json::to_value(&req).unwrap(),
-            serde_json::json!({"access_code_id": "ac", "type": "ongoing", "preferred_code_length": 6})
-        );
-        let tb = UpdateAccessCode {
-            access_code_id: "ac".into(),
-            starts_at: Some("2025-02-01T16:00:00Z".parse().unwrap()),
-            ends_at: Some("2025-02-22T12:00:00Z".parse().unwrap()),
-            ..Default::default()
-        };
-        let v = serde_json::to_value(&tb).unwrap();
-        assert_eq!(v["starts_at"], "2025-02-01T16:00:00Z");
-        assert!(v.get("type").is_none(), "dates alone convert to time-bound (seed 000, special case 1)");
-    }
-}
-
 impl From<&latchkey_core::DesiredState> for UpdateAccessCode {
     /// The update that makes the code match `desired`: ongoing is sent as
     /// `type: ongoing` (seed 002), time-bound as the two dates (seed 000); an
@@ -124,5 +96,54 @@ impl From<&latchkey_core::DesiredState> for UpdateAccessCode {
             use_offline_access_code: o.use_offline_access_code,
             attempt_for_offline_device: o.attempt_for_offline_device,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_parameters_are_sent_under_seams_names() {
+        let req = UpdateAccessCode {
+            access_code_id: "ac".into(),
+            code_type: Some(CodeType::Ongoing),
+            preferred_code_length: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({"access_code_id": "ac", "type": "ongoing", "preferred_code_length": 6})
+        );
+        let tb = UpdateAccessCode {
+            access_code_id: "ac".into(),
+            starts_at: Some("2025-02-01T16:00:00Z".parse().unwrap()),
+            ends_at: Some("2025-02-22T12:00:00Z".parse().unwrap()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&tb).unwrap();
+        assert_eq!(v["starts_at"], "2025-02-01T16:00:00Z");
+        assert!(v.get("type").is_none(), "dates alone convert to time-bound (seed 000, special case 1)");
+    }
+
+    #[test]
+    fn a_desired_state_maps_to_the_update_seams_guide_describes() {
+        let now = "2026-01-01T00:00:00Z".parse().unwrap();
+        let parse = |v: serde_json::Value| {
+            serde_json::from_value::<latchkey_core::DesiredStateInput>(v).unwrap().validate(now).unwrap()
+        };
+        let ongoing = UpdateAccessCode::from(&parse(
+            serde_json::json!({"access_code_id": "a", "type": "ongoing", "code": "1234"}),
+        ));
+        assert_eq!(
+            (ongoing.code_type, ongoing.starts_at, ongoing.code.as_deref()),
+            (Some(CodeType::Ongoing), None, Some("1234"))
+        );
+        let tb = UpdateAccessCode::from(&parse(
+            serde_json::json!({"access_code_id": "a", "starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-02-02T00:00:00Z", "is_one_time_use": true}),
+        ));
+        assert_eq!(tb.code_type, None, "dates alone convert to time-bound");
+        assert!(tb.starts_at.is_some() && tb.ends_at.is_some());
+        assert_eq!(tb.is_one_time_use, Some(true));
     }
 }

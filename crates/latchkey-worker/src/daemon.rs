@@ -49,6 +49,10 @@ pub struct WorkerArgs {
     /// desired states arriving meanwhile are coalesced into the next call.
     #[arg(long, env = "LATCHKEY_MIN_UPDATE_INTERVAL_MS", default_value_t = 1000)]
     pub min_update_interval_ms: u64,
+    /// How long to follow a pending action attempt before judging the access
+    /// code itself, milliseconds.
+    #[arg(long, env = "LATCHKEY_ATTEMPT_PATIENCE_MS", default_value_t = 10_000)]
+    pub attempt_patience_ms: u64,
     /// How long in-flight jobs may take to finish on shutdown, seconds.
     #[arg(long, env = "LATCHKEY_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
@@ -68,6 +72,7 @@ impl fmt::Debug for WorkerArgs {
             .field("max_attempts", &self.max_attempts)
             .field("max_reapplies", &self.max_reapplies)
             .field("min_update_interval_ms", &self.min_update_interval_ms)
+            .field("attempt_patience_ms", &self.attempt_patience_ms)
             .field("drain_secs", &self.drain_secs)
             .finish()
     }
@@ -95,6 +100,7 @@ impl WorkerArgs {
             poll_cap: Duration::from_millis(self.poll_cap_ms),
             max_reapplies: self.max_reapplies,
             min_update_interval: Duration::from_millis(self.min_update_interval_ms),
+            attempt_patience: Duration::from_millis(self.attempt_patience_ms),
             ..Settings::default()
         }
     }

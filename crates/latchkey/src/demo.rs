@@ -62,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_attempts: 5,
         max_reapplies: 2,
         min_update_interval_ms: 1000,
+        attempt_patience_ms: 2000,
         drain_secs: 5,
     };
     let worker = tokio::spawn(run_worker(worker_args, async move {
