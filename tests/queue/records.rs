@@ -92,3 +92,53 @@ async fn outcome_writes_are_refused_for_an_older_generation_or_a_lost_lease() {
         Waited::TimedOut(Some(_))
     ));
 }
+
+/// A desired state that arrives while the access code's job is running, after
+/// the run has read the older one, must still be reconciled: the job runs
+/// again however the running attempt ends (here: it says it is done).
+#[tokio::test]
+async fn a_desired_state_recorded_during_a_run_makes_the_job_run_again() {
+    use std::sync::{Arc, Mutex};
+
+    use apalis::prelude::*;
+    use latchkey_store::{JobInfo, Next, WorkerOptions};
+
+    #[derive(Clone)]
+    struct Seen {
+        generations: Arc<Mutex<Vec<u64>>>,
+        store: Reconciliations,
+    }
+
+    async fn handle(job: serde_json::Value, _info: Data<JobInfo>, seen: Data<Seen>) -> Result<Next, BoxDynError> {
+        let id = job["access_code_id"].as_str().unwrap().to_string();
+        let generation = seen.store.load(&id).await?.unwrap().generation;
+        seen.generations.lock().unwrap().push(generation);
+        if generation == 1 {
+            // A producer records generation 2 while this run is finishing with generation 1.
+            seen.store.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#)).await?;
+        }
+        Ok(Next::Done)
+    }
+
+    let redis = RedisServer::start();
+    let r = store(&redis.url()).await;
+    r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap();
+    let seen = Seen { generations: Arc::default(), store: r.clone() };
+    let worker = WorkerBuilder::new("touched")
+        .backend(r.queue().backend::<serde_json::Value>(WorkerOptions::default()))
+        .data(seen.clone())
+        .build(handle);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+        Ok::<(), WorkerError>(())
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.generations.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "generation 2 never ran: {:?}", seen.generations.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*seen.generations.lock().unwrap(), [1, 2]);
+    let _ = tx.send(());
+    running.await.unwrap().unwrap();
+}

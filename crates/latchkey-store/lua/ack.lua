@@ -4,6 +4,7 @@
 local id, worker, keep_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local jk = job_key(id)
 if redis.call('HGET', jk, 'lease') ~= worker then return 0 end
+if rerun_if_touched(id, jk) then return 1 end
 redis.call('ZREM', K_LEASED, id)
 if keep_ms > 0 then
   redis.call('HSET', jk, 'state', 'done', 'finished_at', now)

@@ -16,6 +16,20 @@ local function job_key(id) return base .. ':job:' .. id end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- A job touched while leased (a newer desired state arrived mid-run) must run
+-- again: settling it puts it back to the front of the line with a fresh budget
+-- instead of finishing, retrying or burying it. Returns true if it did.
+local function rerun_if_touched(id, jk)
+  if not redis.call('HGET', jk, 'touched') then return false end
+  redis.call('HDEL', jk, 'touched', 'lease', 'error')
+  redis.call('ZREM', K_LEASED, id)
+  redis.call('HSET', jk, 'state', 'ready', 'attempts', 0)
+  redis.call('RPUSH', K_READY, id)
+  redis.call('HINCRBY', K_STATS, 'requeued', 1)
+  redis.call('PUBLISH', K_WAKE, now)
+  return true
+end
+
 -- Moves a job to the dead-letter set, keeping its hash (payload, attempts, error),
 -- and trims the set to `cap` entries, oldest first.
 local function bury(id, err, cap)

@@ -4,8 +4,9 @@
 --   3. reset the outcome record to `pending` for the new generation (keeping
 --      `last_update_at`, which spaces update calls out across generations);
 --   4. make sure the access code's one job will run now: create it, or pull it
---      forward if it waits (scheduled, dead, done); if it is ready or leased it
---      will read the new generation when it runs.
+--      forward if it waits (scheduled, dead, done); if it is ready, its run
+--      will read the new generation; if it is running (leased), mark it
+--      touched so it runs again however that run ends.
 -- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled in here), stream cap
 -- Returns the new generation.
 local id, desired, template, cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -46,6 +47,9 @@ elseif st == 'dead' then
   redis.call('ZREM', K_DEAD, id)
   redis.call('HSET', jk, 'state', 'ready', 'attempts', 0)
   redis.call('LPUSH', K_READY, id)
+elseif st == 'leased' then
+  -- Running now: whatever the run ends with, the job runs again (common.lua).
+  redis.call('HSET', jk, 'touched', 1)
 end
 redis.call('PUBLISH', K_WAKE, now)
 return gen

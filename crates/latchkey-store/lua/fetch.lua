@@ -50,6 +50,8 @@ if ids then
     if redis.call('EXISTS', jk) == 1 then
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
       redis.call('HSET', jk, 'state', 'leased', 'lease', worker)
+      -- This run will read the newest state: earlier touches are served.
+      redis.call('HDEL', jk, 'touched')
       redis.call('ZADD', K_LEASED, expiry, id)
       local f = redis.call('HMGET', jk, 'payload', 'max_attempts', 'enqueued_at')
       out[#out + 1] = id

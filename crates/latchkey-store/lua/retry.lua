@@ -6,6 +6,7 @@
 local id, worker, run_at, err = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local jk = job_key(id)
 if redis.call('HGET', jk, 'lease') ~= worker then return 0 end
+if rerun_if_touched(id, jk) then return 1 end
 redis.call('ZREM', K_LEASED, id)
 redis.call('HDEL', jk, 'lease')
 local counter = 'retried'
