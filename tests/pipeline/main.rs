@@ -3,6 +3,7 @@
 
 mod failures;
 mod input;
+mod limits;
 mod seeds;
 mod supersede;
 

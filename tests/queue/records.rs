@@ -142,3 +142,43 @@ async fn a_desired_state_recorded_during_a_run_makes_the_job_run_again() {
     let _ = tx.send(());
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_device_limit_is_an_exact_sliding_window_shared_by_every_handle() {
+    use latchkey_store::Limits;
+    let redis = RedisServer::start();
+    let a = store(&redis.url()).await;
+    // A second handle on its own connection: what another worker process would have.
+    let b =
+        Reconciliations::new(Redis::connect(&RedisConfig::new(redis.url())).await.unwrap(), a.queue().config().clone())
+            .unwrap();
+    let limits = Limits { device_limit: 3, device_window: Duration::from_millis(800), ..Limits::default() };
+    assert_eq!(a.admit(Some("d1"), &limits).await.unwrap(), None);
+    assert_eq!(b.admit(Some("d1"), &limits).await.unwrap(), None);
+    assert_eq!(a.admit(Some("d1"), &limits).await.unwrap(), None);
+    let wait = b.admit(Some("d1"), &limits).await.unwrap().expect("the fourth in the window waits");
+    assert!(
+        wait > Duration::from_millis(600) && wait <= Duration::from_millis(1050),
+        "{wait:?} (800 ms window + guard band)"
+    );
+    assert_eq!(a.admit(Some("d2"), &limits).await.unwrap(), None, "the limit is per device");
+    tokio::time::sleep(wait).await;
+    assert_eq!(b.admit(Some("d1"), &limits).await.unwrap(), None, "a slot frees when the oldest leaves the window");
+}
+
+#[tokio::test]
+async fn the_key_budget_allows_its_burst_then_paces_and_a_429_holds_the_device() {
+    use latchkey_store::Limits;
+    let redis = RedisServer::start();
+    let r = store(&redis.url()).await;
+    let limits = Limits { key_rate: 10, key_burst: 2, ..Limits::default() };
+    assert_eq!(r.admit(None, &limits).await.unwrap(), None);
+    assert_eq!(r.admit(None, &limits).await.unwrap(), None);
+    let wait = r.admit(None, &limits).await.unwrap().expect("past the burst");
+    assert!(wait <= Duration::from_millis(100), "{wait:?}");
+
+    let device = Limits::default();
+    r.hold_device("d9", Duration::from_millis(700), &device).await.unwrap();
+    let wait = r.admit(Some("d9"), &device).await.unwrap().expect("held after a 429");
+    assert!(wait > Duration::from_millis(500) && wait <= Duration::from_millis(700), "{wait:?}");
+}

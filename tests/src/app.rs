@@ -25,6 +25,12 @@ pub struct AppOptions {
     pub device_delay: Duration,
     /// Transient-failure attempts per step.
     pub max_attempts: u32,
+    /// latchkey's per-device update limit and its window.
+    pub device_limit: u32,
+    /// See `device_limit`.
+    pub device_window_secs: u64,
+    /// The simulator's own per-device limit per minute (0: off).
+    pub sim_rate_limit: u32,
 }
 
 impl Default for AppOptions {
@@ -34,6 +40,9 @@ impl Default for AppOptions {
             verify_timeout: Duration::from_secs(10),
             device_delay: Duration::from_millis(50),
             max_attempts: 5,
+            device_limit: 10,
+            device_window_secs: 60,
+            sim_rate_limit: 10,
         }
     }
 }
@@ -64,6 +73,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     let seam = FakeSeam::spawn(SimConfig {
         api_key: TEST_SEAM_KEY.into(),
         device_delay: options.device_delay,
+        rate_limit_per_device_per_minute: options.sim_rate_limit,
         ..SimConfig::default()
     })
     .await
@@ -94,6 +104,11 @@ impl TestApp {
             max_reapplies: 2,
             min_update_interval_ms: 1000,
             attempt_patience_ms: 300,
+            device_limit: self.options.device_limit,
+            device_window_secs: self.options.device_window_secs,
+            key_rate: 0,
+            key_burst: 20,
+            verify_spread_ms: 0,
             drain_secs: 5,
         }
     }

@@ -104,6 +104,9 @@ pub struct Outcome {
     /// When the update was accepted by Seam.
     #[serde(default)]
     pub applied_at: Option<DateTime<Utc>>,
+    /// The access code's device, once known (its rate limit applies).
+    #[serde(default)]
+    pub device_id: Option<String>,
     /// When latchkey last sent an update for this access code, whatever the
     /// generation (carried over to new generations, to space updates out).
     #[serde(default)]
@@ -135,6 +138,7 @@ impl Outcome {
             action_attempt_id: None,
             applied_at: None,
             last_update_at: None,
+            device_id: None,
             verify_deadline: None,
             last_seen: None,
             error: None,

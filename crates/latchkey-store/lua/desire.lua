@@ -28,6 +28,8 @@ if prev then
   end
   -- Updates are spaced out per access code across generations.
   o.last_update_at = p.last_update_at
+  -- The device is learned once (for its rate limit) and kept.
+  o.device_id = p.device_id
 end
 redis.call('SET', K_OUTCOME, cjson.encode(o))
 redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', gen, 'state', 'pending')

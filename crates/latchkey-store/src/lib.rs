@@ -20,6 +20,7 @@ pub mod keys;
 mod queue;
 mod reconcile;
 mod scripts;
+mod throttle;
 mod wake;
 
 pub use backend::{JobInfo, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions};
@@ -29,3 +30,4 @@ pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};
 pub use reconcile::{EVENTS_CAP, EnqueueError, Loaded, RECONCILE_QUEUE, Reconciliations, Recorded, Waited};
 pub use scripts::PUSH_LUA;
+pub use throttle::{GUARD_BAND, Limits};

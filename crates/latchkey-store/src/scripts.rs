@@ -23,6 +23,8 @@ pub(crate) struct Scripts {
     pub requeue_dead: Script,
     pub desire: Script,
     pub record: Script,
+    pub throttle: Script,
+    pub backoff_device: Script,
 }
 
 /// The source of the push script, for producers that are not written in Rust.
@@ -39,4 +41,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     requeue_dead: with_prelude(include_str!("../lua/requeue_dead.lua")),
     desire: with_prelude(include_str!("../lua/desire.lua")),
     record: with_prelude(include_str!("../lua/record.lua")),
+    throttle: with_prelude(include_str!("../lua/throttle.lua")),
+    backoff_device: with_prelude(include_str!("../lua/backoff_device.lua")),
 });

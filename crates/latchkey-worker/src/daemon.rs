@@ -53,6 +53,21 @@ pub struct WorkerArgs {
     /// code itself, milliseconds.
     #[arg(long, env = "LATCHKEY_ATTEMPT_PATIENCE_MS", default_value_t = 10_000)]
     pub attempt_patience_ms: u64,
+    /// Access-code updates allowed per device in any window (Seam: 10 per minute).
+    #[arg(long, env = "LATCHKEY_DEVICE_LIMIT", default_value_t = 10)]
+    pub device_limit: u32,
+    /// The window of the device limit, seconds.
+    #[arg(long, env = "LATCHKEY_DEVICE_WINDOW_SECS", default_value_t = 60)]
+    pub device_window_secs: u64,
+    /// Requests per second for the whole API key, shared by all workers (0: no budget).
+    #[arg(long, env = "LATCHKEY_KEY_RATE", default_value_t = 0)]
+    pub key_rate: u32,
+    /// Requests the key budget allows at once.
+    #[arg(long, env = "LATCHKEY_KEY_BURST", default_value_t = 20)]
+    pub key_burst: u32,
+    /// Spread verifications of time-bound codes over this window after starts_at, milliseconds.
+    #[arg(long, env = "LATCHKEY_VERIFY_SPREAD_MS", default_value_t = 5000)]
+    pub verify_spread_ms: u64,
     /// How long in-flight jobs may take to finish on shutdown, seconds.
     #[arg(long, env = "LATCHKEY_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
@@ -73,6 +88,11 @@ impl fmt::Debug for WorkerArgs {
             .field("max_reapplies", &self.max_reapplies)
             .field("min_update_interval_ms", &self.min_update_interval_ms)
             .field("attempt_patience_ms", &self.attempt_patience_ms)
+            .field("device_limit", &self.device_limit)
+            .field("device_window_secs", &self.device_window_secs)
+            .field("key_rate", &self.key_rate)
+            .field("key_burst", &self.key_burst)
+            .field("verify_spread_ms", &self.verify_spread_ms)
             .field("drain_secs", &self.drain_secs)
             .finish()
     }
@@ -101,6 +121,13 @@ impl WorkerArgs {
             max_reapplies: self.max_reapplies,
             min_update_interval: Duration::from_millis(self.min_update_interval_ms),
             attempt_patience: Duration::from_millis(self.attempt_patience_ms),
+            limits: latchkey_store::Limits {
+                device_limit: self.device_limit,
+                device_window: Duration::from_secs(self.device_window_secs),
+                key_rate: self.key_rate,
+                key_burst: self.key_burst,
+            },
+            verify_spread: Duration::from_millis(self.verify_spread_ms),
             ..Settings::default()
         }
     }

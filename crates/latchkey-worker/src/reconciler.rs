@@ -16,7 +16,7 @@ use latchkey_core::{
     first_poll_at, judge, poll_delay,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
-use latchkey_store::{JobInfo, Next, Reconciliations, Recorded, RetryAt, error_chain};
+use latchkey_store::{JobInfo, Limits, Next, Reconciliations, Recorded, error_chain};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -50,6 +50,11 @@ pub struct Settings {
     /// How long to follow a pending action attempt before judging the access
     /// code itself (the deadline still applies).
     pub attempt_patience: Duration,
+    /// Seam's rate limits, enforced across all workers.
+    pub limits: Limits,
+    /// Verifications of time-bound codes are spread over this window after
+    /// `starts_at` (by access code), so a check-in minute is not one spike.
+    pub verify_spread: Duration,
 }
 
 impl Default for Settings {
@@ -62,6 +67,8 @@ impl Default for Settings {
             quick_retries: 2,
             min_update_interval: Duration::from_secs(1),
             attempt_patience: Duration::from_secs(10),
+            limits: Limits::default(),
+            verify_spread: Duration::from_secs(5),
         }
     }
 }
@@ -123,6 +130,19 @@ impl Reconciler {
                 return Ok(Next::RunAt(ms(allowed)));
             }
         }
+        let device = match desired.device_id.clone().or_else(|| outcome.device_id.clone()) {
+            Some(device) => device,
+            // The device's rate limit needs the device: learn it once.
+            None => match self.quick_retry(|| self.seam.get_access_code(&desired.access_code_id)).await {
+                Ok(code) => code.device_id,
+                Err(e) => return self.on_seam_error(e, outcome, info, OutcomeState::Rejected).await,
+            },
+        };
+        outcome.device_id = Some(device.clone());
+        if let Some(wait) = self.store.admit(Some(&device), &self.settings.limits).await? {
+            tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; update rescheduled");
+            return self.save_then(&outcome, Next::after(wait)).await;
+        }
         outcome.attempts += 1;
         outcome.last_update_at = Some(now);
         outcome.applied_at = Some(now);
@@ -135,7 +155,14 @@ impl Reconciler {
         let update = UpdateAccessCode::from(desired);
         let result = self.quick_retry(|| self.seam.update_access_code(&update)).await;
         match result {
-            Err(e) => self.on_seam_error(e, outcome, info, OutcomeState::Rejected).await,
+            Err(e) => {
+                if let ErrorClass::RateLimited(after) = e.class() {
+                    // Seam says the device had enough: hold it, so no worker sends it more.
+                    let hold = after.unwrap_or(self.settings.limits.device_window);
+                    self.store.hold_device(&device, hold, &self.settings.limits).await?;
+                }
+                self.on_seam_error(e, outcome, info, OutcomeState::Rejected).await
+            }
             Ok(answer) => match answer.action_attempt {
                 Some(a) if a.status == AttemptStatus::Pending => {
                     let mut o = outcome.moved(OutcomeState::Applying, Utc::now());
@@ -155,6 +182,9 @@ impl Reconciler {
         id: &str,
         info: &JobInfo,
     ) -> RunResult {
+        if let Some(wait) = self.key_budget_wait().await? {
+            return Ok(Next::after(wait));
+        }
         match self.quick_retry(|| self.seam.get_action_attempt(id)).await {
             Err(e) => self.on_seam_error(e, outcome, info, OutcomeState::Failed).await,
             Ok(a) => match a.status {
@@ -191,10 +221,14 @@ impl Reconciler {
         if o.verify_deadline.is_none() {
             o.verify_deadline = Some(deadline(&desired.schedule, now, self.settings.verify_timeout));
         }
-        self.save_then(&o, Next::RunAt(ms(first))).await
+        let at = if first > now { self.spread(&desired.access_code_id, first) } else { ms(first) };
+        self.save_then(&o, Next::RunAt(at)).await
     }
 
     async fn verify(&self, desired: &DesiredState, mut outcome: Outcome, info: &JobInfo) -> RunResult {
+        if let Some(wait) = self.key_budget_wait().await? {
+            return Ok(Next::after(wait));
+        }
         let observed = match self.quick_retry(|| self.seam.get_access_code(&desired.access_code_id)).await {
             Ok(code) => code,
             Err(e) => {
@@ -237,7 +271,8 @@ impl Reconciler {
                 self.finish(outcome.ended(OutcomeState::Failed, error, now)).await
             }
             Verdict::WaitUntil(at) => {
-                self.save_then(&outcome.moved(OutcomeState::Scheduled, now), Next::RunAt(ms(at))).await
+                let at = self.spread(&desired.access_code_id, at);
+                self.save_then(&outcome.moved(OutcomeState::Scheduled, now), Next::RunAt(at)).await
             }
             Verdict::PollAgain { reason } => {
                 tracing::debug!(reason, polls = outcome.polls, "not set yet");
@@ -301,13 +336,14 @@ impl Reconciler {
             };
             return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
         }
-        match class {
-            ErrorClass::RateLimited(Some(wait)) => {
-                let at_ms = ms(now) + wait.as_millis() as u64;
-                Err(Box::new(RetryAt { at_ms, source: Box::new(err) }))
-            }
-            _ => Err(Box::new(err)),
+        if let ErrorClass::RateLimited(after) = class {
+            // Not a failure of this step: wait at least what Seam asked (or a
+            // while when it did not say), without using up an attempt.
+            let wait = after.unwrap_or(self.settings.poll_cap.min(Duration::from_secs(10)));
+            tracing::warn!(wait_ms = wait.as_millis() as u64, "rate limited by Seam; waiting");
+            return Ok(Next::after(wait));
         }
+        Err(Box::new(err))
     }
 
     /// Retries a transient failure a couple of times in process before the
@@ -327,6 +363,25 @@ impl Reconciler {
         .when(|e: &latchkey_seam::Error| e.class() == ErrorClass::Transient)
         .notify(|e, d| tracing::warn!(error = %error_chain(e), retry_in_ms = d.as_millis() as u64, "Seam call failed; retrying"))
         .await
+    }
+
+    /// The key budget's wait before a poll, if any (no Redis call without a budget).
+    async fn key_budget_wait(&self) -> Result<Option<Duration>, latchkey_store::Error> {
+        if self.settings.limits.key_rate == 0 {
+            return Ok(None);
+        }
+        self.store.admit(None, &self.settings.limits).await
+    }
+
+    /// `at` plus this access code's place in the spread window (a stable hash).
+    fn spread(&self, access_code_id: &str, at: DateTime<Utc>) -> u64 {
+        let window = self.settings.verify_spread.as_millis() as u64;
+        if window == 0 {
+            return ms(at);
+        }
+        let hash =
+            access_code_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        ms(at) + hash % window
     }
 
     fn poll_delay(&self, polls: u32) -> Duration {

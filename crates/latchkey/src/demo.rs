@@ -63,6 +63,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_reapplies: 2,
         min_update_interval_ms: 1000,
         attempt_patience_ms: 2000,
+        device_limit: 10,
+        device_window_secs: 60,
+        key_rate: 0,
+        key_burst: 20,
+        verify_spread_ms: 0,
         drain_secs: 5,
     };
     let worker = tokio::spawn(run_worker(worker_args, async move {

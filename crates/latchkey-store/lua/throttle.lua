@@ -1,0 +1,35 @@
+-- Shared rate limits, one script for both (all worker processes see the same state).
+-- ARGV: device_key ('' for none), device_limit, device_window_ms,
+--       key_interval_ms (0 for no key budget), key_burst
+-- Per device: an exact sliding window (at most `limit` in any `window`), the way
+-- Seam limits access-code updates per device. For the whole API key: GCRA with
+-- `interval` between requests on average and `burst` at once.
+-- Takes a slot only when both allow it. Returns 0 when the request may go now,
+-- else how many ms to wait.
+local device, limit, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+local wait = 0
+local K_DEV = base .. ':rate:device:' .. device
+if device ~= '' then
+  redis.call('ZREMRANGEBYSCORE', K_DEV, '-inf', now - window)
+  if redis.call('ZCARD', K_DEV) >= limit then
+    local oldest = redis.call('ZRANGE', K_DEV, 0, 0, 'WITHSCORES')
+    wait = math.max(wait, tonumber(oldest[2]) + window - now)
+  end
+end
+local K_KEY = base .. ':rate:key'
+local tat = now
+if interval > 0 then
+  tat = math.max(tonumber(redis.call('GET', K_KEY) or now), now)
+  local allow_at = tat - interval * (burst - 1)
+  if allow_at > now then wait = math.max(wait, allow_at - now) end
+end
+if wait > 0 then return wait end
+if device ~= '' then
+  redis.call('ZADD', K_DEV, now, now .. ':' .. redis.call('INCR', base .. ':rate:seq'))
+  if redis.call('PTTL', K_DEV) < window then redis.call('PEXPIRE', K_DEV, window) end
+end
+if interval > 0 then
+  redis.call('SET', K_KEY, tat + interval, 'PX', math.ceil(interval * burst) + 1000)
+end
+return 0

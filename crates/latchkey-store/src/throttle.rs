@@ -1,0 +1,67 @@
+//! Rate limits shared by every worker process, kept in Redis beside the
+//! reconcile queue: Seam's limit of access-code updates per device (an exact
+//! sliding window), and an optional budget for the whole API key (GCRA). A
+//! caller that may not go now gets the wait and reschedules its job for then;
+//! nothing sleeps on a worker slot.
+
+use std::time::Duration;
+
+use crate::{error::Result, reconcile::Reconciliations, scripts::SCRIPTS};
+
+/// Added to the device window: Seam counts requests when they arrive, a few
+/// milliseconds after they were admitted here, and that delay varies.
+pub const GUARD_BAND: Duration = Duration::from_millis(250);
+
+/// The limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Updates allowed per device in any `device_window` (Seam: 10 per minute).
+    pub device_limit: u32,
+    /// The sliding window of `device_limit`.
+    pub device_window: Duration,
+    /// Requests per second for the whole API key; 0 for no budget.
+    pub key_rate: u32,
+    /// Requests the key budget allows at once.
+    pub key_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { device_limit: 10, device_window: Duration::from_secs(60), key_rate: 0, key_burst: 1 }
+    }
+}
+
+impl Reconciliations {
+    /// Takes a slot for one request (an update to `device`, if given) when the
+    /// limits allow it now; otherwise takes nothing and returns how long to wait.
+    pub async fn admit(&self, device: Option<&str>, limits: &Limits) -> Result<Option<Duration>> {
+        let interval_ms = if limits.key_rate == 0 { 0 } else { (1000 / limits.key_rate.max(1)).max(1) };
+        let mut conn = self.queue().redis.conn();
+        let wait_ms: u64 = SCRIPTS
+            .throttle
+            .key(self.queue().keys().base())
+            .arg(device.unwrap_or(""))
+            .arg(limits.device_limit)
+            .arg((limits.device_window + GUARD_BAND).as_millis() as u64)
+            .arg(interval_ms)
+            .arg(limits.key_burst.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+
+    /// After Seam answered 429 for `device`: send it nothing more for `hold`.
+    pub async fn hold_device(&self, device: &str, hold: Duration, limits: &Limits) -> Result<()> {
+        let mut conn = self.queue().redis.conn();
+        let _: i64 = SCRIPTS
+            .backoff_device
+            .key(self.queue().keys().base())
+            .arg(device)
+            .arg(limits.device_limit)
+            .arg(hold.as_millis() as u64)
+            .arg((limits.device_window + GUARD_BAND).as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
