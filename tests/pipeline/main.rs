@@ -2,6 +2,7 @@
 //! real client and workers. One module per concern, one test binary.
 
 mod failures;
+mod faults;
 mod input;
 mod limits;
 mod seeds;

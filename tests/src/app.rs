@@ -31,6 +31,8 @@ pub struct AppOptions {
     pub device_window_secs: u64,
     /// The simulator's own per-device limit per minute (0: off).
     pub sim_rate_limit: u32,
+    /// Start Redis with this password (`requirepass`).
+    pub redis_password: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -43,6 +45,7 @@ impl Default for AppOptions {
             device_limit: 10,
             device_window_secs: 60,
             sim_rate_limit: 10,
+            redis_password: None,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct TestApp {
     pub redis: RedisServer,
     /// The Seam simulator.
     pub seam: FakeSeam,
+    /// The Redis URL, with the password when there is one.
+    pub redis_url: String,
     /// Producer/caller view of the records.
     pub store: Reconciliations,
     prefix: String,
@@ -69,7 +74,14 @@ impl std::fmt::Debug for TestApp {
 /// Starts Redis, the simulator and `options.workers` workers.
 pub async fn spawn_app(options: AppOptions) -> TestApp {
     crate::init_logs();
-    let redis = RedisServer::start();
+    let redis = match &options.redis_password {
+        Some(pw) => RedisServer::start_with(&["--requirepass", pw]),
+        None => RedisServer::start(),
+    };
+    let redis_url = match &options.redis_password {
+        Some(pw) => redis.url().replacen("redis://", &format!("redis://:{pw}@"), 1),
+        None => redis.url(),
+    };
     let seam = FakeSeam::spawn(SimConfig {
         api_key: TEST_SEAM_KEY.into(),
         device_delay: options.device_delay,
@@ -79,9 +91,9 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     .await
     .expect("start the Seam simulator");
     let prefix = crate::unique("lk");
-    let conn = Redis::connect(&RedisConfig::new(redis.url())).await.expect("connect");
+    let conn = Redis::connect(&RedisConfig::new(&redis_url)).await.expect("connect");
     let store = Reconciliations::new(conn, QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() }).unwrap();
-    let mut app = TestApp { redis, seam, store, prefix, options: options.clone(), workers: Vec::new() };
+    let mut app = TestApp { redis, seam, redis_url, store, prefix, options: options.clone(), workers: Vec::new() };
     for _ in 0..options.workers {
         app.start_worker();
     }
@@ -92,7 +104,7 @@ impl TestApp {
     /// The worker configuration tests run with: short polls, the simulator's URL.
     pub fn worker_args(&self) -> WorkerArgs {
         WorkerArgs {
-            redis_url: self.redis.url(),
+            redis_url: self.redis_url.clone(),
             seam_endpoint: self.seam.url(),
             seam_api_key: Some(TEST_SEAM_KEY.into()),
             concurrency: 32,
@@ -111,6 +123,28 @@ impl TestApp {
             verify_spread_ms: 0,
             drain_secs: 5,
         }
+    }
+
+    /// The environment a worker process needs to join this app (the variables
+    /// `latchkey worker` reads).
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        let a = self.worker_args();
+        vec![
+            ("REDIS_URL", a.redis_url),
+            ("SEAM_ENDPOINT", a.seam_endpoint),
+            ("SEAM_API_KEY", TEST_SEAM_KEY.to_string()),
+            ("LATCHKEY_PREFIX", a.prefix),
+            ("LATCHKEY_CONCURRENCY", a.concurrency.to_string()),
+            ("LATCHKEY_VERIFY_TIMEOUT_SECS", a.verify_timeout_secs.to_string()),
+            ("LATCHKEY_POLL_BASE_MS", a.poll_base_ms.to_string()),
+            ("LATCHKEY_POLL_CAP_MS", a.poll_cap_ms.to_string()),
+            ("LATCHKEY_MAX_ATTEMPTS", a.max_attempts.to_string()),
+            ("LATCHKEY_ATTEMPT_PATIENCE_MS", a.attempt_patience_ms.to_string()),
+            ("LATCHKEY_VERIFY_SPREAD_MS", a.verify_spread_ms.to_string()),
+            ("LATCHKEY_DEVICE_LIMIT", a.device_limit.to_string()),
+            ("LATCHKEY_DEVICE_WINDOW_SECS", a.device_window_secs.to_string()),
+            ("LATCHKEY_DRAIN_SECS", a.drain_secs.to_string()),
+        ]
     }
 
     /// Starts one more worker.

@@ -181,7 +181,11 @@ fn wait_for_ping(port: u16) {
         let ok = Command::new("redis-cli")
             .args(["-p", &port.to_string(), "ping"])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            // A server with a password answers NOAUTH: it is up all the same.
+            .map(|o| {
+                let out = String::from_utf8_lossy(&o.stdout);
+                out.contains("PONG") || out.contains("NOAUTH")
+            })
             .unwrap_or(false);
         if ok {
             return;

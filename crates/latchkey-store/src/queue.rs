@@ -223,6 +223,14 @@ impl Queue {
         Ok(ids.into_iter().zip(created).map(|(id, created)| Pushed { id, created }).collect())
     }
 
+    /// Hands back every job still leased to `worker` and removes it from the
+    /// registry: for a worker process that is leaving, once nothing in it runs
+    /// any more. Returns how many jobs went back.
+    pub async fn leave(&self, worker: &str) -> Result<u64> {
+        let mut conn = self.redis.conn();
+        Ok(SCRIPTS.leave.key(self.keys.base()).arg(worker).invoke_async(&mut conn).await?)
+    }
+
     /// Jobs by state.
     pub async fn depth(&self) -> Result<Depth> {
         let mut conn = self.redis.conn();

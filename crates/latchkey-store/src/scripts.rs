@@ -25,6 +25,7 @@ pub(crate) struct Scripts {
     pub record: Script,
     pub throttle: Script,
     pub backoff_device: Script,
+    pub leave: Script,
 }
 
 /// The source of the push script, for producers that are not written in Rust.
@@ -43,4 +44,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     record: with_prelude(include_str!("../lua/record.lua")),
     throttle: with_prelude(include_str!("../lua/throttle.lua")),
     backoff_device: with_prelude(include_str!("../lua/backoff_device.lua")),
+    leave: with_prelude(include_str!("../lua/leave.lua")),
 });

@@ -159,8 +159,9 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     tracing::info!(%identity, redis = %redact_url(&args.redis_url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
     let reconciler =
         Arc::new(Reconciler { store: store.clone(), seam, settings: args.settings(), identity: identity.clone() });
-    let options = WorkerOptions { identity, ..WorkerOptions::default() };
+    let options = WorkerOptions { identity: identity.clone(), ..WorkerOptions::default() };
     let concurrency = args.concurrency;
+    let queue = store.queue().clone();
     let monitor = Monitor::new()
         .register(move |_restarts| {
             WorkerBuilder::new("latchkey-reconcile")
@@ -178,6 +179,34 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
         })
         .await
         .map_err(|e| Error::Monitor(e.to_string()))?;
+    // Nothing in this process works on a job any more: whatever is still
+    // leased to it (prefetched, or cut off by the drain timeout) goes back now
+    // rather than when its lease expires.
+    match queue.leave(&identity).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "handed back jobs still leased to this worker"),
+        Err(e) => {
+            tracing::warn!(error = %latchkey_store::error_chain(&e), "could not hand back leased jobs; they return when their lease expires")
+        }
+    }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT; a second signal exits at once.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
 }

@@ -3,5 +3,5 @@
 mod daemon;
 mod reconciler;
 
-pub use daemon::{WorkerArgs, run_worker};
+pub use daemon::{WorkerArgs, run_worker, shutdown_signal};
 pub use reconciler::{ReconcileJob, Reconciler, Settings};

@@ -57,24 +57,6 @@ fn init_logs(json: bool) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT; a second signal exits at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("second signal: exiting without draining");
-        std::process::exit(130);
-    });
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -89,7 +71,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(args) => {
-            latchkey_worker::run_worker(args, shutdown_signal()).await?;
+            latchkey_worker::run_worker(args, latchkey_worker::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Enqueue(args) => producer::enqueue(args).await,
