@@ -1,0 +1,33 @@
+//! Property tests of the response side: any status, header and body Seam (or
+//! something in front of it) might send is classified, never a panic.
+
+use chrono::Utc;
+use latchkey_seam::{ErrorClass, classify, parse_retry_after};
+use proptest::prelude::*;
+
+proptest! {
+    #[test]
+    fn any_answer_is_classified(status in 100u16..600, retry_after in proptest::option::of(".{0,40}"), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let err = classify(status, retry_after.as_deref(), &body, Utc::now());
+        let class = err.class();
+        match status {
+            429 => prop_assert!(matches!(class, ErrorClass::RateLimited(_))),
+            408 | 500..=599 => prop_assert_eq!(class, ErrorClass::Transient),
+            400..=499 => prop_assert_eq!(class, ErrorClass::Permanent),
+            _ => prop_assert_eq!(class, ErrorClass::Malformed),
+        }
+        prop_assert!(!err.to_string().is_empty());
+    }
+
+    #[test]
+    fn retry_after_never_panics(value in ".{0,60}") {
+        let _ = parse_retry_after(&value, Utc::now());
+    }
+
+    #[test]
+    fn seam_shaped_error_bodies_keep_their_type(t in "[a-z_]{1,30}", m in ".{0,50}") {
+        let body = serde_json::json!({"error": {"type": t, "message": m}, "ok": false}).to_string();
+        let err = classify(400, None, body.as_bytes(), Utc::now());
+        prop_assert_eq!(err.api_error().map(|e| e.error_type.clone()), Some(t));
+    }
+}
