@@ -1,0 +1,134 @@
+//! Busy and broken moments: a check-in burst of time-bound codes starting in
+//! the same instant, and a Seam that fails, rate-limits, stalls and loses
+//! devices. Every code converges or ends with its cause; no device is sent more
+//! updates than Seam allows; nothing hammers Seam.
+
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use latchkey_core::OutcomeState;
+use latchkey_fake_seam::{DeviceBehaviour, Faults, SeedCode};
+use latchkey_tests::app::{AppOptions, spawn_app};
+use serde_json::json;
+
+use crate::{finished, want};
+
+#[tokio::test]
+async fn a_check_in_burst_is_verified_at_starts_at_within_every_device_limit() {
+    let app = spawn_app(AppOptions { workers: 2, ..AppOptions::default() }).await;
+    let starts_at = (Utc::now() + chrono::Duration::seconds(8)).trunc_subsecs(0);
+    let ends_at = starts_at + chrono::Duration::days(3);
+    let mut codes = Vec::new();
+    for d in 0..150 {
+        let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(100) });
+        for c in 0..10 {
+            let id = app.seam.add_access_code(&device, SeedCode::default());
+            let pin = format!("{:04}", d * 10 + c);
+            let g = app
+                .store
+                .enqueue(want(json!({"access_code_id": id, "device_id": device, "code": pin, "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()})))
+                .await
+                .unwrap();
+            codes.push((id, g));
+        }
+    }
+    assert!(Utc::now() < starts_at, "the burst was enqueued before check-in time");
+    for (id, g) in &codes {
+        let o = finished(&app, id, *g, Duration::from_secs(120)).await;
+        assert_eq!(o.state, OutcomeState::Succeeded, "{id}: {o:?}");
+    }
+    let requests = app.seam.requests();
+    assert!(requests.iter().all(|r| r.status < 400), "no request refused (no 429 from the simulator's own limit)");
+    let mut by_device: std::collections::HashMap<String, Vec<chrono::DateTime<Utc>>> = Default::default();
+    for r in requests.iter().filter(|r| r.path == "/access_codes/update") {
+        by_device.entry(r.device_id.clone().unwrap()).or_default().push(r.at);
+    }
+    for (device, times) in &by_device {
+        for (i, t) in times.iter().enumerate() {
+            let in_minute = times[i..].iter().filter(|u| **u - *t < chrono::Duration::seconds(60)).count();
+            assert!(in_minute <= 10, "device {device}: {in_minute} updates in a minute");
+        }
+    }
+    let polls: Vec<_> = requests.iter().filter(|r| r.path == "/access_codes/get" && r.at >= starts_at).collect();
+    assert!(polls.len() >= codes.len(), "every code verified at or after starts_at");
+    assert!(
+        requests.iter().filter(|r| r.path == "/access_codes/get").all(|r| r.at >= starts_at),
+        "no poll before check-in time"
+    );
+    println!(
+        "check-in burst: {} codes on {} devices verified; {} polls from starts_at on",
+        codes.len(),
+        by_device.len(),
+        polls.len()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flaky_seam_never_stops_the_pipeline_and_every_code_ends_with_its_cause() {
+    let app = spawn_app(AppOptions {
+        workers: 2,
+        max_attempts: 30,
+        verify_timeout: Duration::from_secs(30),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut codes = Vec::new();
+    let mut offline = Vec::new();
+    for d in 0..40 {
+        let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(100) });
+        if d % 10 == 0 {
+            offline.push(device.clone());
+        }
+        for _ in 0..5 {
+            codes.push((app.seam.add_access_code(&device, SeedCode::default()), device.clone()));
+        }
+    }
+    for d in &offline {
+        app.seam.set_device(d, DeviceBehaviour::Offline);
+    }
+    // 20% of requests fail with 500/503.
+    app.seam.set_faults(Faults { error_rate: 0.2, ..Faults::default() });
+    let started = Instant::now();
+    let mut generations = Vec::new();
+    for (i, (id, device)) in codes.iter().enumerate() {
+        generations.push(
+            app.store
+                .enqueue(want(json!({"access_code_id": id, "device_id": device, "code": format!("{}", 20_000 + i)})))
+                .await
+                .unwrap(),
+        );
+    }
+    // A burst of 429s, then 2 s latency spikes, then the offline devices come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.seam.set_faults(Faults { error_rate: 0.2, force_429: 30, ..Faults::default() });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    app.seam.set_faults(Faults { error_rate: 0.2, latency_ms: 2000, ..Faults::default() });
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    app.seam.set_faults(Faults { error_rate: 0.2, ..Faults::default() });
+    for d in &offline {
+        app.seam.set_device(d, DeviceBehaviour::Normal { delay: Duration::from_millis(100) });
+    }
+
+    let mut by_state: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for ((id, _), g) in codes.iter().zip(&generations) {
+        let o = finished(&app, id, *g, Duration::from_secs(120)).await;
+        *by_state.entry(o.state.as_str()).or_default() += 1;
+        match o.state {
+            OutcomeState::Succeeded => {}
+            OutcomeState::Failed | OutcomeState::TimedOut => {
+                assert!(o.error.is_some(), "{id}: an unsuccessful outcome says why: {o:?}")
+            }
+            other => panic!("{id}: unexpected end state {other:?}: {o:?}"),
+        }
+    }
+    let requests = app.seam.requests().len();
+    println!("flaky Seam: {by_state:?} after {:?}; {requests} requests for {} codes", started.elapsed(), codes.len());
+    assert!(
+        by_state.get("succeeded").copied().unwrap_or(0) >= codes.len() * 8 / 10,
+        "most codes converge: {by_state:?}"
+    );
+    assert!(requests < codes.len() * 40, "no hammering: {requests} requests for {} codes", codes.len());
+    assert_eq!(app.store.queue().depth().await.unwrap().dead, 0);
+    app.stop().await;
+}
