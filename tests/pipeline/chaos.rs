@@ -66,10 +66,12 @@ async fn a_check_in_burst_is_verified_at_starts_at_within_every_device_limit() {
 
 #[tokio::test]
 async fn a_flaky_seam_never_stops_the_pipeline_and_every_code_ends_with_its_cause() {
+    // A 429 without Retry-After holds the device for the limit's window: 5 s here.
     let app = spawn_app(AppOptions {
         workers: 2,
         max_attempts: 30,
         verify_timeout: Duration::from_secs(30),
+        device_window_secs: 5,
         ..AppOptions::default()
     })
     .await;
