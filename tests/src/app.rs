@@ -33,6 +33,8 @@ pub struct AppOptions {
     pub sim_rate_limit: u32,
     /// Start Redis with this password (`requirepass`).
     pub redis_password: Option<String>,
+    /// Extra redis-server settings, e.g. `["--appendonly", "yes"]`.
+    pub redis_args: Vec<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -46,6 +48,7 @@ impl Default for AppOptions {
             device_window_secs: 60,
             sim_rate_limit: 10,
             redis_password: None,
+            redis_args: Vec::new(),
         }
     }
 }
@@ -74,10 +77,11 @@ impl std::fmt::Debug for TestApp {
 /// Starts Redis, the simulator and `options.workers` workers.
 pub async fn spawn_app(options: AppOptions) -> TestApp {
     crate::init_logs();
-    let redis = match &options.redis_password {
-        Some(pw) => RedisServer::start_with(&["--requirepass", pw]),
-        None => RedisServer::start(),
-    };
+    let mut redis_args: Vec<&str> = options.redis_args.clone();
+    if let Some(pw) = &options.redis_password {
+        redis_args.extend(["--requirepass", pw.as_str()]);
+    }
+    let redis = RedisServer::start_with(&redis_args);
     let redis_url = match &options.redis_password {
         Some(pw) => redis.url().replacen("redis://", &format!("redis://:{pw}@"), 1),
         None => redis.url(),
