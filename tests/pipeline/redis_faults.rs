@@ -76,3 +76,23 @@ async fn the_pipeline_rides_out_a_five_second_client_pause() {
     println!("CLIENT PAUSE 5 s: all {} converged {:?} after the pause began", codes.len(), paused.elapsed());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_pipeline_rides_out_a_black_holed_then_cut_redis_connection() {
+    let app = spawn_app(AppOptions { workers: 2, through_proxy: true, ..AppOptions::default() }).await;
+    let proxy = app.proxy.as_ref().unwrap();
+    let codes = load(&app, 200).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.blackhole(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.cut();
+    proxy.blackhole(false);
+    let restored = Instant::now();
+    all_converge(&app, &codes).await;
+    println!(
+        "3 s black hole, then cut: all {} converged {:?} after the link came back",
+        codes.len(),
+        restored.elapsed()
+    );
+    app.stop().await;
+}

@@ -35,6 +35,8 @@ pub struct AppOptions {
     pub redis_password: Option<String>,
     /// Extra redis-server settings, e.g. `["--appendonly", "yes"]`.
     pub redis_args: Vec<&'static str>,
+    /// Workers reach Redis through a TCP proxy the test can cut or black-hole.
+    pub through_proxy: bool,
 }
 
 impl Default for AppOptions {
@@ -49,6 +51,7 @@ impl Default for AppOptions {
             sim_rate_limit: 10,
             redis_password: None,
             redis_args: Vec::new(),
+            through_proxy: false,
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct TestApp {
     pub seam: FakeSeam,
     /// The Redis URL, with the password when there is one.
     pub redis_url: String,
+    /// The proxy the workers go through, when asked for.
+    pub proxy: Option<crate::proxy::Proxy>,
     /// Producer/caller view of the records.
     pub store: Reconciliations,
     prefix: String,
@@ -97,7 +102,13 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     let prefix = crate::unique("lk");
     let conn = Redis::connect(&RedisConfig::new(&redis_url)).await.expect("connect");
     let store = Reconciliations::new(conn, QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() }).unwrap();
-    let mut app = TestApp { redis, seam, redis_url, store, prefix, options: options.clone(), workers: Vec::new() };
+    let proxy = if options.through_proxy {
+        Some(crate::proxy::Proxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap()).await)
+    } else {
+        None
+    };
+    let mut app =
+        TestApp { redis, seam, redis_url, proxy, store, prefix, options: options.clone(), workers: Vec::new() };
     for _ in 0..options.workers {
         app.start_worker();
     }
@@ -108,7 +119,7 @@ impl TestApp {
     /// The worker configuration tests run with: short polls, the simulator's URL.
     pub fn worker_args(&self) -> WorkerArgs {
         WorkerArgs {
-            redis_url: self.redis_url.clone(),
+            redis_url: self.proxy.as_ref().map_or_else(|| self.redis_url.clone(), |p| p.url()),
             seam_endpoint: self.seam.url(),
             seam_api_key: Some(TEST_SEAM_KEY.into()),
             concurrency: 32,

@@ -7,6 +7,7 @@
 //! message saying so). With neither, tests fail with instructions.
 
 pub mod app;
+pub mod proxy;
 pub mod worker;
 
 pub use latchkey_devenv::{RedisCluster, RedisServer, cli_at};
