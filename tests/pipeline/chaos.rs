@@ -134,3 +134,46 @@ async fn a_flaky_seam_never_stops_the_pipeline_and_every_code_ends_with_its_caus
     assert_eq!(app.store.queue().depth().await.unwrap().dead, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn verifications_of_codes_starting_together_are_spread_over_the_window() {
+    let app =
+        spawn_app(AppOptions { workers: 2, verify_spread: Duration::from_secs(3), ..AppOptions::default() }).await;
+    let starts_at = (Utc::now() + chrono::Duration::seconds(3)).trunc_subsecs(0);
+    let ends_at = starts_at + chrono::Duration::days(1);
+    let mut codes = Vec::new();
+    for _ in 0..60 {
+        let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+        let id = app.seam.add_access_code(&device, SeedCode::default());
+        let g = app
+            .store
+            .enqueue(want(json!({"access_code_id": id, "device_id": device, "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()})))
+            .await
+            .unwrap();
+        codes.push((id, g));
+    }
+    for (id, g) in &codes {
+        assert_eq!(finished(&app, id, *g, Duration::from_secs(30)).await.state, OutcomeState::Succeeded);
+    }
+    // The first verification poll of each code, relative to starts_at.
+    let mut first: Vec<i64> = codes
+        .iter()
+        .map(|(id, _)| {
+            let polls = app
+                .seam
+                .requests()
+                .into_iter()
+                .filter(|r| r.path == "/access_codes/get" && r.access_code_id.as_deref() == Some(id.as_str()));
+            (polls.map(|r| r.at).min().unwrap() - starts_at).num_milliseconds()
+        })
+        .collect();
+    first.sort();
+    let (earliest, latest) = (first[0], first[first.len() - 1]);
+    println!("first polls from {earliest} ms to {latest} ms after starts_at (window 3,000 ms)");
+    assert!(earliest >= 0, "no poll before starts_at");
+    assert!(latest - earliest >= 2000, "polls spread over the window, not one spike: {earliest}..{latest} ms");
+    assert!(latest <= 3500, "all within the window (plus a little): {latest} ms");
+    let in_first_half_second = first.iter().filter(|ms| **ms < 500).count();
+    assert!(in_first_half_second < 30, "{in_first_half_second} of 60 polls in the first 500 ms");
+    app.stop().await;
+}

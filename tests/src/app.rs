@@ -37,6 +37,8 @@ pub struct AppOptions {
     pub redis_args: Vec<&'static str>,
     /// Workers reach Redis through a TCP proxy the test can cut or black-hole.
     pub through_proxy: bool,
+    /// Window over which time-bound verifications are spread after starts_at.
+    pub verify_spread: Duration,
 }
 
 impl Default for AppOptions {
@@ -52,6 +54,7 @@ impl Default for AppOptions {
             redis_password: None,
             redis_args: Vec::new(),
             through_proxy: false,
+            verify_spread: Duration::ZERO,
         }
     }
 }
@@ -135,7 +138,7 @@ impl TestApp {
             device_window_secs: self.options.device_window_secs,
             key_rate: 0,
             key_burst: 20,
-            verify_spread_ms: 0,
+            verify_spread_ms: self.options.verify_spread.as_millis() as u64,
             drain_secs: 5,
         }
     }
