@@ -24,7 +24,7 @@ fn spawn_worker(app: &TestApp, dir: &Path, name: &str) -> WorkerProcess {
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_reconcile-worker"))
         .envs(app.worker_env())
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", std::env::var("WORKER_LOG").unwrap_or_else(|_| "debug".into()))
         .env("POD_NAME", name)
         .stdout(Stdio::null())
         .stderr(File::create(&log).unwrap())

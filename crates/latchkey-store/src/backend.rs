@@ -617,7 +617,7 @@ where
 
     fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<()>> {
         if self.closing.is_none() {
-            tracing::info!(queue = %self.shared.queue.name(), buffered = self.buffer.len(), fetching = self.fetching.is_some(), "closing: handing back what was fetched but not started");
+            tracing::debug!(queue = %self.shared.queue.name(), buffered = self.buffer.len(), "closing: handing back what was fetched but not started");
             self.shared.closing.store(true, Ordering::Release);
             self.shared.wake.due(0);
             let fetching = self.fetching.take();
