@@ -9,9 +9,11 @@ test:
 demo:
     cargo run --quiet -p latchkey -- demo
 
-# Throughput figures (release build). Extra arguments go to `latchkey bench`.
+# Benchmark figures (release build), with BullMQ side by side when Node is
+# installed. Extra arguments go to `latchkey bench`.
 bench *ARGS:
-    cargo run --release --quiet -p latchkey -- bench {{ARGS}}
+    if command -v npm >/dev/null && [ ! -d target/peers/node_modules/bullmq ]; then mkdir -p target/peers && cp -r ../shared/peers/. target/peers/ && (cd target/peers && npm install --no-audit --no-fund --silent bullmq@5); fi
+    cargo run --release --quiet -p latchkey -- bench $( [ -d target/peers/node_modules/bullmq ] && echo --peers target/peers ) {{ARGS}}
 
 # Formatting and clippy, warnings as errors.
 lint:
