@@ -224,10 +224,10 @@ async fn scenario_latency(redis_url: &str, rate: u32, secs: u64) -> anyhow::Resu
     p.wait_all(n as u64, Duration::from_secs(300)).await?;
     let mut lat: Vec<i64> = Vec::with_capacity(n);
     for i in 0..n {
-        if let Some(o) = p.store.outcome(&format!("lat-{rate}-{i}")).await? {
-            if let Some(f) = o.finished_at {
-                lat.push((f - o.enqueued_at).num_milliseconds());
-            }
+        if let Some(o) = p.store.outcome(&format!("lat-{rate}-{i}")).await?
+            && let Some(f) = o.finished_at
+        {
+            lat.push((f - o.enqueued_at).num_milliseconds());
         }
     }
     lat.sort();
