@@ -16,7 +16,7 @@
 
 use std::{
     any::type_name,
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     fmt,
     marker::PhantomData,
     panic::AssertUnwindSafe,
@@ -143,8 +143,10 @@ struct Shared {
     queue: Queue,
     opts: WorkerOptions,
     wake: Arc<Wake>,
-    /// Job ids this worker holds a lease on: fetched, running or settling.
-    inflight: Mutex<HashSet<String>>,
+    /// Job ids this worker holds a lease on (fetched, running or settling),
+    /// counted: a job that continues can be fetched again by this worker
+    /// before its previous run has finished settling.
+    inflight: Mutex<HashMap<String, u32>>,
     closing: AtomicBool,
     /// Redis clock minus local clock, in ms, from the last fetch.
     clock_offset_ms: AtomicI64,
@@ -347,7 +349,9 @@ impl Shared {
         let mut tasks = Vec::with_capacity(jobs.len());
         {
             let mut inflight = self.inflight.lock().expect("inflight lock");
-            inflight.extend(jobs.iter().map(|j| j.id.clone()));
+            for job in &jobs {
+                *inflight.entry(job.id.clone()).or_default() += 1;
+            }
         }
         for job in jobs {
             match serde_json::from_slice::<Args>(&job.payload) {
@@ -500,7 +504,13 @@ impl Shared {
                 tracing::error!(queue = %q.name(), job_id = %id, error = %error_chain(&e), "could not settle job; it will run again when its lease expires")
             }
         }
-        self.inflight.lock().expect("inflight lock").remove(id);
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        if let Some(n) = inflight.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                inflight.remove(id);
+            }
+        }
     }
 
     /// Renews this worker's leases and registry entry until the backend closes.
@@ -525,7 +535,7 @@ impl Shared {
     }
 
     async fn heartbeat(&self) -> Result<()> {
-        let ids: Vec<String> = self.inflight.lock().expect("inflight lock").iter().cloned().collect();
+        let ids: Vec<String> = self.inflight.lock().expect("inflight lock").keys().cloned().collect();
         let q = &self.queue;
         let mut conn = q.redis.conn();
         let lost: Vec<String> = SCRIPTS
@@ -536,8 +546,13 @@ impl Shared {
             .arg(&ids)
             .invoke_async(&mut conn)
             .await?;
-        if !lost.is_empty() {
-            tracing::warn!(queue = %q.name(), count = lost.len(), "leases lost (expired during a stall); those jobs may run twice");
+        // A job whose settle finished during this heartbeat is no longer ours, as
+        // expected; only one still in flight has really lost its lease.
+        let inflight = self.inflight.lock().expect("inflight lock");
+        let really_lost = lost.iter().filter(|id| inflight.contains_key(*id)).count();
+        drop(inflight);
+        if really_lost > 0 {
+            tracing::warn!(queue = %q.name(), count = really_lost, "leases lost (expired during a stall); those jobs may run twice");
         }
         Ok(())
     }

@@ -119,6 +119,19 @@ async fn scenario_queue(redis: &Redis, n: u64) -> anyhow::Result<Row> {
     })
 }
 
+/// The simulator as the benchmark uses it: instant devices, codes created on
+/// first touch (the peers invent their ids), no rate limit.
+async fn instant_seam() -> std::io::Result<FakeSeam> {
+    FakeSeam::spawn(SimConfig {
+        api_key: "seam_test".into(),
+        device_delay: Duration::ZERO,
+        auto_create: true,
+        rate_limit_per_device_per_minute: 0,
+        ..SimConfig::default()
+    })
+    .await
+}
+
 /// A simulator with instant devices and a running worker against it.
 struct Pipeline {
     seam: FakeSeam,
@@ -128,14 +141,7 @@ struct Pipeline {
 }
 
 async fn pipeline(redis_url: &str, tag: &str) -> anyhow::Result<Pipeline> {
-    let seam = FakeSeam::spawn(SimConfig {
-        api_key: "seam_test".into(),
-        device_delay: Duration::ZERO,
-        auto_create: true,
-        rate_limit_per_device_per_minute: 0,
-        ..SimConfig::default()
-    })
-    .await?;
+    let seam = instant_seam().await?;
     let prefix = format!("bench-{tag}-{}", std::process::id());
     let store = Reconciliations::new(
         Redis::connect(&RedisConfig::new(redis_url)).await?,
@@ -242,13 +248,15 @@ async fn scenario_latency(redis_url: &str, rate: u32, secs: u64) -> anyhow::Resu
 
 async fn scenario_starts_at(redis_url: &str, n: usize) -> anyhow::Result<Row> {
     let p = pipeline(redis_url, "sched").await?;
-    let first_start = Utc::now() + chrono::Duration::seconds(3 + (n / 5000) as i64);
+    // A lead long enough to enqueue them all first: 5 s plus 1 ms per code.
+    let first_start = Utc::now() + chrono::Duration::milliseconds(5_000 + n as i64);
     let ends = first_start + chrono::Duration::days(2);
-    let mut starts = Vec::with_capacity(n);
-    for i in 0..n {
-        let starts_at = first_start + chrono::Duration::milliseconds((i % 3000) as i64);
-        starts.push(starts_at);
-        p.enqueue(json!({"access_code_id": format!("tb-{i}"), "starts_at": starts_at.to_rfc3339(), "ends_at": ends.to_rfc3339()})).await?;
+    let starts: Vec<_> = (0..n).map(|i| first_start + chrono::Duration::milliseconds((i % 3000) as i64)).collect();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let sends = chunk.iter().map(|&i| {
+            p.enqueue(json!({"access_code_id": format!("tb-{i}"), "starts_at": starts[i].to_rfc3339(), "ends_at": ends.to_rfc3339()}))
+        });
+        futures::future::try_join_all(sends).await?;
     }
     anyhow::ensure!(Utc::now() < first_start, "enqueueing {n} codes took past their start; use fewer");
     p.wait_all(n as u64, Duration::from_secs(300)).await?;
@@ -282,6 +290,7 @@ async fn scenario_starts_at(redis_url: &str, n: usize) -> anyhow::Result<Row> {
 
 /// Runs one peer script; its last line is JSON.
 fn peer(dir: &std::path::Path, script: &str, args: &[String], env: &[(&str, String)]) -> anyhow::Result<Value> {
+    let dir = dir.canonicalize()?;
     let out = Command::new("node")
         .arg(dir.join(script))
         .args(args)
@@ -320,39 +329,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         json: json!({"scenario": "rss", "mb": rss.round()}),
     });
 
-    if let Some(dir) = &args.peers {
-        let port = local.url.rsplit(':').next().unwrap_or("6379").trim_end_matches('/').to_string();
-        eprintln!("peer: BullMQ no-op...");
-        let noop = peer(dir, "bull-noop.js", &[jobs.to_string(), "100".into()], &[("RPORT", port.clone())])?;
-        rows.push(Row {
-            scenario: "1. BullMQ, no-op jobs".into(),
-            figure: format!("{} jobs/s", noop["process_per_s"]),
-            json: noop,
-        });
-        eprintln!("peer: BullMQ reconciliations...");
-        let seam = FakeSeam::spawn(SimConfig {
-            api_key: "seam_test".into(),
-            device_delay: Duration::ZERO,
-            auto_create: true,
-            rate_limit_per_device_per_minute: 0,
-            ..SimConfig::default()
-        })
-        .await?;
-        let seam_port = seam.url().rsplit(':').next().unwrap_or_default().to_string();
-        let rec = peer(
-            dir,
-            "bull-reconcile.js",
-            &[recs.to_string(), "64".into()],
-            &[("RPORT", port), ("SEAM_PORT", seam_port)],
-        )?;
-        rows.push(Row {
-            scenario: "2. BullMQ, reconciliations".into(),
-            figure: format!("{} reconciliations/s", rec["reconciliations_per_s"]),
-            json: rec,
-        });
-        seam.shutdown().await;
+    if let Some(dir) = &args.peers
+        && let Err(e) = peers(dir, &local.url, jobs, recs, &mut rows).await
+    {
+        eprintln!("the BullMQ peers could not run: {e:#}");
     }
-
     println!("{:<48} FIGURE", "SCENARIO");
     for r in &rows {
         println!("{:<48} {}", r.scenario, r.figure);
@@ -362,5 +343,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         line["system"] = line.get("system").cloned().unwrap_or_else(|| json!("latchkey"));
         println!("{line}");
     }
+    Ok(())
+}
+
+/// BullMQ, side by side: the no-op and reconciliation scripts of `shared/peers`
+/// against the same Redis and the same kind of simulator.
+async fn peers(
+    dir: &std::path::Path,
+    redis_url: &str,
+    jobs: u64,
+    recs: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let port = redis_url.rsplit(':').next().unwrap_or("6379").trim_end_matches('/').to_string();
+    eprintln!("peer: BullMQ no-op...");
+    let noop = peer(dir, "bull-noop.js", &[jobs.to_string(), "100".into()], &[("RPORT", port.clone())])?;
+    rows.push(Row {
+        scenario: "1. BullMQ, no-op jobs".into(),
+        figure: format!("{} jobs/s", noop["process_per_s"]),
+        json: noop,
+    });
+    eprintln!("peer: BullMQ reconciliations...");
+    let seam = instant_seam().await?;
+    let seam_port = seam.url().rsplit(':').next().unwrap_or_default().to_string();
+    let rec =
+        peer(dir, "bull-reconcile.js", &[recs.to_string(), "64".into()], &[("RPORT", port), ("SEAM_PORT", seam_port)])?;
+    rows.push(Row {
+        scenario: "2. BullMQ, reconciliations".into(),
+        figure: format!("{} reconciliations/s", rec["reconciliations_per_s"]),
+        json: rec,
+    });
+    seam.shutdown().await;
     Ok(())
 }
