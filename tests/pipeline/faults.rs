@@ -9,11 +9,10 @@ use std::{
 };
 
 use latchkey_core::OutcomeState;
-use latchkey_fake_seam::{DeviceBehaviour, SeedCode};
 use latchkey_tests::app::{AppOptions, TEST_SEAM_KEY, TestApp, spawn_app};
 use serde_json::json;
 
-use crate::{finished, want};
+use crate::{finished, seed_codes, want};
 
 struct WorkerProcess {
     child: Child,
@@ -38,25 +37,6 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill -{sig}");
 }
 
-/// Seeds `n` access codes, two per device, and enqueues a new PIN for each.
-async fn seed(app: &TestApp, n: usize, delay: Duration) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut device = String::new();
-    for i in 0..n {
-        if i % 2 == 0 {
-            device = app.seam.add_device(DeviceBehaviour::Normal { delay });
-        }
-        let id = app.seam.add_access_code(&device, SeedCode::default());
-        let g = app
-            .store
-            .enqueue(want(json!({"access_code_id": id, "device_id": device, "code": format!("{}", 10_000 + i)})))
-            .await
-            .unwrap();
-        out.push((id, g));
-    }
-    out
-}
-
 #[tokio::test]
 async fn workers_killed_three_times_lose_nothing_and_no_secret_reaches_a_log() {
     const REDIS_PASSWORD: &str = "redis-pw-7f3a9c-do-not-log";
@@ -73,7 +53,7 @@ async fn workers_killed_three_times_lose_nothing_and_no_secret_reaches_a_log() {
     let mut logs = vec![a.log.clone(), b.log.clone()];
     let started = Instant::now();
     // Slow locks (3 s to set a code) keep thousands of runs in progress while the kills land.
-    let mut codes = seed(&app, 2000, Duration::from_millis(3000)).await;
+    let mut codes = seed_codes(&app, 2000, Duration::from_millis(3000), 10_000).await;
     // Newer generations for some codes while the first ones are in flight.
     for (id, g) in codes.iter_mut().step_by(4) {
         *g = app.store.enqueue(want(json!({"access_code_id": id, "code": "99999"}))).await.unwrap();
@@ -129,7 +109,7 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
         spawn_app(AppOptions { workers: 0, device_delay: Duration::from_millis(300), ..AppOptions::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let mut w = spawn_worker(&app, dir.path(), "draining");
-    let codes = seed(&app, 1000, Duration::from_millis(300)).await;
+    let codes = seed_codes(&app, 1000, Duration::from_millis(300), 10_000).await;
     let before = app.store.queue().depth().await.unwrap();
     assert!(before.ready + before.scheduled + before.leased > 0, "the signal must hit work in progress");
     signal(&w.child, "TERM");

@@ -37,6 +37,24 @@ pub async fn finished(app: &TestApp, id: &str, generation: u64, timeout: Duratio
     }
 }
 
+/// Seeds `n` access codes on the simulator, two per device taking `delay` to
+/// apply a change, and enqueues a new PIN (`pin_base + i`) for each; returns
+/// each code with its generation.
+pub async fn seed_codes(app: &TestApp, n: usize, delay: Duration, pin_base: usize) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut device = String::new();
+    for i in 0..n {
+        if i % 2 == 0 {
+            device = app.seam.add_device(latchkey_fake_seam::DeviceBehaviour::Normal { delay });
+        }
+        let id = app.seam.add_access_code(&device, latchkey_fake_seam::SeedCode::default());
+        let desired =
+            serde_json::json!({"access_code_id": id, "device_id": device, "code": format!("{}", pin_base + i)});
+        out.push((id, app.store.enqueue(want(desired)).await.expect("enqueue")));
+    }
+    out
+}
+
 /// Seam API requests the simulator received for an access code, by path.
 pub fn calls(app: &TestApp, id: &str, path: &str) -> Vec<latchkey_fake_seam::LoggedRequest> {
     app.seam.requests().into_iter().filter(|r| r.path == path && r.access_code_id.as_deref() == Some(id)).collect()

@@ -5,29 +5,9 @@
 use std::time::{Duration, Instant};
 
 use latchkey_core::OutcomeState;
-use latchkey_fake_seam::{DeviceBehaviour, SeedCode};
 use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
-use serde_json::json;
 
-use crate::{finished, want};
-
-async fn load(app: &TestApp, n: usize) -> Vec<(String, u64)> {
-    let mut codes = Vec::new();
-    let mut device = String::new();
-    for i in 0..n {
-        if i % 2 == 0 {
-            device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(800) });
-        }
-        let id = app.seam.add_access_code(&device, SeedCode::default());
-        let g = app
-            .store
-            .enqueue(want(json!({"access_code_id": id, "device_id": device, "code": format!("{}", 30_000 + i)})))
-            .await
-            .unwrap();
-        codes.push((id, g));
-    }
-    codes
-}
+use crate::{finished, seed_codes};
 
 async fn all_converge(app: &TestApp, codes: &[(String, u64)]) {
     for (id, g) in codes {
@@ -48,7 +28,7 @@ async fn the_pipeline_rides_out_a_redis_restart() {
         ..AppOptions::default()
     })
     .await;
-    let codes = load(&app, 300).await;
+    let codes = seed_codes(&app, 300, Duration::from_millis(800), 30_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let in_progress = app.store.queue().depth().await.unwrap();
     app.redis.kill();
@@ -67,7 +47,7 @@ async fn the_pipeline_rides_out_a_redis_restart() {
 #[tokio::test]
 async fn the_pipeline_rides_out_a_five_second_client_pause() {
     let app = spawn_app(AppOptions { workers: 2, ..AppOptions::default() }).await;
-    let codes = load(&app, 300).await;
+    let codes = seed_codes(&app, 300, Duration::from_millis(800), 30_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = redis::Client::open(app.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(5000).arg("ALL").query_async(&mut conn).await.unwrap();
@@ -81,7 +61,7 @@ async fn the_pipeline_rides_out_a_five_second_client_pause() {
 async fn the_pipeline_rides_out_a_black_holed_then_cut_redis_connection() {
     let app = spawn_app(AppOptions { workers: 2, through_proxy: true, ..AppOptions::default() }).await;
     let proxy = app.proxy.as_ref().unwrap();
-    let codes = load(&app, 200).await;
+    let codes = seed_codes(&app, 200, Duration::from_millis(800), 30_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.blackhole(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
