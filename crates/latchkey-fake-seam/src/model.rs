@@ -3,7 +3,7 @@
 //! OpenAPI schemas `access_code`, `action_attempt` and the `access_code.*`
 //! events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
 use rand::Rng;
@@ -87,6 +87,8 @@ pub(crate) struct Code {
     pub is_offline_access_code: bool,
     pub pending: Option<Pending>,
     pub removed_at: Option<DateTime<Utc>>,
+    /// When time next changes this code (its entry in `World::wakes`).
+    wake: Option<DateTime<Utc>>,
 }
 
 impl Code {
@@ -121,6 +123,29 @@ impl Code {
             v["is_scheduled_on_device"] = json!(self.is_scheduled_on_device);
         }
         v
+    }
+
+    /// When time next moves this code along, if ever: its device finishing a
+    /// change, or its schedule.
+    fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after =
+            |since: DateTime<Utc>, d: std::time::Duration| since + ChronoDuration::from_std(d).unwrap_or_default();
+        if let Some(p) = &self.pending {
+            return match &p.behaviour {
+                DeviceBehaviour::Normal { delay } | DeviceBehaviour::Fails { delay } => Some(after(p.since, *delay)),
+                DeviceBehaviour::NeverFinishes { warn_after } => (!p.warned).then(|| after(p.since, *warn_after)),
+                DeviceBehaviour::Offline => self.errors.is_empty().then_some(now),
+            };
+        }
+        match self.status {
+            // (an unset code whose end has passed too stays as it is)
+            Status::Unset if self.is_time_bound() && self.errors.is_empty() => {
+                self.starts_at.filter(|_| self.ends_at.is_some_and(|e| e > now))
+            }
+            Status::Set if self.is_time_bound() => self.ends_at,
+            Status::Removing => self.removed_at,
+            _ => None,
+        }
     }
 
     /// Where a code that is on the lock stands at `now`, from its schedule.
@@ -162,6 +187,8 @@ pub(crate) struct World {
     pub attempts: HashMap<String, Attempt>,
     pub events: Vec<Value>,
     pub requests: Vec<LoggedRequest>,
+    /// Codes that time will change, by when: `advance` looks at these only.
+    wakes: BTreeSet<(DateTime<Utc>, String)>,
     pub updates_by_device: HashMap<String, VecDeque<DateTime<Utc>>>,
     webhook: Option<UnboundedSender<Value>>,
 }
@@ -186,6 +213,7 @@ impl World {
             attempts: HashMap::new(),
             events: Vec::new(),
             requests: Vec::new(),
+            wakes: BTreeSet::new(),
             updates_by_device: HashMap::new(),
             webhook,
         }
@@ -204,12 +232,17 @@ impl World {
         let was_offline = device.behaviour == DeviceBehaviour::Offline;
         device.behaviour = behaviour.clone();
         if was_offline && behaviour != DeviceBehaviour::Offline {
+            let mut moved = Vec::new();
             for code in self.codes.values_mut().filter(|c| c.device_id == device_id) {
                 if let Some(p) = &mut code.pending {
                     p.behaviour = behaviour.clone();
                     p.since = now;
                     code.errors.retain(|e| e["error_code"] != "device_offline");
+                    moved.push(code.id.clone());
                 }
+            }
+            for id in moved {
+                self.reindex(&id, now);
             }
         }
     }
@@ -233,10 +266,12 @@ impl World {
             is_offline_access_code: false,
             pending: None,
             removed_at: None,
+            wake: None,
         };
         code.status = code.settled_status(now);
         code.is_scheduled_on_device = code.status == Status::Unset;
         self.codes.insert(id.clone(), code);
+        self.reindex(&id, now);
         id
     }
 
@@ -245,8 +280,12 @@ impl World {
         let device = self.add_device(DeviceBehaviour::Normal { delay: self.config.device_delay });
         let new_id = self.seed_code(&device, SeedCode::default(), now);
         let mut code = self.codes.remove(&new_id).expect("just seeded");
+        if let Some(at) = code.wake.take() {
+            self.wakes.remove(&(at, new_id));
+        }
         code.id = id.to_string();
         self.codes.insert(id.to_string(), code);
+        self.reindex(id, now);
     }
 
     pub fn emit(&mut self, event_type: &str, code_id: &str, now: DateTime<Utc>) {
@@ -287,6 +326,7 @@ impl World {
         code.is_scheduled_on_device = false;
         code.removed_at = None;
         code.pending = Some(Pending { attempt_id, behaviour: device_behaviour, since: now, warned: false });
+        self.reindex(code_id, now);
         json
     }
 
@@ -297,11 +337,34 @@ impl World {
         }
     }
 
-    /// Moves every code along its timeline up to `now`, emitting events.
+    /// Moves every code along its timeline up to `now`, emitting events. Only
+    /// the codes whose wake time has come are looked at.
     pub fn advance(&mut self, now: DateTime<Utc>) {
-        let ids: Vec<String> = self.codes.keys().cloned().collect();
-        for id in ids {
+        let mut due = Vec::new();
+        while let Some(first) = self.wakes.first()
+            && first.0 <= now
+        {
+            let (_, id) = self.wakes.pop_first().expect("just seen");
+            if let Some(code) = self.codes.get_mut(&id) {
+                code.wake = None;
+                due.push(id);
+            }
+        }
+        for id in due {
             self.advance_code(&id, now);
+            self.reindex(&id, now);
+        }
+    }
+
+    /// Puts a code at its next wake time in `wakes` (or out of it).
+    fn reindex(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(code) = self.codes.get_mut(id) else { return };
+        if let Some(at) = code.wake.take() {
+            self.wakes.remove(&(at, id.to_string()));
+        }
+        code.wake = code.next_wake(now);
+        if let Some(at) = code.wake {
+            self.wakes.insert((at, id.to_string()));
         }
     }
 
