@@ -22,7 +22,7 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -145,8 +145,11 @@ struct Shared {
     wake: Arc<Wake>,
     /// Job ids this worker holds a lease on (fetched, running or settling),
     /// counted: a job that continues can be fetched again by this worker
-    /// before its previous run has finished settling.
-    inflight: Mutex<HashMap<String, u32>>,
+    /// before its previous run has finished settling. Beside the count, the
+    /// fetch number of the newest run, so a heartbeat can tell its own
+    /// snapshot's run from a later one.
+    inflight: Mutex<HashMap<String, (u32, u64)>>,
+    fetches: AtomicU64,
     closing: AtomicBool,
     /// Redis clock minus local clock, in ms, from the last fetch.
     clock_offset_ms: AtomicI64,
@@ -180,6 +183,7 @@ impl<Args> RedisBackend<Args> {
                 opts,
                 wake: Arc::default(),
                 inflight: Mutex::default(),
+                fetches: Default::default(),
                 closing: AtomicBool::new(false),
                 clock_offset_ms: AtomicI64::new(0),
             }),
@@ -350,7 +354,9 @@ impl Shared {
         {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             for job in &jobs {
-                *inflight.entry(job.id.clone()).or_default() += 1;
+                let run = self.fetches.fetch_add(1, Ordering::Relaxed);
+                let entry = inflight.entry(job.id.clone()).or_default();
+                *entry = (entry.0 + 1, run);
             }
         }
         for job in jobs {
@@ -505,7 +511,7 @@ impl Shared {
             }
         }
         let mut inflight = self.inflight.lock().expect("inflight lock");
-        if let Some(n) = inflight.get_mut(id) {
+        if let Some((n, _)) = inflight.get_mut(id) {
             *n -= 1;
             if *n == 0 {
                 inflight.remove(id);
@@ -535,7 +541,9 @@ impl Shared {
     }
 
     async fn heartbeat(&self) -> Result<()> {
-        let ids: Vec<String> = self.inflight.lock().expect("inflight lock").keys().cloned().collect();
+        let runs: HashMap<String, u64> =
+            self.inflight.lock().expect("inflight lock").iter().map(|(id, (_, run))| (id.clone(), *run)).collect();
+        let ids: Vec<&String> = runs.keys().collect();
         let q = &self.queue;
         let mut conn = q.redis.conn();
         let lost: Vec<String> = SCRIPTS
@@ -547,9 +555,11 @@ impl Shared {
             .invoke_async(&mut conn)
             .await?;
         // A job whose settle finished during this heartbeat is no longer ours, as
-        // expected; only one still in flight has really lost its lease.
+        // expected (even if this worker has fetched it again since); only a run
+        // still in flight from before the heartbeat has really lost its lease.
         let inflight = self.inflight.lock().expect("inflight lock");
-        let really_lost = lost.iter().filter(|id| inflight.contains_key(*id)).count();
+        let really_lost =
+            lost.iter().filter(|id| inflight.get(*id).map(|(_, run)| *run) == runs.get(*id).copied()).count();
         drop(inflight);
         if really_lost > 0 {
             tracing::warn!(queue = %q.name(), count = really_lost, "leases lost (expired during a stall); those jobs may run twice");

@@ -89,6 +89,10 @@ pub struct Reconciler {
 
 type RunResult = Result<Next, apalis::prelude::BoxDynError>;
 
+/// Steps one run may take in a row before it goes back through the queue
+/// (so a code that keeps being superseded cannot hold a worker slot forever).
+const MAX_STEPS_PER_RUN: usize = 4;
+
 fn ms(t: DateTime<Utc>) -> u64 {
     t.timestamp_millis().max(0) as u64
 }
@@ -100,7 +104,28 @@ impl Reconciler {
         self.run_inner(job, info).instrument(span).await
     }
 
+    /// Steps until one says to look again later. A step that is due at once
+    /// (verify an ongoing code right after its update, start over with a newer
+    /// generation) runs in this same run, re-reading the records first, rather
+    /// than going back through the queue: two Redis scripts fewer, and no wait.
     async fn run_inner(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
+        let mut info = info.clone();
+        for _ in 0..MAX_STEPS_PER_RUN {
+            let next = self.step(job, &info).await?;
+            match next {
+                Next::RunAt(at) if at <= ms(Utc::now()) => {
+                    // The step succeeded: the next one starts with a fresh budget,
+                    // as a continuation through the queue would.
+                    info.attempt = 1;
+                }
+                next => return Ok(next),
+            }
+        }
+        Ok(Next::RunAt(0))
+    }
+
+    /// Fetch, plan, act: one step.
+    async fn step(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
         let Some(loaded) = self.store.load(&job.access_code_id).await? else {
             tracing::warn!("no desired state recorded for this access code; nothing to do");
             return Ok(Next::Done);
