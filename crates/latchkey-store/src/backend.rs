@@ -143,16 +143,23 @@ struct Shared {
     queue: Queue,
     opts: WorkerOptions,
     wake: Arc<Wake>,
-    /// Job ids this worker holds a lease on (fetched, running or settling),
-    /// counted: a job that continues can be fetched again by this worker
-    /// before its previous run has finished settling. Beside the count, the
-    /// fetch number of the newest run, so a heartbeat can tell its own
-    /// snapshot's run from a later one.
-    inflight: Mutex<HashMap<String, (u32, u64)>>,
+    /// Job ids this worker holds a lease on (fetched, running or settling).
+    inflight: Mutex<HashMap<String, Held>>,
     fetches: AtomicU64,
     closing: AtomicBool,
     /// Redis clock minus local clock, in ms, from the last fetch.
     clock_offset_ms: AtomicI64,
+}
+
+/// A job this worker holds. A job that continues can be fetched again by this
+/// worker before its previous run has finished settling, so runs are counted;
+/// the newest run's fetch number and whether it is settling let a heartbeat
+/// tell a lease really lost from one given up on purpose meanwhile.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    runs: u32,
+    newest: u64,
+    settling: bool,
 }
 
 /// The apalis backend. Build it with [`Queue::backend`].
@@ -355,8 +362,8 @@ impl Shared {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             for job in &jobs {
                 let run = self.fetches.fetch_add(1, Ordering::Relaxed);
-                let entry = inflight.entry(job.id.clone()).or_default();
-                *entry = (entry.0 + 1, run);
+                let held = inflight.entry(job.id.clone()).or_default();
+                *held = Held { runs: held.runs + 1, newest: run, settling: false };
             }
         }
         for job in jobs {
@@ -453,6 +460,9 @@ impl Shared {
     /// lease will expire and the job runs again: at-least-once.
     async fn settle(&self, id: &str, verdict: Verdict) {
         let q = &self.queue;
+        if let Some(held) = self.inflight.lock().expect("inflight lock").get_mut(id) {
+            held.settling = true;
+        }
         let attempt = || async {
             let mut conn = q.redis.conn();
             let mut call = match &verdict {
@@ -511,9 +521,9 @@ impl Shared {
             }
         }
         let mut inflight = self.inflight.lock().expect("inflight lock");
-        if let Some((n, _)) = inflight.get_mut(id) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(held) = inflight.get_mut(id) {
+            held.runs -= 1;
+            if held.runs == 0 {
                 inflight.remove(id);
             }
         }
@@ -541,8 +551,8 @@ impl Shared {
     }
 
     async fn heartbeat(&self) -> Result<()> {
-        let runs: HashMap<String, u64> =
-            self.inflight.lock().expect("inflight lock").iter().map(|(id, (_, run))| (id.clone(), *run)).collect();
+        let runs: HashMap<String, Held> =
+            self.inflight.lock().expect("inflight lock").iter().map(|(id, held)| (id.clone(), *held)).collect();
         let ids: Vec<&String> = runs.keys().collect();
         let q = &self.queue;
         let mut conn = q.redis.conn();
@@ -554,12 +564,18 @@ impl Shared {
             .arg(&ids)
             .invoke_async(&mut conn)
             .await?;
-        // A job whose settle finished during this heartbeat is no longer ours, as
-        // expected (even if this worker has fetched it again since); only a run
-        // still in flight from before the heartbeat has really lost its lease.
+        // A job settled during this heartbeat is no longer ours, as expected
+        // (even if this worker has fetched it again since); only a run still in
+        // flight, not settling, from before the heartbeat has really lost its lease.
         let inflight = self.inflight.lock().expect("inflight lock");
-        let really_lost =
-            lost.iter().filter(|id| inflight.get(*id).map(|(_, run)| *run) == runs.get(*id).copied()).count();
+        let really_lost = lost
+            .iter()
+            .filter(|id| {
+                let (before, now) = (runs.get(*id), inflight.get(*id));
+                before.is_some_and(|b| !b.settling)
+                    && now.is_some_and(|n| !n.settling && Some(n.newest) == before.map(|b| b.newest))
+            })
+            .count();
         drop(inflight);
         if really_lost > 0 {
             tracing::warn!(queue = %q.name(), count = really_lost, "leases lost (expired during a stall); those jobs may run twice");

@@ -197,6 +197,16 @@ impl Redis {
         self.conn.clone()
     }
 
+    /// `used_memory` from `INFO memory`: the bytes Redis has allocated (on a
+    /// cluster, of the node that answers).
+    pub async fn used_memory(&self) -> Result<u64> {
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut self.conn()).await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Error::Protocol { script: "INFO memory", detail: "no used_memory line".into() })
+    }
+
     /// Routes wake-up messages of `channel` to `wake` for as long as it lives.
     pub(crate) async fn subscribe(&self, channel: &str, wake: &Arc<Wake>) -> Result<()> {
         let first = {

@@ -1,23 +1,28 @@
-//! `latchkey bench`: throughput and latency figures, printed as a table and as
-//! JSON lines, with BullMQ side by side when its peer scripts are available.
+//! `latchkey bench`: throughput, latency, precision and memory figures,
+//! printed as a table and as JSON lines, with BullMQ side by side when its peer
+//! scripts are available.
 //!
-//! 1. queue only: enqueue and process N no-op jobs with one worker;
+//! 1. queue only: enqueue and process N no-op jobs with one worker (in this process);
 //! 2. full reconciliations of ongoing codes against the simulator (zero device delay);
 //! 3. latency from enqueue to `succeeded` at fixed offered rates;
-//! 4. lateness of verifications scheduled at `starts_at`;
+//! 4. lateness of verifications scheduled at `starts_at`, and the Redis memory
+//!    each waiting time-bound code takes (job, desired state and outcome);
+//! 5. a million scheduled verifications waiting: Redis memory per waiting job,
+//!    and scenario 3's latency with them present;
+//! 6. the worker's peak resident memory during scenarios 2 and 5.
 //!
-//! plus the resident memory of this process (worker and simulator together).
-//! Scenarios 5 (a million waiting verifications) and 6 (worker-only RSS) are
-//! not measured yet.
+//! Scenarios 2 to 5 run the worker as its own process (`latchkey worker`, as
+//! in production), so its memory is its own; the simulator and the load
+//! generator run in this process.
 
 use std::{
     path::PathBuf,
-    process::Command,
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use apalis::prelude::*;
@@ -25,21 +30,22 @@ use chrono::Utc;
 use latchkey_core::DesiredStateInput;
 use latchkey_fake_seam::{FakeSeam, SimConfig};
 use latchkey_store::{NewJob, Queue, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions};
-use latchkey_worker::{WorkerArgs, run_worker};
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Use this Redis instead of starting one.
+    /// Use this Redis instead of starting one (the benchmark's keys, all
+    /// starting with `bench-`, are deleted at the end).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Jobs for scenario 1.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     jobs: u64,
     /// Reconciliations for scenario 2.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 20_000)]
     reconciliations: usize,
-    /// Offered rates for scenario 3, per second, each for `--rate-secs`.
+    /// Offered rates for scenario 3, per second, each for `--rate-secs`; the
+    /// highest also runs in scenario 5.
     #[arg(long, value_delimiter = ',', default_values_t = [200u32, 2000])]
     rates: Vec<u32>,
     /// How long each offered rate runs, seconds.
@@ -48,6 +54,9 @@ pub struct Args {
     /// Time-bound codes for scenario 4.
     #[arg(long, default_value_t = 10_000)]
     scheduled: usize,
+    /// Waiting verifications for scenario 5.
+    #[arg(long, default_value_t = 1_000_000)]
+    waiting: usize,
     /// A folder holding `shared/peers` with `npm install bullmq@5` done; BullMQ
     /// runs side by side when given.
     #[arg(long, env = "LATCHKEY_BENCH_PEERS")]
@@ -63,11 +72,18 @@ struct Row {
     json: Value,
 }
 
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+impl Row {
+    fn new(scenario: impl Into<String>, figure: impl Into<String>, json: Value) -> Self {
+        Self { scenario: scenario.into(), figure: figure.into(), json }
+    }
+}
+
+/// A field of `/proc/<pid>/status` in MB (`VmHWM` is the peak resident set).
+fn proc_status_mb(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -81,13 +97,41 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// p50, p99 and max of some millisecond figures.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    p50: i64,
+    p99: i64,
+    max: i64,
+}
+
+impl Spread {
+    fn of(mut ms: Vec<i64>) -> Self {
+        ms.sort_unstable();
+        Self { p50: percentile(&ms, 50.0), p99: percentile(&ms, 99.0), max: ms.last().copied().unwrap_or(0) }
+    }
+
+    fn figure(&self) -> String {
+        format!("p50 {} ms, p99 {} ms, max {} ms", self.p50, self.p99, self.max)
+    }
+}
+
+fn bench_prefix(tag: &str) -> String {
+    format!("bench-{tag}-{}", std::process::id())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
 async fn noop(_n: u64, done: Data<Arc<AtomicU64>>) -> Result<(), BoxDynError> {
     done.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
 async fn scenario_queue(redis: &Redis, n: u64) -> anyhow::Result<Row> {
-    let queue = Queue::new(redis.clone(), &format!("bench-{}", std::process::id()), QueueConfig::default())?;
+    let config = QueueConfig { prefix: bench_prefix("noop"), ..QueueConfig::default() };
+    let queue = Queue::new(redis.clone(), "noop", config)?;
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         queue.push_many(chunk.iter().map(|i| NewJob::new(i).expect("serialisable"))).await?;
@@ -112,11 +156,11 @@ async fn scenario_queue(redis: &Redis, n: u64) -> anyhow::Result<Row> {
     let _ = stop_tx.send(());
     let _ = running.await;
     let enqueue_per_s = n as f64 / enqueue_s;
-    Ok(Row {
-        scenario: "1. queue only, no-op jobs".into(),
-        figure: format!("{process_per_s:.0} jobs/s ({enqueue_per_s:.0} enqueued/s)"),
-        json: json!({"scenario": "queue_noop", "jobs": n, "process_per_s": process_per_s.round(), "enqueue_per_s": enqueue_per_s.round()}),
-    })
+    Ok(Row::new(
+        "1. queue only, no-op jobs",
+        format!("{process_per_s:.0} jobs/s ({enqueue_per_s:.0} enqueued/s)"),
+        json!({"scenario": "queue_noop", "jobs": n, "process_per_s": process_per_s.round(), "enqueue_per_s": enqueue_per_s.round()}),
+    ))
 }
 
 /// The simulator as the benchmark uses it: instant devices, codes created on
@@ -132,52 +176,57 @@ async fn instant_seam() -> std::io::Result<FakeSeam> {
     .await
 }
 
-/// A simulator with instant devices and a running worker against it.
+/// A simulator in this process and a `latchkey worker` process against it, on
+/// a key prefix of their own.
 struct Pipeline {
     seam: FakeSeam,
     store: Reconciliations,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    worker: tokio::task::JoinHandle<()>,
-}
-
-async fn pipeline(redis_url: &str, tag: &str) -> anyhow::Result<Pipeline> {
-    let seam = instant_seam().await?;
-    let prefix = format!("bench-{tag}-{}", std::process::id());
-    let store = Reconciliations::new(
-        Redis::connect(&RedisConfig::new(redis_url)).await?,
-        QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
-    )?;
-    let args = WorkerArgs {
-        redis_url: redis_url.to_string(),
-        seam_endpoint: seam.url(),
-        seam_api_key: Some("seam_test".into()),
-        concurrency: 128,
-        prefix,
-        verify_timeout_secs: 60,
-        poll_base_ms: 5,
-        poll_cap_ms: 100,
-        max_attempts: 8,
-        max_reapplies: 2,
-        min_update_interval_ms: 0,
-        attempt_patience_ms: 2000,
-        device_limit: 1_000_000,
-        device_window_secs: 60,
-        key_rate: 0,
-        key_burst: 20,
-        verify_spread_ms: 0,
-        drain_secs: 5,
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(async move {
-        let _ = run_worker(args, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Ok(Pipeline { seam, store, stop: Some(tx), worker })
+    worker: tokio::process::Child,
+    pid: String,
 }
 
 impl Pipeline {
+    async fn start(redis_url: &str, tag: &str) -> anyhow::Result<Self> {
+        let seam = instant_seam().await?;
+        let prefix = bench_prefix(tag);
+        let store = Reconciliations::new(
+            Redis::connect(&RedisConfig::new(redis_url)).await?,
+            QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
+        )?;
+        // Tuned for an instant simulator: short polls, no spacing of updates,
+        // no per-device limit, no spreading of verifications.
+        let env = [
+            ("REDIS_URL", redis_url.to_string()),
+            ("SEAM_ENDPOINT", seam.url()),
+            ("SEAM_API_KEY", "seam_test".to_string()),
+            ("LATCHKEY_PREFIX", prefix),
+            ("LATCHKEY_CONCURRENCY", "128".into()),
+            ("LATCHKEY_VERIFY_TIMEOUT_SECS", "60".into()),
+            ("LATCHKEY_POLL_BASE_MS", "5".into()),
+            ("LATCHKEY_POLL_CAP_MS", "100".into()),
+            ("LATCHKEY_MIN_UPDATE_INTERVAL_MS", "0".into()),
+            ("LATCHKEY_ATTEMPT_PATIENCE_MS", "2000".into()),
+            ("LATCHKEY_DEVICE_LIMIT", "1000000".into()),
+            ("LATCHKEY_VERIFY_SPREAD_MS", "0".into()),
+            ("LATCHKEY_DRAIN_SECS", "5".into()),
+        ];
+        let worker = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("worker")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = worker.id().map(|p| p.to_string()).unwrap_or_default();
+        let p = Self { seam, store, worker, pid };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while p.store.queue().workers_alive(Duration::from_secs(10)).await?.is_empty() {
+            anyhow::ensure!(Instant::now() < deadline, "the worker process did not register within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(p)
+    }
+
     async fn enqueue(&self, json: Value) -> anyhow::Result<u64> {
         Ok(self.store.enqueue(serde_json::from_value::<DesiredStateInput>(json)?).await?)
     }
@@ -191,74 +240,101 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The worker's peak resident memory so far, MB.
+    fn worker_peak_mb(&self) -> f64 {
+        proc_status_mb(&self.pid, "VmHWM:")
+    }
+
+    /// Stops the worker the way Kubernetes does (SIGTERM, then a drain).
     async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let _ = self.worker.await;
+        let _ = Command::new("kill").args(["-TERM", &self.pid]).status();
+        if tokio::time::timeout(Duration::from_secs(15), self.worker.wait()).await.is_err() {
+            let _ = self.worker.kill().await;
+        }
         self.seam.shutdown().await;
     }
 }
 
-async fn scenario_reconcile(redis_url: &str, n: usize) -> anyhow::Result<(Row, f64)> {
-    let p = pipeline(redis_url, "rec").await?;
+async fn scenario_reconcile(redis_url: &str, n: usize) -> anyhow::Result<(Row, f64, f64)> {
+    let p = Pipeline::start(redis_url, "rec").await?;
     let t = Instant::now();
-    for i in 0..n {
-        p.enqueue(json!({"access_code_id": format!("ac-{i}"), "code": "1234", "name": format!("guest {i}")})).await?;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        let sends = chunk.iter().map(|i| {
+            p.enqueue(json!({"access_code_id": format!("ac-{i}"), "code": "1234", "name": format!("guest {i}")}))
+        });
+        futures::future::try_join_all(sends).await?;
     }
     p.wait_all(n as u64, Duration::from_secs(600)).await?;
     let per_s = n as f64 / t.elapsed().as_secs_f64();
-    let rss = rss_mb();
+    let rss = p.worker_peak_mb();
     p.stop().await;
-    Ok((
-        Row {
-            scenario: "2. full reconciliations (ongoing)".into(),
-            figure: format!("{per_s:.0} reconciliations/s"),
-            json: json!({"scenario": "reconcile", "reconciliations": n, "per_s": per_s.round()}),
-        },
-        rss,
-    ))
+    let row = Row::new(
+        "2. full reconciliations (ongoing)",
+        format!("{per_s:.0} reconciliations/s"),
+        json!({"scenario": "reconcile", "reconciliations": n, "per_s": per_s.round()}),
+    );
+    Ok((row, per_s, rss))
 }
 
-async fn scenario_latency(redis_url: &str, rate: u32, secs: u64) -> anyhow::Result<Row> {
-    let p = pipeline(redis_url, &format!("lat{rate}")).await?;
+/// Enqueues at a fixed rate and measures enqueue -> `succeeded`.
+async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::Result<Spread> {
     let n = (rate as u64 * secs) as usize;
+    let id = |i: usize| format!("lat-{tag}-{rate}-{i}");
     let start = Instant::now();
     for i in 0..n {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
-        p.enqueue(json!({"access_code_id": format!("lat-{rate}-{i}"), "code": "4321"})).await?;
+        p.enqueue(json!({"access_code_id": id(i), "code": "4321"})).await?;
     }
     p.wait_all(n as u64, Duration::from_secs(300)).await?;
-    let mut lat: Vec<i64> = Vec::with_capacity(n);
+    let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        if let Some(o) = p.store.outcome(&format!("lat-{rate}-{i}")).await?
+        if let Some(o) = p.store.outcome(&id(i)).await?
             && let Some(f) = o.finished_at
         {
             lat.push((f - o.enqueued_at).num_milliseconds());
         }
     }
-    lat.sort();
-    let (p50, p99, max) = (percentile(&lat, 50.0), percentile(&lat, 99.0), lat.last().copied().unwrap_or(0));
-    p.stop().await;
-    Ok(Row {
-        scenario: format!("3. enqueue -> succeeded at {rate}/s"),
-        figure: format!("p50 {p50} ms, p99 {p99} ms, max {max} ms"),
-        json: json!({"scenario": "latency", "rate_per_s": rate, "n": n, "p50_ms": p50, "p99_ms": p99, "max_ms": max}),
-    })
+    Ok(Spread::of(lat))
 }
 
-async fn scenario_starts_at(redis_url: &str, n: usize) -> anyhow::Result<Row> {
-    let p = pipeline(redis_url, "sched").await?;
-    // A lead long enough to enqueue them all first: 5 s plus 1 ms per code.
-    let first_start = Utc::now() + chrono::Duration::milliseconds(5_000 + n as i64);
+async fn scenario_latency(redis_url: &str, rate: u32, secs: u64) -> anyhow::Result<(Row, Spread)> {
+    let p = Pipeline::start(redis_url, &format!("lat{rate}")).await?;
+    let spread = offered_rate(&p, "plain", rate, secs).await?;
+    p.stop().await;
+    let row = Row::new(
+        format!("3. enqueue -> succeeded at {rate}/s"),
+        spread.figure(),
+        json!({"scenario": "latency", "rate_per_s": rate, "n": rate as u64 * secs, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max}),
+    );
+    Ok((row, spread))
+}
+
+/// Verifications at `starts_at`; `rate` (scenario 2's) sets how long the codes
+/// need to be applied before the first one starts.
+async fn scenario_starts_at(redis: &Redis, redis_url: &str, n: usize, rate: f64) -> anyhow::Result<Vec<Row>> {
+    let p = Pipeline::start(redis_url, "sched").await?;
+    let lead_ms = 3_000 + (2_000.0 * n as f64 / rate.max(100.0)) as i64;
+    let first_start = Utc::now() + chrono::Duration::milliseconds(lead_ms);
     let ends = first_start + chrono::Duration::days(2);
     let starts: Vec<_> = (0..n).map(|i| first_start + chrono::Duration::milliseconds((i % 3000) as i64)).collect();
+    let before = redis.used_memory().await?;
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let sends = chunk.iter().map(|&i| {
             p.enqueue(json!({"access_code_id": format!("tb-{i}"), "starts_at": starts[i].to_rfc3339(), "ends_at": ends.to_rfc3339()}))
         });
         futures::future::try_join_all(sends).await?;
     }
-    anyhow::ensure!(Utc::now() < first_start, "enqueueing {n} codes took past their start; use fewer");
+    // Once every code is applied, each is one job waiting for its starts_at.
+    let mut per_code = None;
+    while Utc::now() < first_start - chrono::Duration::milliseconds(200) {
+        if p.store.queue().depth().await?.scheduled == n as u64 {
+            per_code = Some(redis.used_memory().await?.saturating_sub(before) / n as u64);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::ensure!(per_code.is_some(), "{n} codes were not all applied before their start; use fewer");
     p.wait_all(n as u64, Duration::from_secs(300)).await?;
     // Each code's verification poll is its first read at or after starts_at (an earlier read
     // learned the device at enqueue time).
@@ -268,7 +344,7 @@ async fn scenario_starts_at(redis_url: &str, n: usize) -> anyhow::Result<Row> {
             reads.entry(id).or_default().push(r.at);
         }
     }
-    let mut late: Vec<i64> = (0..n)
+    let late: Vec<i64> = (0..n)
         .filter_map(|i| {
             let verify = reads
                 .get(&format!("tb-{i}"))?
@@ -278,14 +354,63 @@ async fn scenario_starts_at(redis_url: &str, n: usize) -> anyhow::Result<Row> {
             Some((*verify - starts[i]).num_milliseconds())
         })
         .collect();
-    late.sort();
-    let (p50, p99, max) = (percentile(&late, 50.0), percentile(&late, 99.0), late.last().copied().unwrap_or(0));
+    let late = Spread::of(late);
     p.stop().await;
-    Ok(Row {
-        scenario: format!("4. verification lateness at starts_at ({n} codes)"),
-        figure: format!("p50 {p50} ms, p99 {p99} ms, max {max} ms"),
-        json: json!({"scenario": "starts_at_lateness", "codes": n, "p50_ms": p50, "p99_ms": p99, "max_ms": max}),
-    })
+    let per_code = per_code.unwrap_or_default();
+    Ok(vec![
+        Row::new(
+            format!("4. verification lateness at starts_at ({n} codes)"),
+            late.figure(),
+            json!({"scenario": "starts_at_lateness", "codes": n, "p50_ms": late.p50, "p99_ms": late.p99, "max_ms": late.max}),
+        ),
+        Row::new(
+            "4. Redis memory per waiting time-bound code",
+            format!("{per_code} bytes (job, desired state, outcome, events)"),
+            json!({"scenario": "time_bound_code_memory", "codes": n, "bytes_per_code": per_code}),
+        ),
+    ])
+}
+
+/// A million (or `waiting`) verifications scheduled a day out, then the highest
+/// offered rate of scenario 3 with them present.
+async fn scenario_scale(
+    redis: &Redis,
+    redis_url: &str,
+    waiting: usize,
+    rate: u32,
+    secs: u64,
+    without: Spread,
+) -> anyhow::Result<(Vec<Row>, f64)> {
+    let p = Pipeline::start(redis_url, "scale").await?;
+    let queue = p.store.queue();
+    let before = redis.used_memory().await?;
+    let due = now_ms() + 86_400_000;
+    for chunk in (0..waiting).collect::<Vec<_>>().chunks(10_000) {
+        let jobs = chunk
+            .iter()
+            .map(|i| NewJob::from_json(format!(r#"{{"access_code_id":"w-{i}"}}"#)).id(format!("w-{i}")).run_at_ms(due));
+        queue.push_many(jobs).await?;
+    }
+    anyhow::ensure!(queue.depth().await?.scheduled == waiting as u64, "not every waiting job was stored");
+    let per_job = redis.used_memory().await?.saturating_sub(before) as f64 / waiting as f64;
+    eprintln!("scenario 5: {rate}/s for {secs} s with {waiting} waiting...");
+    let with = offered_rate(&p, "scale", rate, secs).await?;
+    let rss = p.worker_peak_mb();
+    p.stop().await;
+    let ratio = with.p99 as f64 / without.p99.max(1) as f64;
+    let rows = vec![
+        Row::new(
+            format!("5. Redis memory per waiting verification ({waiting})"),
+            format!("{per_job:.0} bytes"),
+            json!({"scenario": "waiting_memory", "waiting": waiting, "bytes_per_job": per_job.round()}),
+        ),
+        Row::new(
+            format!("5. enqueue -> succeeded at {rate}/s, {waiting} waiting"),
+            format!("{} (p99 {ratio:.2}x without)", with.figure()),
+            json!({"scenario": "latency_with_waiting", "waiting": waiting, "rate_per_s": rate, "p50_ms": with.p50, "p99_ms": with.p99, "max_ms": with.max, "p99_ratio": (ratio * 100.0).round() / 100.0}),
+        ),
+    ];
+    Ok((rows, rss))
 }
 
 /// Runs one peer script; its last line is JSON.
@@ -302,12 +427,31 @@ fn peer(dir: &std::path::Path, script: &str, args: &[String], env: &[(&str, Stri
     Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (jobs, recs, rates, rate_secs, scheduled) = if args.smoke {
-        (2_000, 200, vec![50], 1, 200)
-    } else {
-        (args.jobs, args.reconciliations, args.rates.clone(), args.rate_secs, args.scheduled)
+/// Deletes the benchmark's keys from a Redis it did not start.
+async fn clean_up(redis: &Redis) -> anyhow::Result<u64> {
+    let mut conn = redis.conn();
+    let pattern = format!("bench-*-{}:*", std::process::id());
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
+        let mut keys = Vec::new();
+        while let Some(k) = futures::StreamExt::next(&mut iter).await {
+            keys.push(k?);
+        }
+        keys
     };
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await?;
+    }
+    Ok(keys.len() as u64)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (jobs, recs, rates, rate_secs, scheduled, waiting) = if args.smoke {
+        (2_000, 200, vec![50], 1, 200, 20_000)
+    } else {
+        (args.jobs, args.reconciliations, args.rates.clone(), args.rate_secs, args.scheduled, args.waiting)
+    };
+    let started_redis = args.redis_url.is_none();
     let local = crate::local_redis::resolve(args.redis_url.clone())?;
     let redis = Redis::connect(&RedisConfig::new(&local.url)).await?;
     let mut rows = Vec::new();
@@ -315,28 +459,46 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("scenario 1: {jobs} no-op jobs...");
     rows.push(scenario_queue(&redis, jobs).await?);
     eprintln!("scenario 2: {recs} reconciliations...");
-    let (row, rss) = scenario_reconcile(&local.url, recs).await?;
+    let (row, rec_rate, rss_rec) = scenario_reconcile(&local.url, recs).await?;
     rows.push(row);
-    for rate in rates {
+    let mut highest: Option<(u32, Spread)> = None;
+    for &rate in &rates {
         eprintln!("scenario 3: {rate}/s for {rate_secs} s...");
-        rows.push(scenario_latency(&local.url, rate, rate_secs).await?);
+        let (row, spread) = scenario_latency(&local.url, rate, rate_secs).await?;
+        rows.push(row);
+        if highest.is_none_or(|(r, _)| rate > r) {
+            highest = Some((rate, spread));
+        }
     }
     eprintln!("scenario 4: {scheduled} time-bound codes...");
-    rows.push(scenario_starts_at(&local.url, scheduled).await?);
-    rows.push(Row {
-        scenario: "6. resident memory after scenario 2".into(),
-        figure: format!("{rss:.0} MB (worker and simulator in one process)"),
-        json: json!({"scenario": "rss", "mb": rss.round()}),
-    });
+    rows.extend(scenario_starts_at(&redis, &local.url, scheduled, rec_rate).await?);
+    let (rate, without) = highest.ok_or_else(|| anyhow::anyhow!("--rates needs at least one rate"))?;
+    eprintln!("scenario 5: {waiting} waiting verifications...");
+    let (scale_rows, rss_scale) = scenario_scale(&redis, &local.url, waiting, rate, rate_secs, without).await?;
+    rows.extend(scale_rows);
+    rows.push(Row::new(
+        "6. worker peak RSS, scenario 2",
+        format!("{rss_rec:.1} MB"),
+        json!({"scenario": "worker_rss", "during": "reconcile", "peak_mb": (rss_rec * 10.0).round() / 10.0}),
+    ));
+    rows.push(Row::new(
+        "6. worker peak RSS, scenario 5",
+        format!("{rss_scale:.1} MB"),
+        json!({"scenario": "worker_rss", "during": "waiting", "peak_mb": (rss_scale * 10.0).round() / 10.0}),
+    ));
 
     if let Some(dir) = &args.peers
         && let Err(e) = peers(dir, &local.url, jobs, recs, &mut rows).await
     {
         eprintln!("the BullMQ peers could not run: {e:#}");
     }
-    println!("{:<48} FIGURE", "SCENARIO");
+    if !started_redis {
+        let n = clean_up(&redis).await?;
+        eprintln!("deleted the benchmark's {n} keys");
+    }
+    println!("{:<56} FIGURE", "SCENARIO");
     for r in &rows {
-        println!("{:<48} {}", r.scenario, r.figure);
+        println!("{:<56} {}", r.scenario, r.figure);
     }
     for r in &rows {
         let mut line = r.json.clone();
@@ -346,8 +508,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The figure `key` of the first latchkey row of `scenario`.
+fn figure_of(rows: &[Row], scenario: &str, key: &str) -> Option<f64> {
+    rows.iter().find(|r| r.json["scenario"] == scenario && r.json.get("system").is_none())?.json[key].as_f64()
+}
+
 /// BullMQ, side by side: the no-op and reconciliation scripts of `shared/peers`
-/// against the same Redis and the same kind of simulator.
+/// against the same Redis and the same kind of simulator, and latchkey's ratio
+/// to each.
 async fn peers(
     dir: &std::path::Path,
     redis_url: &str,
@@ -358,21 +526,33 @@ async fn peers(
     let port = redis_url.rsplit(':').next().unwrap_or("6379").trim_end_matches('/').to_string();
     eprintln!("peer: BullMQ no-op...");
     let noop = peer(dir, "bull-noop.js", &[jobs.to_string(), "100".into()], &[("RPORT", port.clone())])?;
-    rows.push(Row {
-        scenario: "1. BullMQ, no-op jobs".into(),
-        figure: format!("{} jobs/s", noop["process_per_s"]),
-        json: noop,
-    });
+    let ratio = figure_of(rows, "queue_noop", "process_per_s").zip(noop["process_per_s"].as_f64()).map(|(a, b)| a / b);
+    rows.push(Row::new("1. BullMQ, no-op jobs", format!("{} jobs/s", noop["process_per_s"]), noop));
+    if let Some(r) = ratio {
+        rows.push(Row::new(
+            "1. latchkey / BullMQ",
+            format!("{r:.2}x"),
+            json!({"scenario": "ratio_queue_noop", "ratio": (r * 100.0).round() / 100.0}),
+        ));
+    }
     eprintln!("peer: BullMQ reconciliations...");
     let seam = instant_seam().await?;
     let seam_port = seam.url().rsplit(':').next().unwrap_or_default().to_string();
     let rec =
         peer(dir, "bull-reconcile.js", &[recs.to_string(), "64".into()], &[("RPORT", port), ("SEAM_PORT", seam_port)])?;
-    rows.push(Row {
-        scenario: "2. BullMQ, reconciliations".into(),
-        figure: format!("{} reconciliations/s", rec["reconciliations_per_s"]),
-        json: rec,
-    });
     seam.shutdown().await;
+    let ratio = figure_of(rows, "reconcile", "per_s").zip(rec["reconciliations_per_s"].as_f64()).map(|(a, b)| a / b);
+    rows.push(Row::new(
+        "2. BullMQ, reconciliations",
+        format!("{} reconciliations/s", rec["reconciliations_per_s"]),
+        rec,
+    ));
+    if let Some(r) = ratio {
+        rows.push(Row::new(
+            "2. latchkey / BullMQ",
+            format!("{r:.2}x"),
+            json!({"scenario": "ratio_reconcile", "ratio": (r * 100.0).round() / 100.0}),
+        ));
+    }
     Ok(())
 }
