@@ -6,6 +6,7 @@ mod failures;
 mod faults;
 mod input;
 mod limits;
+mod ops;
 mod redis_faults;
 mod seeds;
 mod supersede;

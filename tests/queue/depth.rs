@@ -32,3 +32,23 @@ async fn depth_counts_ready_scheduled_leased_and_dead_jobs() {
     assert_eq!(q.depth().await.unwrap(), Depth { ready: 3, scheduled: 2, leased: 1, dead: 1 });
     w.stop().await;
 }
+
+/// `due` is what the autoscaler follows: work that could run now, including
+/// scheduled jobs whose time has passed but that no worker has promoted yet.
+#[tokio::test]
+async fn due_counts_ready_and_overdue_jobs_but_not_future_ones() {
+    let redis = RedisServer::start();
+    let q = queue(&redis.url(), "due", QueueConfig::default()).await;
+    let now_ms = latchkey_tests::now_ms();
+    q.push_many((0..3).map(|n| NewJob::new(&Probe { n, ..Default::default() }).unwrap())).await.unwrap();
+    q.push_many((3..5).map(|n| NewJob::new(&Probe { n, ..Default::default() }).unwrap().run_at_ms(now_ms + 300)))
+        .await
+        .unwrap();
+    q.push(NewJob::new(&Probe { n: 9, ..Default::default() }).unwrap().run_after(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(q.due().await.unwrap(), 3, "only the ready ones are due yet");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(q.due().await.unwrap(), 5, "the two scheduled 300 ms out are due now, unpromoted");
+    assert_eq!(q.depth().await.unwrap().scheduled, 3, "nothing promoted them: no worker runs");
+}

@@ -74,6 +74,9 @@ pub struct TestApp {
     prefix: String,
     options: AppOptions,
     workers: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    /// The ops listener (`/livez`, `/readyz`, `/metrics`) of each started
+    /// worker, as `http://127.0.0.1:port`.
+    pub ops_urls: Vec<String>,
 }
 
 impl std::fmt::Debug for TestApp {
@@ -110,8 +113,17 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     } else {
         None
     };
-    let mut app =
-        TestApp { redis, seam, redis_url, proxy, store, prefix, options: options.clone(), workers: Vec::new() };
+    let mut app = TestApp {
+        redis,
+        seam,
+        redis_url,
+        proxy,
+        store,
+        prefix,
+        options: options.clone(),
+        workers: Vec::new(),
+        ops_urls: Vec::new(),
+    };
     for _ in 0..options.workers {
         app.start_worker();
     }
@@ -123,6 +135,9 @@ impl TestApp {
     pub fn worker_args(&self) -> WorkerArgs {
         WorkerArgs {
             redis_url: self.proxy.as_ref().map_or_else(|| self.redis_url.clone(), |p| p.url()),
+            redis_url_file: None,
+            redis_ca_file: None,
+            http_addr: format!("127.0.0.1:{}", crate::free_tcp_port()),
             seam_endpoint: self.seam.url(),
             seam_api_key: Some(TEST_SEAM_KEY.into()),
             concurrency: 32,
@@ -162,6 +177,7 @@ impl TestApp {
             ("LATCHKEY_DEVICE_LIMIT", a.device_limit.to_string()),
             ("LATCHKEY_DEVICE_WINDOW_SECS", a.device_window_secs.to_string()),
             ("LATCHKEY_DRAIN_SECS", a.drain_secs.to_string()),
+            ("LATCHKEY_HTTP_ADDR", a.http_addr),
         ]
     }
 
@@ -169,6 +185,7 @@ impl TestApp {
     pub fn start_worker(&mut self) {
         let (tx, rx) = oneshot::channel::<()>();
         let args = self.worker_args();
+        self.ops_urls.push(format!("http://{}", args.http_addr));
         let join = tokio::spawn(async move {
             run_worker(args, async move {
                 let _ = rx.await;

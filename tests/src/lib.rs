@@ -10,7 +10,7 @@ pub mod app;
 pub mod proxy;
 pub mod worker;
 
-pub use latchkey_devenv::{RedisCluster, RedisServer, cli_at};
+pub use latchkey_devenv::{RedisCluster, RedisServer, cli_at, free_tcp_port};
 
 /// Turns on log output for a test when `TEST_LOG` is set.
 pub fn init_logs() {

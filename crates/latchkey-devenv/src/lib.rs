@@ -18,6 +18,11 @@ pub fn have_redis_server() -> bool {
 pub const NO_REDIS: &str = "no Redis to use: install redis-server (Debian: `apt-get install -y redis-server`) \
      so the harness can start its own, or set REDIS_URL to a Redis it may use";
 
+/// A loopback TCP port that is free now (for a listener a test starts).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
+}
+
 /// A port that is free now, whose cluster bus port (port + 10000) is free too.
 fn free_port() -> u16 {
     loop {

@@ -80,11 +80,20 @@ impl SeamClient {
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &'static str, body: &B) -> Result<T> {
         let started = Instant::now();
         let result = self.exchange(path, body).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match &result {
-            Ok((status, _)) => tracing::debug!(path, status, elapsed_ms, "seam request"),
-            Err(e) => tracing::debug!(path, elapsed_ms, error = %e, "seam request failed"),
-        }
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        let class = match &result {
+            Ok((status, _)) => {
+                tracing::debug!(path, status, elapsed_ms, "seam request");
+                status_class(*status)
+            }
+            Err(e) => {
+                tracing::debug!(path, elapsed_ms, error = %e, "seam request failed");
+                e.status().map_or("transport", status_class)
+            }
+        };
+        metrics::counter!("latchkey_seam_requests_total", "endpoint" => path, "status_class" => class).increment(1);
+        metrics::histogram!("latchkey_seam_request_duration_seconds", "endpoint" => path).record(elapsed.as_secs_f64());
         let (status, bytes) = result?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::Malformed { status, detail: format!("{e}; body: {}", excerpt(&bytes)) })
@@ -104,5 +113,15 @@ impl SeamClient {
         } else {
             Err(classify(status, retry_after.as_deref(), &bytes, chrono::Utc::now()))
         }
+    }
+}
+
+/// `2xx`, `4xx`, `5xx`: the `status_class` label of `latchkey_seam_requests_total`.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }

@@ -106,6 +106,17 @@ impl Error {
         }
     }
 
+    /// The HTTP status Seam answered with, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Server { status, .. } | Error::Rejected { status, .. } | Error::Malformed { status, .. } => {
+                Some(*status)
+            }
+            Error::RateLimited { .. } => Some(429),
+            Error::Connect(_) | Error::Timeout(..) | Error::Config(_) => None,
+        }
+    }
+
     /// Seam's error type and message, when it sent one.
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {

@@ -38,12 +38,20 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// How long a connection attempt may take.
     pub connection_timeout: Duration,
+    /// For `rediss://`: a CA certificate (PEM) to trust instead of the
+    /// system's roots, e.g. a private CA's.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
     /// Defaults for a URL: 10 s response timeout, 5 s connect timeout.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), response_timeout: Duration::from_secs(10), connection_timeout: Duration::from_secs(5) }
+        Self {
+            url: url.into(),
+            response_timeout: Duration::from_secs(10),
+            connection_timeout: Duration::from_secs(5),
+            tls_ca_pem: None,
+        }
     }
 }
 
@@ -53,8 +61,13 @@ impl fmt::Debug for RedisConfig {
             .field("url", &redact_url(&self.url))
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(|_| "[given]"))
             .finish()
     }
+}
+
+fn certificates(ca_pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem.to_vec()) }
 }
 
 /// A URL with any password replaced by `[redacted]`, safe to log.
@@ -151,7 +164,10 @@ impl Redis {
                 .map_err(|e| Error::Config(format!("{} ({e})", redact_url(urls[0]))))?;
             let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
             let info = info.set_redis_settings(settings);
-            let client = redis::Client::open(info)?;
+            let client = match &config.tls_ca_pem {
+                Some(ca) => redis::Client::build_with_tls(info, certificates(ca))?,
+                None => redis::Client::open(info)?,
+            };
             // One plain attempt first, so a wrong URL or a Redis that is down
             // fails now with a clear error instead of retrying forever; once
             // connected, the manager reconnects without limit.
@@ -174,7 +190,11 @@ impl Redis {
                 .set_push_sender(tx);
             RedisConn::Single(client.get_connection_manager_with_config(mgr_config).await?)
         } else {
-            let client = ClusterClientBuilder::new(urls.iter().copied())
+            let mut builder = ClusterClientBuilder::new(urls.iter().copied());
+            if let Some(ca) = &config.tls_ca_pem {
+                builder = builder.certs(certificates(ca));
+            }
+            let client = builder
                 .use_protocol(ProtocolVersion::RESP3)
                 .response_timeout(config.response_timeout)
                 .connection_timeout(config.connection_timeout)

@@ -2,7 +2,7 @@
 //! monitor running the reconciler on the `reconcile` queue, and a graceful
 //! drain when the shutdown signal comes.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use latchkey_seam::{ApiKey, SeamClient, SeamConfig, api_key_from_env};
@@ -10,14 +10,27 @@ use latchkey_store::{
     JobInfo, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions, redact_url, worker_identity,
 };
 
-use crate::reconciler::{ReconcileJob, Reconciler, Settings};
+use crate::{
+    observe::Ops,
+    reconciler::{ReconcileJob, Reconciler, Settings},
+};
 
 /// `latchkey worker` configuration. Every flag has an environment variable.
 #[derive(Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Redis URL; several comma-separated URLs mean a cluster.
+    /// Redis URL; several comma-separated URLs mean a cluster. `rediss://` for TLS,
+    /// `redis://user:password@host` for an ACL user.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+    /// A file holding the Redis URL (a mounted secret); wins over REDIS_URL.
+    #[arg(long, env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
+    #[arg(long, env = "LATCHKEY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Where the ops listener (/livez, /readyz, /metrics) binds, or `off`.
+    #[arg(long, env = "LATCHKEY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: String,
     /// Seam API base URL.
     #[arg(long, env = "SEAM_ENDPOINT", default_value = latchkey_seam::DEFAULT_ENDPOINT)]
     pub seam_endpoint: String,
@@ -77,6 +90,9 @@ impl fmt::Debug for WorkerArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerArgs")
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_url_file", &self.redis_url_file)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("http_addr", &self.http_addr)
             .field("seam_endpoint", &self.seam_endpoint)
             .field("seam_api_key", &self.seam_api_key.as_ref().map(|_| "[redacted]"))
             .field("concurrency", &self.concurrency)
@@ -110,6 +126,18 @@ pub enum Error {
     /// The apalis monitor.
     #[error("worker monitor: {0}")]
     Monitor(String),
+    /// A setting or a file it names cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The ops listener could not bind its address.
+    #[error("ops listener cannot bind {addr}")]
+    Listen {
+        /// LATCHKEY_HTTP_ADDR.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl WorkerArgs {
@@ -130,6 +158,43 @@ impl WorkerArgs {
             verify_spread: Duration::from_millis(self.verify_spread_ms),
             ..Settings::default()
         }
+    }
+
+    /// Redis settings, reading REDIS_URL_FILE and LATCHKEY_REDIS_CA_FILE when set.
+    pub fn redis_config(&self) -> Result<RedisConfig, Error> {
+        let read = |var: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| Error::Config(format!("{var} {}: cannot be read: {e}", path.display())))
+        };
+        let url = match &self.redis_url_file {
+            Some(path) => {
+                let text = String::from_utf8(read("REDIS_URL_FILE", path)?)
+                    .map_err(|_| Error::Config(format!("REDIS_URL_FILE {}: not UTF-8 text", path.display())))?;
+                let url = text.trim().to_string();
+                if url.is_empty() {
+                    return Err(Error::Config(format!("REDIS_URL_FILE {}: is empty", path.display())));
+                }
+                url
+            }
+            None => self.redis_url.clone(),
+        };
+        let mut config = RedisConfig::new(url);
+        if let Some(path) = &self.redis_ca_file {
+            config.tls_ca_pem = Some(read("LATCHKEY_REDIS_CA_FILE", path)?);
+        }
+        Ok(config)
+    }
+
+    /// The ops listener's address; `None` when it is `off`.
+    fn ops_addr(&self) -> Result<Option<SocketAddr>, Error> {
+        if self.http_addr.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.http_addr.parse().map(Some).map_err(|_| {
+            Error::Config(format!(
+                "LATCHKEY_HTTP_ADDR {:?}: must be host:port with an IP address (e.g. 0.0.0.0:9090) or `off`",
+                self.http_addr
+            ))
+        })
     }
 
     fn queue_config(&self) -> QueueConfig {
@@ -153,13 +218,29 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
         None => api_key_from_env()?,
     };
     let seam = SeamClient::new(&SeamConfig::new(&args.seam_endpoint, api_key))?;
-    let redis = Redis::connect(&RedisConfig::new(&args.redis_url)).await?;
+    let ops_addr = args.ops_addr()?;
+    let redis_config = args.redis_config()?;
+    let redis = Redis::connect(&redis_config).await?;
     let store = Reconciliations::new(redis, args.queue_config())?;
     let identity = worker_identity();
-    tracing::info!(%identity, redis = %redact_url(&args.redis_url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
+    tracing::info!(%identity, redis = %redact_url(&redis_config.url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
+    let options = WorkerOptions { identity: identity.clone(), ..WorkerOptions::default() };
+    // The ops listener answers until the very end, so liveness holds while draining.
+    let ops = Ops::new(store.queue().clone(), identity.clone(), options.lease);
+    let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+    let ops_task = match ops_addr {
+        Some(addr) => Some(
+            ops.clone()
+                .serve(addr, async move {
+                    let _ = ops_stopped.await;
+                })
+                .await
+                .map_err(|source| Error::Listen { addr: addr.to_string(), source })?,
+        ),
+        None => None,
+    };
     let reconciler =
         Arc::new(Reconciler { store: store.clone(), seam, settings: args.settings(), identity: identity.clone() });
-    let options = WorkerOptions { identity: identity.clone(), ..WorkerOptions::default() };
     let concurrency = args.concurrency;
     let queue = store.queue().clone();
     let monitor = Monitor::new()
@@ -174,6 +255,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     monitor
         .run_with_signal(async move {
             shutdown.await;
+            ops.set_draining();
             tracing::info!("shutdown requested; draining");
             Ok(())
         })
@@ -188,6 +270,10 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
         Err(e) => {
             tracing::warn!(error = %latchkey_store::error_chain(&e), "could not hand back leased jobs; they return when their lease expires")
         }
+    }
+    let _ = ops_stop.send(());
+    if let Some(task) = ops_task {
+        let _ = task.await;
     }
     tracing::info!("worker stopped");
     Ok(())

@@ -21,6 +21,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::observe;
+
 /// The payload of a reconciliation job: which access code. Everything else is
 /// read from Redis when the job runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +103,16 @@ impl Reconciler {
     /// One run for one access code, in a span carrying its id and generation.
     pub async fn run(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
         let span = tracing::info_span!("reconcile", access_code_id = %job.access_code_id, generation = tracing::field::Empty, attempt = info.attempt);
-        self.run_inner(job, info).instrument(span).await
+        let started = std::time::Instant::now();
+        observe::job_started(&info.queue);
+        let result = self.run_inner(job, info).instrument(span).await;
+        let how = match &result {
+            Ok(Next::Done) => "done",
+            Ok(Next::RunAt(_)) => "continued",
+            Err(_) => "failed",
+        };
+        observe::job_finished(&info.queue, how, started.elapsed());
+        result
     }
 
     /// Steps until one says to look again later. A step that is due at once
@@ -165,6 +176,7 @@ impl Reconciler {
         };
         outcome.device_id = Some(device.clone());
         if let Some(wait) = self.store.admit(Some(&device), &self.settings.limits).await? {
+            observe::rate_limit_wait("device");
             tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; update rescheduled");
             return self.save_then(&outcome, Next::after(wait)).await;
         }
@@ -365,6 +377,7 @@ impl Reconciler {
             // Not a failure of this step: wait at least what Seam asked (or a
             // while when it did not say), without using up an attempt.
             let wait = after.unwrap_or(self.settings.poll_cap.min(Duration::from_secs(10)));
+            observe::rate_limit_wait("seam");
             tracing::warn!(wait_ms = wait.as_millis() as u64, "rate limited by Seam; waiting");
             return Ok(Next::after(wait));
         }
@@ -395,7 +408,11 @@ impl Reconciler {
         if self.settings.limits.key_rate == 0 {
             return Ok(None);
         }
-        self.store.admit(None, &self.settings.limits).await
+        let wait = self.store.admit(None, &self.settings.limits).await?;
+        if wait.is_some() {
+            observe::rate_limit_wait("api_key");
+        }
+        Ok(wait)
     }
 
     /// `at` plus this access code's place in the spread window (a stable hash).
@@ -421,7 +438,12 @@ impl Reconciler {
                 tracing::warn!(state = state.as_str(), error = ?outcome.error, "reconciliation ended without success")
             }
         }
-        self.save_then(&outcome, Next::Done).await
+        if let Some(stop) = self.save(&outcome).await? {
+            return Ok(stop);
+        }
+        let since_enqueue = outcome.finished_at.and_then(|f| (f - outcome.enqueued_at).to_std().ok());
+        observe::outcome(outcome.state.as_str(), since_enqueue);
+        Ok(Next::Done)
     }
 
     async fn save_then(&self, outcome: &Outcome, next: Next) -> RunResult {

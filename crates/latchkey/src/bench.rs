@@ -209,6 +209,7 @@ impl Pipeline {
             ("LATCHKEY_DEVICE_LIMIT", "1000000".into()),
             ("LATCHKEY_VERIFY_SPREAD_MS", "0".into()),
             ("LATCHKEY_DRAIN_SECS", "5".into()),
+            ("LATCHKEY_HTTP_ADDR", "off".into()),
         ];
         let worker = tokio::process::Command::new(std::env::current_exe()?)
             .arg("worker")

@@ -52,6 +52,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker_args = WorkerArgs {
         redis_url: local.url.clone(),
+        redis_url_file: None,
+        redis_ca_file: None,
+        http_addr: "off".into(),
         seam_endpoint: seam.url(),
         seam_api_key: Some(KEY.into()),
         concurrency: 32,

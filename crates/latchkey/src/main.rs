@@ -40,6 +40,8 @@ enum Command {
         #[command(subcommand)]
         command: ops::DeadCommand,
     },
+    /// Asks a running worker's /livez (or /readyz); exit status 0 when healthy.
+    Healthcheck(ops::HealthcheckArgs),
     /// Inspects queues.
     Queue {
         #[command(subcommand)]
@@ -74,6 +76,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             latchkey_worker::run_worker(args, latchkey_worker::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck(args) => ops::healthcheck(args).await,
         Command::Enqueue(args) => producer::enqueue(args).await,
         Command::Outcome(args) => producer::outcome(args).await,
     }

@@ -143,3 +143,46 @@ pub async fn dead(cmd: DeadCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `latchkey healthcheck`: asks a worker's ops listener, for exec probes and
+/// Docker's HEALTHCHECK in an image without curl or a shell.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Ask `/readyz` instead of `/livez`.
+    #[arg(long)]
+    ready: bool,
+    /// The whole URL to ask (overrides `--ready` and the address).
+    #[arg(long)]
+    url: Option<String>,
+    /// The worker's listener address; its port is asked on 127.0.0.1.
+    #[arg(long, env = "LATCHKEY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    http_addr: String,
+    /// How long to wait for the answer, seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout_secs: u64,
+}
+
+/// Exit 0 when the listener answers 2xx; 1 with the reason otherwise.
+pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    let url = match args.url {
+        Some(url) => url,
+        None => {
+            let port = args.http_addr.rsplit(':').next().unwrap_or("9090");
+            format!("http://127.0.0.1:{port}/{}", if args.ready { "readyz" } else { "livez" })
+        }
+    };
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.timeout_secs)).build()?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(std::process::ExitCode::SUCCESS),
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            eprintln!("{url}: HTTP {status}: {}", body.trim());
+            Ok(std::process::ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{url}: {}", latchkey_store::error_chain(&e));
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}

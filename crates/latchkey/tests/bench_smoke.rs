@@ -13,7 +13,16 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    for scenario in ["queue_noop", "reconcile", "latency", "starts_at_lateness", "rss"] {
+    for scenario in [
+        "queue_noop",
+        "reconcile",
+        "latency",
+        "starts_at_lateness",
+        "time_bound_code_memory",
+        "waiting_memory",
+        "latency_with_waiting",
+        "worker_rss",
+    ] {
         let line = stdout
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
