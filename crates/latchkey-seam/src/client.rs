@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use latchkey_core::{AccessCode, ActionAttempt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
 
 use crate::{
     config::SeamConfig,
@@ -79,7 +80,7 @@ impl SeamClient {
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &'static str, body: &B) -> Result<T> {
         let started = Instant::now();
-        let result = self.exchange(path, body).await;
+        let result = self.exchange(path, body).instrument(tracing::info_span!("seam request", endpoint = path)).await;
         let elapsed = started.elapsed();
         let elapsed_ms = elapsed.as_millis() as u64;
         let class = match &result {

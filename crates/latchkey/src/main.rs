@@ -49,21 +49,68 @@ enum Command {
     },
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+/// Logs to stderr (text, or JSON lines for collectors), filtered by RUST_LOG
+/// (default `warn`); and, when OTEL_EXPORTER_OTLP_ENDPOINT is set, spans at
+/// info and above to that OTLP/HTTP collector. Returns the tracer provider to
+/// flush on exit.
+fn init_logs(json: bool) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let (provider, otel_error) = match otlp_provider() {
+        Ok(p) => (p, None),
+        Err(e) => (None, Some(e)),
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("latchkey")).with_filter(EnvFilter::new(
+            "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,reqwest=off,hyper=off,h2=off",
+        ))
+    });
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
+    if let Some(e) = otel_error {
+        tracing::error!(error = %e, "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter cannot be built; no traces");
     }
+    provider
+}
+
+/// An OTLP/HTTP (protobuf) trace exporter when OTEL_EXPORTER_OTLP_ENDPOINT or
+/// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (the exporter reads the OTEL_*
+/// variables itself); nothing otherwise.
+fn otlp_provider() -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let set = |v: &str| std::env::var(v).is_ok_and(|s| !s.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name("latchkey");
+    }
+    Ok(Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_logs(cli.log_json);
-    match cli.command {
+    let traces = init_logs(cli.log_json);
+    let result = run(cli.command).await;
+    if let Some(provider) = traces
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("could not flush traces: {e}");
+    }
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => ops::queue(command).await.map(|()| ExitCode::SUCCESS),
