@@ -15,7 +15,10 @@ bench *ARGS:
     if command -v npm >/dev/null && [ ! -d target/peers/node_modules/bullmq ]; then mkdir -p target/peers && cp -r ../shared/peers/. target/peers/ && (cd target/peers && npm install --no-audit --no-fund --silent bullmq@5); fi
     cargo run --release --quiet -p latchkey -- bench $( [ -d target/peers/node_modules/bullmq ] && echo --peers target/peers ) {{ARGS}}
 
-# Formatting and clippy, warnings as errors.
+# Formatting, clippy (warnings as errors), the deployment files (rendered and
+# validated, Dockerfile linted) and the supply chain (cargo deny, offline).
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    bash deploy/check
+    bash deploy/deny
