@@ -245,16 +245,10 @@ impl Queue {
     }
 
     /// Jobs that could run now: ready ones plus scheduled ones whose time has
-    /// come (by this machine's clock). What an autoscaler should follow.
+    /// come by Redis' clock (not promoted yet). What an autoscaler should follow.
     pub async fn due(&self) -> Result<u64> {
         let mut conn = self.redis.conn();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let (ready, overdue): (u64, u64) = redis::pipe()
-            .llen(self.keys.ready())
-            .zcount(self.keys.scheduled(), "-inf", now)
-            .query_async(&mut conn)
-            .await?;
-        Ok(ready + overdue)
+        Ok(SCRIPTS.due.key(self.keys.base()).invoke_async(&mut conn).await?)
     }
 
     /// The queue's counters since it was created: `pushed`, `completed`,

@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub throttle: Script,
     pub backoff_device: Script,
     pub leave: Script,
+    pub due: Script,
 }
 
 /// The source of the push script, for producers that are not written in Rust.
@@ -45,4 +46,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     throttle: with_prelude(include_str!("../lua/throttle.lua")),
     backoff_device: with_prelude(include_str!("../lua/backoff_device.lua")),
     leave: with_prelude(include_str!("../lua/leave.lua")),
+    due: with_prelude(include_str!("../lua/due.lua")),
 });
