@@ -113,15 +113,14 @@ fn describe() {
 }
 
 /// How a job run ended, for `latchkey_jobs_finished_total`.
-pub(crate) fn job_finished(queue: &str, result: &'static str, took: Duration) {
-    counter!("latchkey_jobs_finished_total", "queue" => queue.to_string(), "result" => result).increment(1);
-    histogram!("latchkey_job_duration_seconds", "queue" => queue.to_string(), "result" => result)
-        .record(took.as_secs_f64());
+pub(crate) fn job_finished(queue: &'static str, result: &'static str, took: Duration) {
+    counter!("latchkey_jobs_finished_total", "queue" => queue, "result" => result).increment(1);
+    histogram!("latchkey_job_duration_seconds", "queue" => queue, "result" => result).record(took.as_secs_f64());
 }
 
 /// A job run started.
-pub(crate) fn job_started(queue: &str) {
-    counter!("latchkey_jobs_started_total", "queue" => queue.to_string()).increment(1);
+pub(crate) fn job_started(queue: &'static str) {
+    counter!("latchkey_jobs_started_total", "queue" => queue).increment(1);
 }
 
 /// A step put off by a rate limit (`device`, `api_key` or `seam`).

@@ -16,7 +16,7 @@ use latchkey_core::{
     first_poll_at, judge, poll_delay,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
-use latchkey_store::{JobInfo, Limits, Next, Reconciliations, Recorded, error_chain};
+use latchkey_store::{JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -104,14 +104,14 @@ impl Reconciler {
     pub async fn run(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
         let span = tracing::info_span!("reconcile", access_code_id = %job.access_code_id, generation = tracing::field::Empty, attempt = info.attempt);
         let started = std::time::Instant::now();
-        observe::job_started(&info.queue);
+        observe::job_started(RECONCILE_QUEUE);
         let result = self.run_inner(job, info).instrument(span).await;
         let how = match &result {
             Ok(Next::Done) => "done",
             Ok(Next::RunAt(_)) => "continued",
             Err(_) => "failed",
         };
-        observe::job_finished(&info.queue, how, started.elapsed());
+        observe::job_finished(RECONCILE_QUEUE, how, started.elapsed());
         result
     }
 
