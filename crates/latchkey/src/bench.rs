@@ -89,6 +89,25 @@ fn proc_status_mb(pid: &str, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: state is the first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds Redis has used (`INFO cpu`).
+async fn redis_cpu_secs(redis: &Redis) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut redis.conn()).await?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum())
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -256,8 +275,9 @@ impl Pipeline {
     }
 }
 
-async fn scenario_reconcile(redis_url: &str, n: usize) -> anyhow::Result<(Row, f64, f64)> {
+async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Result<(Vec<Row>, f64, f64)> {
     let p = Pipeline::start(redis_url, "rec").await?;
+    let cpu_before = (cpu_secs(&p.pid), redis_cpu_secs(redis).await?, cpu_secs("self"));
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let sends = chunk.iter().map(|i| {
@@ -267,14 +287,26 @@ async fn scenario_reconcile(redis_url: &str, n: usize) -> anyhow::Result<(Row, f
     }
     p.wait_all(n as u64, Duration::from_secs(600)).await?;
     let per_s = n as f64 / t.elapsed().as_secs_f64();
+    // Where the time goes: CPU per 1,000 reconciliations, by process.
+    let per_k = |after: f64, before: f64| (after - before) * 1000.0 / n as f64;
+    let worker = per_k(cpu_secs(&p.pid), cpu_before.0);
+    let redis_cpu = per_k(redis_cpu_secs(redis).await?, cpu_before.1);
+    let driver = per_k(cpu_secs("self"), cpu_before.2);
     let rss = p.worker_peak_mb();
     p.stop().await;
-    let row = Row::new(
-        "2. full reconciliations (ongoing)",
-        format!("{per_s:.0} reconciliations/s"),
-        json!({"scenario": "reconcile", "reconciliations": n, "per_s": per_s.round()}),
-    );
-    Ok((row, per_s, rss))
+    let rows = vec![
+        Row::new(
+            "2. full reconciliations (ongoing)",
+            format!("{per_s:.0} reconciliations/s"),
+            json!({"scenario": "reconcile", "reconciliations": n, "per_s": per_s.round()}),
+        ),
+        Row::new(
+            "2. CPU seconds per 1,000 reconciliations",
+            format!("worker {worker:.2}, Redis {redis_cpu:.2}, simulator + load {driver:.2}"),
+            json!({"scenario": "reconcile_cpu", "worker_s_per_1000": (worker * 100.0).round() / 100.0, "redis_s_per_1000": (redis_cpu * 100.0).round() / 100.0, "simulator_and_load_s_per_1000": (driver * 100.0).round() / 100.0}),
+        ),
+    ];
+    Ok((rows, per_s, rss))
 }
 
 /// Enqueues at a fixed rate and measures enqueue -> `succeeded`.
@@ -460,8 +492,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("scenario 1: {jobs} no-op jobs...");
     rows.push(scenario_queue(&redis, jobs).await?);
     eprintln!("scenario 2: {recs} reconciliations...");
-    let (row, rec_rate, rss_rec) = scenario_reconcile(&local.url, recs).await?;
-    rows.push(row);
+    let (rec_rows, rec_rate, rss_rec) = scenario_reconcile(&redis, &local.url, recs).await?;
+    rows.extend(rec_rows);
     let mut latencies = Vec::new();
     for &rate in &rates {
         eprintln!("scenario 3: {rate}/s for {rate_secs} s...");

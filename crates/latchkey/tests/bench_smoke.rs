@@ -16,6 +16,7 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
     for scenario in [
         "queue_noop",
         "reconcile",
+        "reconcile_cpu",
         "latency",
         "starts_at_lateness",
         "time_bound_code_memory",
