@@ -220,3 +220,33 @@ async fn bad_redis_settings_fail_at_start_with_the_setting_named_and_no_secret_s
     assert!(err.contains("REDIS_URL_FILE") && err.contains("cannot be read"), "{err}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_draining_worker_is_live_but_not_ready() {
+    let app = spawn_app(AppOptions { workers: 0, ..AppOptions::default() }).await;
+    let args = app.worker_args();
+    let ops = format!("http://{}", args.http_addr);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(args, async move {
+        let _ = stopped.await;
+    }));
+    until_status(&format!("{ops}/readyz"), 200, Duration::from_secs(10)).await;
+
+    // A reconciliation stuck in a slow Seam call keeps the drain going.
+    app.seam.set_faults(latchkey_fake_seam::Faults { latency_ms: 3000, ..Default::default() });
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(20) });
+    let id = app.seam.add_access_code(&device, SeedCode::default());
+    app.store.enqueue(crate::want(json!({"access_code_id": id, "code": "7777"}))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+
+    let body = until_status(&format!("{ops}/readyz"), 503, Duration::from_secs(2)).await;
+    assert!(body.contains("draining"), "{body}");
+    assert_eq!(get(&format!("{ops}/livez")).await.0, 200, "a draining worker is alive");
+    let text = get(&format!("{ops}/metrics")).await.1;
+    assert_eq!(sample(&text, "latchkey_worker_draining"), Some(1.0), "{text}");
+    assert!(!worker.is_finished(), "the slow call is still draining");
+    tokio::time::timeout(Duration::from_secs(15), worker).await.expect("drains in time").unwrap().unwrap();
+    assert_eq!(get(&format!("{ops}/livez")).await.0, 0, "the listener closes with the worker");
+    app.stop().await;
+}
