@@ -16,12 +16,15 @@ async fn a_hundred_thousand_jobs_due_at_the_same_instant_are_all_processed() {
     const N: u64 = 100_000;
     let redis = RedisServer::start();
     let q = queue(&redis.url(), "burst", QueueConfig::default()).await;
-    let due = now_ms() + 3_000;
+    // Far enough out that pushing them all (a debug build on a loaded 2-core
+    // CI machine took over 3 s) ends before any is due.
+    let due = now_ms() + 8_000;
     let pushed = q
         .push_many((0..N).map(|n| NewJob::new(&Probe { n, ..Default::default() }).unwrap().run_at_ms(due)))
         .await
         .unwrap();
     assert_eq!(pushed.len() as u64, N);
+    assert!(now_ms() < due, "pushing {N} jobs took past their due time; raise the lead");
     assert_eq!(q.depth().await.unwrap().scheduled, N);
     tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms()) + 50)).await;
 
