@@ -1,9 +1,9 @@
-//! `latchkey-worker`: the reconciler and the daemon around it.
+//! `latchkey-worker`: the reconciler and the daemon around it, with its ops
+//! listener (probes and Prometheus metrics).
 
 mod daemon;
 mod observe;
 mod reconciler;
 
 pub use daemon::{WorkerArgs, run_worker, shutdown_signal};
-pub use observe::{Ops, prometheus};
 pub use reconciler::{ReconcileJob, Reconciler, Settings};

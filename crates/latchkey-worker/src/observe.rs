@@ -49,7 +49,7 @@ const BUCKETS: &[f64] = &[
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process's Prometheus recorder, installed on first use.
-pub fn prometheus() -> &'static PrometheusHandle {
+fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = || {
@@ -138,7 +138,7 @@ pub(crate) fn outcome(state: &'static str, since_enqueue: Option<Duration>) {
 
 /// What the ops listener answers from.
 #[derive(Clone)]
-pub struct Ops {
+pub(crate) struct Ops {
     inner: Arc<OpsInner>,
 }
 
@@ -158,20 +158,20 @@ impl std::fmt::Debug for Ops {
 
 impl Ops {
     /// For the worker `identity` working `queue`.
-    pub fn new(queue: Queue, identity: String, registered_within: Duration) -> Self {
+    pub(crate) fn new(queue: Queue, identity: String, registered_within: Duration) -> Self {
         prometheus();
         gauge!("latchkey_worker_draining").set(0.0);
         Self { inner: Arc::new(OpsInner { queue, identity, draining: AtomicBool::new(false), registered_within }) }
     }
 
     /// From now on `/readyz` says no: the worker drains for shutdown.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
         gauge!("latchkey_worker_draining").set(1.0);
     }
 
     /// Binds `addr` (failing now if it cannot) and serves until `shutdown`.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         addr: SocketAddr,
         shutdown: impl Future<Output = ()> + Send + 'static,
