@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{get, patch, post, put},
 };
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    DeviceBehaviour, Faults, SeedCode, Sim,
-    model::{Code, LoggedRequest, World},
+    DeviceBehaviour, Faults, Issue, Modification, SeedCode, Sim,
+    model::{Code, LoggedRequest, TimeRounding, World},
 };
 
 /// The router: Seam's API plus `/_admin`.
@@ -28,6 +28,9 @@ pub fn app(sim: Sim) -> Router {
         .route("/_admin/devices", post(admin_add_device))
         .route("/_admin/devices/{id}", put(admin_set_device))
         .route("/_admin/access_codes", post(admin_add_code))
+        .route("/_admin/access_codes/{id}", patch(admin_modify_code).delete(admin_remove_code))
+        .route("/_admin/access_codes/{id}/issues", post(admin_add_issue))
+        .route("/_admin/api_key", put(admin_set_api_key))
         .route("/_admin/faults", put(admin_set_faults))
         .route("/_admin/requests", get(admin_requests))
         .route("/_admin/events", get(admin_events))
@@ -162,7 +165,7 @@ fn handle(
     if !methods.contains(method) {
         return error(405, "method_not_allowed", &format!("{method} is not allowed on {path}"));
     }
-    let expected = format!("Bearer {}", w.config.api_key);
+    let expected = format!("Bearer {}", w.api_key());
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return error(401, "unauthorized", "Unauthorized");
     }
@@ -206,6 +209,8 @@ struct Changes {
     ongoing: bool,
     dates: Option<(DateTime<Utc>, DateTime<Utc>)>,
     time_bound_without_dates: bool,
+    /// `max_time_rounding`, for an offline access code's times.
+    rounding: TimeRounding,
 }
 
 fn parse_time(p: &Map<String, Value>, field: &str) -> Result<Option<DateTime<Utc>>, Answer> {
@@ -239,11 +244,15 @@ fn changes(p: &Map<String, Value>, now: DateTime<Utc>) -> Result<Changes, Answer
         Some(Value::String(t)) if t == "ongoing" || t == "time_bound" => Some(t.as_str()),
         Some(_) => return Err(invalid("type", "Invalid enum value. Expected 'ongoing' | 'time_bound'")),
     };
-    if let Some(r) = p.get("max_time_rounding")
-        && !["1hour", "1day", "1h", "1d"].iter().any(|e| r == e)
-    {
-        return Err(invalid("max_time_rounding", "Invalid enum value. Expected '1hour' | '1day' | '1h' | '1d'"));
-    }
+    let rounding = match p.get("max_time_rounding").map(|r| r.as_str()) {
+        // The schema's default.
+        None => TimeRounding::Hour,
+        Some(Some("1hour" | "1h")) => TimeRounding::Hour,
+        Some(Some("1day" | "1d")) => TimeRounding::Day,
+        Some(_) => {
+            return Err(invalid("max_time_rounding", "Invalid enum value. Expected '1hour' | '1day' | '1h' | '1d'"));
+        }
+    };
     let (starts_at, ends_at) = (parse_time(p, "starts_at")?, parse_time(p, "ends_at")?);
     let dates = match (starts_at, ends_at) {
         (None, None) => None,
@@ -268,9 +277,12 @@ fn changes(p: &Map<String, Value>, now: DateTime<Utc>) -> Result<Changes, Answer
         ongoing: code_type == Some("ongoing"),
         dates,
         time_bound_without_dates: code_type == Some("time_bound") && dates.is_none(),
+        rounding,
     })
 }
 
+/// Applies an update or create to the code; an offline access code's times
+/// are then rounded (`Code::round_offline_times`).
 fn apply(code: &mut Code, c: &Changes, p: &Map<String, Value>) {
     if let Some(v) = &c.code {
         code.code = Some(v.clone());
@@ -296,6 +308,7 @@ fn apply(code: &mut Code, c: &Changes, p: &Map<String, Value>) {
     if let Some(v) = flag("is_offline_access_code") {
         code.is_offline_access_code = v;
     }
+    code.round_offline_times(c.rounding);
 }
 
 fn update(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer {
@@ -343,7 +356,7 @@ fn get_code(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer
         (None, Some(device), Some(code)) => {
             match w.codes.values().find(|c| c.device_id == device && c.code.as_deref() == Some(code)) {
                 Some(c) => c.id.clone(),
-                None => return error(404, "access_code_not_found", "Access code not found"),
+                None => return code_not_found(),
             }
         }
         _ => return invalid("access_code_id", "Required unless device_id and code are given"),
@@ -353,8 +366,14 @@ fn get_code(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer
     }
     match w.codes.get(&id) {
         Some(c) => ok(json!({"access_code": c.to_json(&w.workspace_id), "ok": true})),
-        None => error(404, "access_code_not_found", "Access code not found"),
+        None => code_not_found(),
     }
+}
+
+/// What `/access_codes/get` answers for a code that does not exist: the
+/// generic `not_found`, unlike update and delete (`access_code_not_found`).
+fn code_not_found() -> Answer {
+    error(404, "not_found", "Access code not found")
 }
 
 fn create(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer {
@@ -424,21 +443,48 @@ fn events(w: &World, p: &Map<String, Value>) -> Answer {
     ok(json!({"events": list, "ok": true}))
 }
 
+/// An admin request's JSON body; a malformed one is answered 400 with what
+/// is wrong with it (axum alone would say 415 or 422).
+struct AdminJson<T>(T);
+
+impl<S: Send + Sync, T> FromRequest<S> for AdminJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(AdminJson(v)),
+            Err(e) => Err((StatusCode::BAD_REQUEST, e.body_text()).into_response()),
+        }
+    }
+}
+
+/// 204 when the admin call found what it names, 404 when not.
+fn found(found: bool, what: &'static str) -> Response {
+    if found { StatusCode::NO_CONTENT.into_response() } else { (StatusCode::NOT_FOUND, what).into_response() }
+}
+
 #[derive(Deserialize)]
 struct DeviceBody {
     behaviour: DeviceBehaviour,
 }
 
-async fn admin_add_device(State(sim): State<Sim>, Json(b): Json<DeviceBody>) -> Json<Value> {
+async fn admin_add_device(State(sim): State<Sim>, AdminJson(b): AdminJson<DeviceBody>) -> Json<Value> {
     Json(json!({"device_id": sim.add_device(b.behaviour)}))
 }
 
-async fn admin_set_device(State(sim): State<Sim>, Path(id): Path<String>, Json(b): Json<DeviceBody>) -> StatusCode {
-    if !sim.world.lock().expect("world lock").devices.contains_key(&id) {
-        return StatusCode::NOT_FOUND;
+async fn admin_set_device(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    AdminJson(b): AdminJson<DeviceBody>,
+) -> Response {
+    let known = sim.world.lock().expect("world lock").devices.contains_key(&id);
+    if known {
+        sim.set_device(&id, b.behaviour);
     }
-    sim.set_device(&id, b.behaviour);
-    StatusCode::NO_CONTENT
+    found(known, "no such device")
 }
 
 #[derive(Deserialize)]
@@ -450,7 +496,7 @@ struct SeedBody {
     ends_at: Option<DateTime<Utc>>,
 }
 
-async fn admin_add_code(State(sim): State<Sim>, Json(b): Json<SeedBody>) -> Response {
+async fn admin_add_code(State(sim): State<Sim>, AdminJson(b): AdminJson<SeedBody>) -> Response {
     if !sim.world.lock().expect("world lock").devices.contains_key(&b.device_id) {
         return (StatusCode::NOT_FOUND, "no such device").into_response();
     }
@@ -461,7 +507,38 @@ async fn admin_add_code(State(sim): State<Sim>, Json(b): Json<SeedBody>) -> Resp
     Json(json!({"access_code_id": id})).into_response()
 }
 
-async fn admin_set_faults(State(sim): State<Sim>, Json(f): Json<Faults>) -> StatusCode {
+async fn admin_modify_code(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    AdminJson(change): AdminJson<Modification>,
+) -> Response {
+    found(sim.modify_access_code(&id, change), "no such access code")
+}
+
+async fn admin_remove_code(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    found(sim.remove_access_code(&id), "no such access code")
+}
+
+async fn admin_add_issue(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    AdminJson(issue): AdminJson<Issue>,
+) -> Response {
+    found(sim.add_issue(&id, issue), "no such access code")
+}
+
+/// `{"api_key": "..."}`; `null` (or no `api_key`) for the configured key.
+#[derive(Deserialize)]
+struct ApiKeyBody {
+    api_key: Option<String>,
+}
+
+async fn admin_set_api_key(State(sim): State<Sim>, AdminJson(b): AdminJson<ApiKeyBody>) -> StatusCode {
+    sim.set_api_key(b.api_key);
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_set_faults(State(sim): State<Sim>, AdminJson(f): AdminJson<Faults>) -> StatusCode {
     sim.set_faults(f);
     StatusCode::NO_CONTENT
 }

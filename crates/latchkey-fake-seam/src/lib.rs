@@ -5,10 +5,39 @@
 //! Seam's documentation and OpenAPI schemas (`shared/seam-openapi-extract.json`)
 //! and deliberately not from latchkey's client: a field either side names
 //! wrongly fails a test. Devices behave as configured (normal, slow, failing,
-//! offline); faults (5xx, 429, latency) are scripted through [`Faults`], the
-//! admin API under `/_admin`, or startup flags.
+//! offline, or failing on the code while the action attempt succeeds); faults
+//! (5xx, 429, latency) are scripted through [`Faults`], the admin API under
+//! `/_admin`, or startup flags.
+//!
+//! Tests can also make it behave like Seam at its worst, to catch latchkey
+//! believing something false:
+//! - errors and warnings put on a code ([`Sim::add_issue`]), which may clear
+//!   by themselves or survive updates, and which do not stop a pending change
+//!   from finishing: a code can be `set` and have errors;
+//! - a code changed or deleted behind Seam's back ([`Sim::modify_access_code`],
+//!   [`Sim::remove_access_code`]);
+//! - the API key revoked and restored while running ([`Sim::set_api_key`]);
+//! - offline access codes whose times are rounded outward to
+//!   `max_time_rounding`.
+//!
+//! Every one of these is also on the admin API (no auth):
+//!
+//! | route | body | does |
+//! |---|---|---|
+//! | `POST /_admin/devices` | `{"behaviour": DeviceBehaviour}` | adds a device |
+//! | `PUT /_admin/devices/{id}` | `{"behaviour": DeviceBehaviour}` | changes a device |
+//! | `POST /_admin/access_codes` | `{"device_id", "code"?, "name"?, "starts_at"?, "ends_at"?}` | adds a code |
+//! | `PATCH /_admin/access_codes/{id}` | [`Modification`] | changes a code behind Seam's back |
+//! | `DELETE /_admin/access_codes/{id}` | | deletes a code behind Seam's back |
+//! | `POST /_admin/access_codes/{id}/issues` | [`Issue`] | puts an error or warning on a code |
+//! | `PUT /_admin/api_key` | `{"api_key": "..." \| null}` | accepts another key (null: the configured one) |
+//! | `PUT /_admin/faults` | [`Faults`] | replaces the faults |
+//! | `GET /_admin/requests`, `GET /_admin/events` | | the request log, the events |
+//!
+//! A malformed admin body is answered 400, an unknown id 404.
 
 mod api;
+mod issue;
 mod model;
 mod webhook;
 
@@ -39,9 +68,32 @@ mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
     }
+
+    /// The same for an optional duration (absent or null: none).
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+        }
+    }
 }
 
 /// How a device handles access-code changes.
+///
+/// In JSON (the admin API) it is tagged by `kind`: `{"kind": "normal",
+/// "delay_ms": 200}`, `{"kind": "never_finishes", "warn_after_ms": 1000}`,
+/// `{"kind": "fails", "delay_ms": 50, "error_code"?: "...", "attempt"?:
+/// "error" | "success"}`, `{"kind": "offline"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceBehaviour {
@@ -59,19 +111,61 @@ pub enum DeviceBehaviour {
         #[serde(with = "millis", rename = "warn_after_ms")]
         warn_after: Duration,
     },
-    /// Fails after `delay`: the attempt errors and the code gets
-    /// `failed_to_set_on_device`.
+    /// Fails after `delay`: the code gets the error `error_code` and Seam
+    /// emits `access_code.failed_to_set_on_device`.
+    ///
+    /// With `attempt: Error` the action attempt errors too and the code stays
+    /// `setting`. With `attempt: Success` the attempt succeeds although the
+    /// code is not on the lock: an upcoming time-bound code stays `unset`
+    /// (`is_scheduled_on_device: false`) and never becomes `set`, any other
+    /// code stays `setting`. That is how Seam reports a scheduling failure
+    /// (`no_space_for_access_code_on_device`) right after an update of a
+    /// future code: whoever trusts the attempt is wrong.
     Fails {
         /// Time before the failure.
         #[serde(with = "millis", rename = "delay_ms")]
         delay: Duration,
+        /// The error the code gets (default `failed_to_set_on_device`).
+        #[serde(default = "failed_to_set_on_device")]
+        error_code: String,
+        /// How the action attempt ends (default: it errors).
+        #[serde(default)]
+        attempt: AttemptResult,
     },
     /// Offline: the code reports `device_offline` and the attempt stays
     /// pending until the device is back.
     Offline,
 }
 
+impl DeviceBehaviour {
+    /// A device that fails the plain way after `delay`: the code gets
+    /// `failed_to_set_on_device` and the action attempt errors.
+    pub fn fails(delay: Duration) -> Self {
+        DeviceBehaviour::Fails { delay, error_code: failed_to_set_on_device(), attempt: AttemptResult::Error }
+    }
+}
+
+fn failed_to_set_on_device() -> String {
+    "failed_to_set_on_device".into()
+}
+
+/// How the action attempt of a failing change ends ([`DeviceBehaviour::Fails`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// `status: error`, with the code's error as its `error.type`.
+    #[default]
+    Error,
+    /// `status: success`: the attempt says nothing of the failure.
+    Success,
+}
+
 /// Faults applied to every Seam API request (not to the admin API).
+///
+/// These are the faults of the service as a whole. Faults of one access code
+/// are scripted on the code ([`Sim::add_issue`], [`Sim::modify_access_code`],
+/// [`Sim::remove_access_code`]), and a revoked API key with
+/// [`Sim::set_api_key`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Faults {
@@ -161,6 +255,87 @@ pub struct SeedCode {
     pub ends_at: Option<DateTime<Utc>>,
 }
 
+/// An error or warning to put on an access code ([`Sim::add_issue`]), the way
+/// a hub dropping off or a provider's hiccup shows up in Seam.
+///
+/// It is serialized as Seam does: an error as `{"error_code", "message",
+/// "created_at"}` with `"is_access_code_error": true`, or, for the codes
+/// Seam's schema files under the device, its bridge or its account
+/// (`device_offline`, `hub_disconnected`, `device_disconnected`,
+/// `account_disconnected`, `bridge_disconnected`, ...), the flags the schema
+/// gives them (`is_device_error`, `is_bridge_error`,
+/// `is_connected_account_error`); a warning as `{"warning_code", "message",
+/// "created_at"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issue {
+    /// Error or warning.
+    pub kind: IssueKind,
+    /// Seam's `error_code` or `warning_code`, e.g. `hub_disconnected`.
+    pub code: String,
+    /// Default: the code in words.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Default: when it is added. An older time, with `keep_on_update`,
+    /// models an error left over from before an update.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// It disappears by itself this long after it was added (a transient hub
+    /// error). Unset: it stays until an update clears it, or for ever with
+    /// `keep_on_update`.
+    #[serde(default, with = "millis::option", rename = "clear_after_ms")]
+    pub clear_after: Option<Duration>,
+    /// It survives updates, which otherwise clear a code's errors and
+    /// warnings.
+    #[serde(default)]
+    pub keep_on_update: bool,
+}
+
+impl Issue {
+    /// An error with the default message, created now, cleared by the next
+    /// update.
+    pub fn error(code: impl Into<String>) -> Self {
+        Self::new(IssueKind::Error, code.into())
+    }
+
+    /// A warning with the default message, created now, cleared by the next
+    /// update.
+    pub fn warning(code: impl Into<String>) -> Self {
+        Self::new(IssueKind::Warning, code.into())
+    }
+
+    fn new(kind: IssueKind, code: String) -> Self {
+        Self { kind, code, message: None, created_at: None, clear_after: None, keep_on_update: false }
+    }
+}
+
+/// Whether an [`Issue`] is one of the code's `errors` or `warnings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueKind {
+    /// In `errors`: the code is not healthy.
+    Error,
+    /// In `warnings`.
+    Warning,
+}
+
+/// A change made to an access code behind Seam's back, at the lock's keypad
+/// or in the lock maker's app ([`Sim::modify_access_code`]). Fields left
+/// unset are unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Modification {
+    /// The new PIN.
+    pub code: Option<String>,
+    /// The new name.
+    pub name: Option<String>,
+    /// A warning Seam raises about the change, e.g.
+    /// `code_modified_external_to_seam`; with it the event is
+    /// `access_code.modified_external_to_seam`, without it
+    /// `access_code.changed` (Seam took the change in silently).
+    pub warning: Option<String>,
+}
+
 /// The simulator's shared state. Cheap to clone.
 #[derive(Clone)]
 pub struct Sim {
@@ -215,6 +390,35 @@ impl Sim {
     /// Replaces the faults.
     pub fn set_faults(&self, faults: Faults) {
         self.with(|w| w.faults = faults)
+    }
+
+    /// Accepts `api_key` instead of the key in [`SimConfig`] from now on, as
+    /// when a key is revoked and replaced while latchkey runs; `None` accepts
+    /// the configured key again. One key is accepted at a time: any other
+    /// gets 401 `unauthorized`.
+    pub fn set_api_key(&self, api_key: Option<String>) {
+        self.with(|w| w.api_key_override = api_key)
+    }
+
+    /// Puts an error or warning on an access code; false if there is no such
+    /// code. It shows until it clears by itself or an update clears it, and
+    /// it does not stop a pending change from finishing.
+    pub fn add_issue(&self, access_code_id: &str, issue: Issue) -> bool {
+        self.with(|w| w.add_issue(access_code_id, issue, Utc::now()))
+    }
+
+    /// Changes an access code as someone at the lock or in another app would:
+    /// no action attempt, an event (see [`Modification::warning`]); false if
+    /// there is no such code.
+    pub fn modify_access_code(&self, access_code_id: &str, change: Modification) -> bool {
+        self.with(|w| w.modify_code(access_code_id, change, Utc::now()))
+    }
+
+    /// Deletes an access code behind Seam's back: it disappears (get answers
+    /// 404) with the event `access_code.deleted_external_to_seam`; false if
+    /// there is no such code.
+    pub fn remove_access_code(&self, access_code_id: &str) -> bool {
+        self.with(|w| w.remove_code(access_code_id, Utc::now()))
     }
 
     /// Every Seam API request received, rejected ones included.

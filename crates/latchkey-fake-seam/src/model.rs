@@ -2,16 +2,37 @@
 //! and how time moves them (`advance`). Field names and enums follow Seam's
 //! OpenAPI schemas `access_code`, `action_attempt` and the `access_code.*`
 //! events.
+//!
+//! Where Seam's docs are silent, the simulator does the worst plausible thing:
+//! - An offline access code's times are rounded outward to
+//!   `max_time_rounding` (`starts_at` down, `ends_at` up): the widest
+//!   difference from what was asked.
+//! - Errors and warnings do not stop a pending change from finishing, nor a
+//!   scheduled code from becoming `set` at `starts_at`: a code can be `set`
+//!   and have errors, so its status alone proves nothing.
+//! - A failure on the code can come with an action attempt that succeeds
+//!   (`DeviceBehaviour::Fails` with `attempt: success`), and an upcoming code
+//!   that failed that way stays `unset` like a scheduled one, told apart only
+//!   by its error and `is_scheduled_on_device: false`.
+//! - An error that survives an update keeps its old `created_at`.
+//! - Errors and warnings put on a code by a test, and their clearing by
+//!   themselves, emit no event: webhooks cannot be relied on to learn of them.
+//! - A code deleted behind Seam's back leaves its pending action attempt
+//!   pending for ever.
+//! - A code changed behind Seam's back while an update is pending keeps the
+//!   change when the update finishes `set`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, DurationRound, SecondsFormat, Utc};
 use rand::Rng;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::{DeviceBehaviour, Faults, SeedCode, SimConfig};
+use crate::{
+    AttemptResult, DeviceBehaviour, Faults, Issue, IssueKind, Modification, SeedCode, SimConfig, issue::CodeIssue,
+};
 
 /// One Seam API request as received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +83,24 @@ impl Status {
     }
 }
 
+/// The unit Seam may round an offline access code's times to
+/// (`max_time_rounding`: `1hour`/`1h`, the default, or `1day`/`1d`).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum TimeRounding {
+    #[default]
+    Hour,
+    Day,
+}
+
+impl TimeRounding {
+    fn span(self) -> ChronoDuration {
+        match self {
+            TimeRounding::Hour => ChronoDuration::hours(1),
+            TimeRounding::Day => ChronoDuration::days(1),
+        }
+    }
+}
+
 /// A change being programmed onto the lock.
 pub(crate) struct Pending {
     attempt_id: String,
@@ -79,8 +118,8 @@ pub(crate) struct Code {
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
     pub status: Status,
-    pub errors: Vec<Value>,
-    pub warnings: Vec<Value>,
+    /// Its `errors` and `warnings`, in the order they were raised.
+    pub issues: Vec<CodeIssue>,
     pub is_scheduled_on_device: bool,
     pub is_external_modification_allowed: bool,
     pub is_one_time_use: bool,
@@ -108,8 +147,8 @@ impl Code {
             "type": if self.is_time_bound() { "time_bound" } else { "ongoing" },
             "status": self.status.as_str(),
             "created_at": ts(self.created_at),
-            "errors": self.errors,
-            "warnings": self.warnings,
+            "errors": self.issues_json(IssueKind::Error),
+            "warnings": self.issues_json(IssueKind::Warning),
             "is_managed": true,
             "is_backup_access_code_available": false,
             "is_external_modification_allowed": self.is_external_modification_allowed,
@@ -125,21 +164,38 @@ impl Code {
         v
     }
 
-    /// When time next moves this code along, if ever: its device finishing a
-    /// change, or its schedule.
+    fn issues_json(&self, kind: IssueKind) -> Vec<Value> {
+        self.issues.iter().filter(|i| i.kind == kind).map(CodeIssue::to_json).collect()
+    }
+
+    fn has_error(&self, error_code: &str) -> bool {
+        self.issues.iter().any(|i| i.kind == IssueKind::Error && i.code == error_code)
+    }
+
+    /// When time next changes this code, if ever: the earliest of its
+    /// timeline (a change finishing, its schedule) and an issue clearing.
     fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let clears = self.issues.iter().filter_map(|i| i.clears_at).min();
+        [self.timeline_wake(now), clears].into_iter().flatten().min()
+    }
+
+    /// When its device next acts on a pending change, or its schedule next
+    /// moves it.
+    fn timeline_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let after =
             |since: DateTime<Utc>, d: std::time::Duration| since + ChronoDuration::from_std(d).unwrap_or_default();
         if let Some(p) = &self.pending {
             return match &p.behaviour {
-                DeviceBehaviour::Normal { delay } | DeviceBehaviour::Fails { delay } => Some(after(p.since, *delay)),
+                DeviceBehaviour::Normal { delay } | DeviceBehaviour::Fails { delay, .. } => {
+                    Some(after(p.since, *delay))
+                }
                 DeviceBehaviour::NeverFinishes { warn_after } => (!p.warned).then(|| after(p.since, *warn_after)),
-                DeviceBehaviour::Offline => self.errors.is_empty().then_some(now),
+                DeviceBehaviour::Offline => (!self.has_error("device_offline")).then_some(now),
             };
         }
         match self.status {
             // (an unset code whose end has passed too stays as it is)
-            Status::Unset if self.is_time_bound() && self.errors.is_empty() => {
+            Status::Unset if self.is_time_bound() && self.is_scheduled_on_device => {
                 self.starts_at.filter(|_| self.ends_at.is_some_and(|e| e > now))
             }
             Status::Set if self.is_time_bound() => self.ends_at,
@@ -155,6 +211,28 @@ impl Code {
             (Some(_), Some(e)) if now >= e => Status::Removing,
             _ => Status::Set,
         }
+    }
+
+    /// Where a code that did not make it onto the lock stands: an upcoming
+    /// time-bound code `unset` (its window has not begun), any other still
+    /// `setting`.
+    fn failed_status(&self, now: DateTime<Utc>) -> Status {
+        if self.settled_status(now) == Status::Unset { Status::Unset } else { Status::Setting }
+    }
+
+    /// Widens an offline access code's time window to whole `unit`s, as Seam
+    /// may (`max_time_rounding`); other codes keep their times. Seam's docs do
+    /// not say which way it rounds: outward (`starts_at` down, `ends_at` up)
+    /// is the worst plausible choice for a checker, as it is the widest
+    /// difference from the times asked for. A time too far off to round
+    /// (after 2262) is kept.
+    pub fn round_offline_times(&mut self, unit: TimeRounding) {
+        if !self.is_offline_access_code {
+            return;
+        }
+        let span = unit.span();
+        self.starts_at = self.starts_at.map(|t| t.duration_trunc(span).unwrap_or(t));
+        self.ends_at = self.ends_at.map(|t| t.duration_round_up(span).unwrap_or(t));
     }
 }
 
@@ -187,18 +265,13 @@ pub(crate) struct World {
     pub attempts: HashMap<String, Attempt>,
     pub events: Vec<Value>,
     pub requests: Vec<LoggedRequest>,
+    /// The Bearer token accepted instead of `config.api_key`, if any (a
+    /// revoked key, `Sim::set_api_key`).
+    pub api_key_override: Option<String>,
     /// Codes that time will change, by when: `advance` looks at these only.
     wakes: BTreeSet<(DateTime<Utc>, String)>,
     pub updates_by_device: HashMap<String, VecDeque<DateTime<Utc>>>,
     webhook: Option<UnboundedSender<Value>>,
-}
-
-fn code_error(error_code: &str, message: &str, now: DateTime<Utc>) -> Value {
-    json!({"error_code": error_code, "message": message, "is_access_code_error": true, "created_at": ts(now)})
-}
-
-fn device_error(error_code: &str, message: &str, now: DateTime<Utc>) -> Value {
-    json!({"error_code": error_code, "message": message, "is_device_error": true, "created_at": ts(now)})
 }
 
 impl World {
@@ -213,10 +286,16 @@ impl World {
             attempts: HashMap::new(),
             events: Vec::new(),
             requests: Vec::new(),
+            api_key_override: None,
             wakes: BTreeSet::new(),
             updates_by_device: HashMap::new(),
             webhook,
         }
+    }
+
+    /// The Bearer token Seam requests must carry now.
+    pub fn api_key(&self) -> &str {
+        self.api_key_override.as_deref().unwrap_or(&self.config.api_key)
     }
 
     pub fn add_device(&mut self, behaviour: DeviceBehaviour) -> String {
@@ -237,7 +316,7 @@ impl World {
                 if let Some(p) = &mut code.pending {
                     p.behaviour = behaviour.clone();
                     p.since = now;
-                    code.errors.retain(|e| e["error_code"] != "device_offline");
+                    code.issues.retain(|i| !(i.kind == IssueKind::Error && i.code == "device_offline"));
                     moved.push(code.id.clone());
                 }
             }
@@ -258,8 +337,7 @@ impl World {
             starts_at: seed.starts_at,
             ends_at: seed.ends_at,
             status: Status::Set,
-            errors: vec![],
-            warnings: vec![],
+            issues: Vec::new(),
             is_scheduled_on_device: false,
             is_external_modification_allowed: false,
             is_one_time_use: false,
@@ -279,13 +357,51 @@ impl World {
     pub fn auto_created(&mut self, id: &str, now: DateTime<Utc>) {
         let device = self.add_device(DeviceBehaviour::Normal { delay: self.config.device_delay });
         let new_id = self.seed_code(&device, SeedCode::default(), now);
+        self.unindex(&new_id);
         let mut code = self.codes.remove(&new_id).expect("just seeded");
-        if let Some(at) = code.wake.take() {
-            self.wakes.remove(&(at, new_id));
-        }
         code.id = id.to_string();
         self.codes.insert(id.to_string(), code);
         self.reindex(id, now);
+    }
+
+    /// Puts an injected error or warning on a code; false if there is none.
+    pub fn add_issue(&mut self, id: &str, issue: Issue, now: DateTime<Utc>) -> bool {
+        let Some(code) = self.codes.get_mut(id) else { return false };
+        code.issues.push(CodeIssue::injected(issue, now));
+        self.reindex(id, now);
+        true
+    }
+
+    /// Changes a code's PIN or name behind Seam's back (no action attempt);
+    /// false if there is no such code.
+    pub fn modify_code(&mut self, id: &str, change: Modification, now: DateTime<Utc>) -> bool {
+        let Some(code) = self.codes.get_mut(id) else { return false };
+        if let Some(pin) = change.code {
+            code.code = Some(pin);
+        }
+        if let Some(name) = change.name {
+            code.name = Some(name);
+        }
+        let event = match change.warning {
+            Some(warning) => {
+                code.issues.push(CodeIssue::warning(&warning, now));
+                "access_code.modified_external_to_seam"
+            }
+            None => "access_code.changed",
+        };
+        self.emit(event, id, now);
+        true
+    }
+
+    /// Deletes a code behind Seam's back; false if there is no such code.
+    pub fn remove_code(&mut self, id: &str, now: DateTime<Utc>) -> bool {
+        if !self.codes.contains_key(id) {
+            return false;
+        }
+        self.emit("access_code.deleted_external_to_seam", id, now);
+        self.unindex(id);
+        self.codes.remove(id);
+        true
     }
 
     pub fn emit(&mut self, event_type: &str, code_id: &str, now: DateTime<Utc>) {
@@ -307,7 +423,9 @@ impl World {
         self.events.push(event);
     }
 
-    /// Starts programming a change onto the lock: `setting`, a pending attempt.
+    /// Starts programming a change onto the lock: `setting`, a pending
+    /// attempt. It clears the code's errors and warnings but those marked
+    /// `keep_on_update`.
     pub fn start_change(&mut self, code_id: &str, action_type: &'static str, now: DateTime<Utc>) -> Value {
         let attempt_id = uuid();
         let device_behaviour = {
@@ -321,8 +439,7 @@ impl World {
         self.attempts.insert(attempt_id.clone(), attempt);
         let code = self.codes.get_mut(code_id).expect("code exists");
         code.status = Status::Setting;
-        code.errors.clear();
-        code.warnings.clear();
+        code.issues.retain(|i| i.keep_on_update);
         code.is_scheduled_on_device = false;
         code.removed_at = None;
         code.pending = Some(Pending { attempt_id, behaviour: device_behaviour, since: now, warned: false });
@@ -358,66 +475,105 @@ impl World {
 
     /// Puts a code at its next wake time in `wakes` (or out of it).
     fn reindex(&mut self, id: &str, now: DateTime<Utc>) {
+        self.unindex(id);
         let Some(code) = self.codes.get_mut(id) else { return };
-        if let Some(at) = code.wake.take() {
-            self.wakes.remove(&(at, id.to_string()));
-        }
         code.wake = code.next_wake(now);
         if let Some(at) = code.wake {
             self.wakes.insert((at, id.to_string()));
         }
     }
 
+    /// Takes a code out of `wakes`.
+    fn unindex(&mut self, id: &str) {
+        if let Some(at) = self.codes.get_mut(id).and_then(|c| c.wake.take()) {
+            self.wakes.remove(&(at, id.to_string()));
+        }
+    }
+
+    /// Moves one due code along: issues whose time is up clear, then its
+    /// device acts on a pending change, or its schedule moves it.
     fn advance_code(&mut self, id: &str, now: DateTime<Utc>) {
         let code = self.codes.get_mut(id).expect("listed");
-        if let Some(p) = &mut code.pending {
-            let elapsed = now - p.since;
-            let after = |d: std::time::Duration| elapsed >= ChronoDuration::from_std(d).unwrap_or_default();
-            match p.behaviour.clone() {
-                DeviceBehaviour::Normal { delay } if after(delay) => {
-                    let attempt = p.attempt_id.clone();
-                    code.pending = None;
-                    code.status = code.settled_status(now);
-                    code.is_scheduled_on_device = code.status == Status::Unset;
-                    let event = match code.status {
-                        Status::Unset => "access_code.scheduled_on_device",
-                        Status::Removing => "access_code.removed_from_device",
-                        _ => "access_code.set_on_device",
-                    };
-                    if code.status == Status::Removing {
-                        code.removed_at = Some(now + ChronoDuration::seconds(1));
-                    }
-                    self.finish_attempt(&attempt, None);
-                    self.emit(event, id, now);
-                }
-                DeviceBehaviour::Fails { delay } if after(delay) => {
-                    let attempt = p.attempt_id.clone();
-                    code.pending = None;
-                    code.errors = vec![code_error("failed_to_set_on_device", "Failed to set code on device", now)];
-                    self.finish_attempt(&attempt, Some(("failed_to_set_on_device", "Failed to set code on device")));
-                    self.emit("access_code.failed_to_set_on_device", id, now);
-                }
-                DeviceBehaviour::NeverFinishes { warn_after } if after(warn_after) && !p.warned => {
-                    p.warned = true;
-                    code.warnings = vec![
-                        json!({"warning_code": "delay_in_setting_on_device", "message": "Delay in setting access code on device", "created_at": ts(now)}),
-                    ];
-                    self.emit("access_code.delay_in_setting_on_device", id, now);
-                }
-                DeviceBehaviour::Offline if code.errors.is_empty() => {
-                    // Seam keeps trying while the device is away: the attempt
-                    // stays pending and the code reports the device error.
-                    code.errors = vec![device_error("device_offline", "Device is offline", now)];
-                    self.emit("access_code.failed_to_set_on_device", id, now);
-                }
-                _ => {}
-            }
-            return;
+        code.issues.retain(|i| i.clears_at.is_none_or(|t| t > now));
+        if code.pending.is_some() {
+            self.advance_change(id, now);
+        } else {
+            self.follow_schedule(id, now);
         }
-        // On the lock: a time-bound code follows its schedule.
+    }
+
+    /// The device's part in a pending change, by its behaviour.
+    fn advance_change(&mut self, id: &str, now: DateTime<Utc>) {
+        let code = self.codes.get_mut(id).expect("listed");
+        let Some(p) = &mut code.pending else { return };
+        let elapsed = now - p.since;
+        let after = |d: std::time::Duration| elapsed >= ChronoDuration::from_std(d).unwrap_or_default();
+        match p.behaviour.clone() {
+            DeviceBehaviour::Normal { delay } if after(delay) => self.finish_change(id, now),
+            DeviceBehaviour::Fails { delay, error_code, attempt } if after(delay) => {
+                self.fail_change(id, &error_code, attempt, now)
+            }
+            DeviceBehaviour::NeverFinishes { warn_after } if after(warn_after) && !p.warned => {
+                p.warned = true;
+                code.issues.push(CodeIssue::warning("delay_in_setting_on_device", now));
+                self.emit("access_code.delay_in_setting_on_device", id, now);
+            }
+            DeviceBehaviour::Offline if !code.has_error("device_offline") => {
+                // Seam keeps trying while the device is away: the attempt
+                // stays pending and the code reports the device error.
+                code.issues.push(CodeIssue::error("device_offline", now));
+                self.emit("access_code.failed_to_set_on_device", id, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The change is on the lock: the attempt succeeds and the code settles
+    /// by its schedule. Errors on the code stay and do not stop it.
+    fn finish_change(&mut self, id: &str, now: DateTime<Utc>) {
+        let code = self.codes.get_mut(id).expect("listed");
+        let Some(p) = code.pending.take() else { return };
+        code.status = code.settled_status(now);
+        code.is_scheduled_on_device = code.status == Status::Unset;
+        let event = match code.status {
+            Status::Unset => "access_code.scheduled_on_device",
+            Status::Removing => "access_code.removed_from_device",
+            _ => "access_code.set_on_device",
+        };
+        if code.status == Status::Removing {
+            code.removed_at = Some(now + ChronoDuration::seconds(1));
+        }
+        self.finish_attempt(&p.attempt_id, None);
+        self.emit(event, id, now);
+    }
+
+    /// The change did not make it onto the lock: the code gets `error_code`;
+    /// the attempt errors, or succeeds and leaves the code `unset` or
+    /// `setting` (see `DeviceBehaviour::Fails`).
+    fn fail_change(&mut self, id: &str, error_code: &str, attempt: AttemptResult, now: DateTime<Utc>) {
+        let code = self.codes.get_mut(id).expect("listed");
+        let Some(p) = code.pending.take() else { return };
+        code.issues.push(CodeIssue::error(error_code, now));
+        match attempt {
+            AttemptResult::Error => {
+                self.finish_attempt(&p.attempt_id, Some((error_code, "Failed to set code on device")))
+            }
+            AttemptResult::Success => {
+                code.status = code.failed_status(now);
+                self.finish_attempt(&p.attempt_id, None);
+            }
+        }
+        self.emit("access_code.failed_to_set_on_device", id, now);
+    }
+
+    /// A code with no change pending follows its schedule: a scheduled code
+    /// becomes `set` at `starts_at`, a time-bound one `removing` at
+    /// `ends_at`, then disappears.
+    fn follow_schedule(&mut self, id: &str, now: DateTime<Utc>) {
+        let code = self.codes.get_mut(id).expect("listed");
         match code.status {
             Status::Unset
-                if code.is_time_bound() && code.errors.is_empty() && code.settled_status(now) == Status::Set =>
+                if code.is_time_bound() && code.is_scheduled_on_device && code.settled_status(now) == Status::Set =>
             {
                 code.status = Status::Set;
                 code.is_scheduled_on_device = false;

@@ -8,9 +8,10 @@ use std::{
 
 use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, TimeZone, Utc};
 use hmac::{Hmac, Mac};
-use latchkey_fake_seam::{DeviceBehaviour, FakeSeam, Faults, SeedCode, SimConfig, WebhookTarget};
+use latchkey_fake_seam::{DeviceBehaviour, FakeSeam, Faults, Issue, Modification, SeedCode, SimConfig, WebhookTarget};
+use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -21,12 +22,55 @@ async fn sim() -> FakeSeam {
 }
 
 async fn call(seam: &FakeSeam, path: &str, body: Value) -> (u16, HeaderMap, Value) {
+    call_with_key(seam, KEY, path, body).await
+}
+
+async fn call_with_key(seam: &FakeSeam, key: &str, path: &str, body: Value) -> (u16, HeaderMap, Value) {
     let r =
-        reqwest::Client::new().post(format!("{}{path}", seam.url())).bearer_auth(KEY).json(&body).send().await.unwrap();
+        reqwest::Client::new().post(format!("{}{path}", seam.url())).bearer_auth(key).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.unwrap();
     (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// An admin API call (no auth); its status.
+async fn admin(seam: &FakeSeam, method: Method, path: &str, body: Option<Value>) -> u16 {
+    let request = reqwest::Client::new().request(method, format!("{}{path}", seam.url()));
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// The `access_code` `/access_codes/get` answers now.
+async fn get(seam: &FakeSeam, id: &str) -> Value {
+    let (status, _, v) = call(seam, "/access_codes/get", json!({"access_code_id": id})).await;
+    assert_eq!(status, 200, "{v}");
+    v["access_code"].clone()
+}
+
+/// Polls `/action_attempts/get` until the attempt is no longer pending.
+async fn attempt_outcome(seam: &FakeSeam, update: &Value) -> Value {
+    let id = &update["action_attempt"]["action_attempt_id"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, v) = call(seam, "/action_attempts/get", json!({"action_attempt_id": id})).await;
+        if v["action_attempt"]["status"] != "pending" {
+            return v["action_attempt"].clone();
+        }
+        assert!(Instant::now() < deadline, "attempt still pending: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn event_types(seam: &FakeSeam) -> Vec<String> {
+    seam.events().iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect()
+}
+
+fn millis(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Polls `/access_codes/get` until `pred` holds, or panics after 5 s.
@@ -133,7 +177,7 @@ async fn dates_convert_an_ongoing_code_to_time_bound_which_is_scheduled_set_then
     loop {
         let (status, _, v) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
         if status == 404 {
-            assert_eq!(v["error"]["type"], "access_code_not_found");
+            assert_eq!(v["error"]["type"], "not_found", "get answers Seam's generic not_found");
             break;
         }
         assert!(Instant::now() < deadline, "never removed");
@@ -198,6 +242,11 @@ async fn unknown_ids_get_404_unless_auto_create_is_on() {
     let seam = sim().await;
     let (status, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": "nope", "code": "1234"})).await;
     assert_eq!((status, v["error"]["type"].as_str()), (404, Some("access_code_not_found")));
+    let (status, _, v) = call(&seam, "/access_codes/get", json!({"access_code_id": "nope"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("not_found")), "get says not_found, as Seam does");
+    let device = seam.add_device(normal());
+    let (status, _, v) = call(&seam, "/access_codes/get", json!({"device_id": device, "code": "0000"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("not_found")));
     let (status, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": seam.add_access_code(&seam.add_device(normal()), SeedCode::default()), "device_id": "gone"})).await;
     assert_eq!((status, v["error"]["type"].as_str()), (404, Some("device_not_found")));
     let (status, _, v) = call(&seam, "/action_attempts/get", json!({"action_attempt_id": "nope"})).await;
@@ -212,10 +261,8 @@ async fn unknown_ids_get_404_unless_auto_create_is_on() {
 #[tokio::test]
 async fn a_failing_device_reports_failed_to_set_on_device() {
     let seam = sim().await;
-    let id = seam.add_access_code(
-        &seam.add_device(DeviceBehaviour::Fails { delay: Duration::from_millis(30) }),
-        SeedCode::default(),
-    );
+    let id =
+        seam.add_access_code(&seam.add_device(DeviceBehaviour::fails(Duration::from_millis(30))), SeedCode::default());
     let (_, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "9999"})).await;
     let code = until(&seam, &id, "failed", |c| c["errors"].as_array().is_some_and(|e| !e.is_empty())).await;
     assert_eq!(code["errors"][0]["error_code"], "failed_to_set_on_device");
@@ -414,4 +461,241 @@ async fn the_admin_api_scripts_devices_codes_and_faults_over_http() {
     let log: Value = http.get(format!("{}/_admin/requests", seam.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(log.as_array().unwrap().len(), 1, "admin calls are not logged: {log}");
     assert_eq!(log[0]["status"], 429);
+}
+
+#[tokio::test]
+async fn injected_errors_and_warnings_show_on_the_code_the_way_seam_serializes_them() {
+    let seam = sim().await;
+    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    let issues = format!("/_admin/access_codes/{id}/issues");
+    let earlier = "2024-05-01T10:00:00.000Z";
+    for body in [
+        json!({"kind": "error", "code": "hub_disconnected"}),
+        json!({"kind": "error", "code": "no_space_for_access_code_on_device", "message": "No room", "created_at": earlier}),
+        json!({"kind": "warning", "code": "delay_in_setting_on_device"}),
+    ] {
+        assert_eq!(admin(&seam, Method::POST, &issues, Some(body.clone())).await, 204, "{body}");
+    }
+    let code = get(&seam, &id).await;
+    assert_eq!(code["status"], "set", "issues do not change the status");
+    let hub = &code["errors"][0];
+    assert_eq!((hub["error_code"].as_str(), hub["is_device_error"].as_bool()), (Some("hub_disconnected"), Some(true)));
+    assert!(hub.get("is_access_code_error").is_none(), "a device error is not an access-code error: {hub}");
+    assert!(hub["message"].is_string() && hub["created_at"].is_string(), "{hub}");
+    let space = &code["errors"][1];
+    assert_eq!(
+        (space["is_access_code_error"].as_bool(), space["message"].as_str(), space["created_at"].as_str()),
+        (Some(true), Some("No room"), Some(earlier))
+    );
+    let warning = &code["warnings"][0];
+    assert_eq!(warning["warning_code"], "delay_in_setting_on_device");
+    assert!(warning["message"].is_string() && warning["created_at"].is_string() && warning.get("error_code").is_none());
+
+    assert!(seam.add_issue(&id, Issue::warning("third_party_integration_detected")));
+    assert_eq!(get(&seam, &id).await["warnings"].as_array().unwrap().len(), 2);
+    assert!(!seam.add_issue("nope", Issue::error("hub_disconnected")));
+    let unknown = Some(json!({"kind": "error", "code": "hub_disconnected"}));
+    assert_eq!(admin(&seam, Method::POST, "/_admin/access_codes/nope/issues", unknown).await, 404);
+    let fatal = Some(json!({"kind": "fatal", "code": "hub_disconnected"}));
+    assert_eq!(admin(&seam, Method::POST, &issues, fatal).await, 400, "a malformed admin body is a 400");
+}
+
+#[tokio::test]
+async fn an_injected_issue_clears_by_itself_before_a_later_delay_warning_on_the_same_code() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(600) });
+    let id = seam.add_access_code(&device, SeedCode::default());
+    call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "1357"})).await;
+    let transient = json!({"kind": "error", "code": "hub_disconnected", "clear_after_ms": 100});
+    assert_eq!(admin(&seam, Method::POST, &format!("/_admin/access_codes/{id}/issues"), Some(transient)).await, 204);
+    assert_eq!(get(&seam, &id).await["errors"][0]["error_code"], "hub_disconnected");
+    let cleared = until(&seam, &id, "cleared", |c| c["errors"].as_array().is_some_and(Vec::is_empty)).await;
+    assert!(
+        cleared["warnings"].as_array().unwrap().is_empty(),
+        "the issue cleared at its own time, not at the code's next wake: {cleared}"
+    );
+    let warned = until(&seam, &id, "warned", |c| c["warnings"].as_array().is_some_and(|w| !w.is_empty())).await;
+    assert_eq!((warned["status"].as_str(), warned["errors"].as_array().map(Vec::len)), (Some("setting"), Some(0)));
+}
+
+#[tokio::test]
+async fn an_update_clears_issues_but_those_kept_and_an_error_does_not_stop_the_change_finishing() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(200) });
+    let id = seam.add_access_code(&device, SeedCode::default());
+    let before = Utc::now() - chrono::Duration::hours(3);
+    let left_over = json!({
+        "kind": "error", "code": "duplicate_code_on_device", "created_at": before.to_rfc3339(), "keep_on_update": true,
+    });
+    let issues = format!("/_admin/access_codes/{id}/issues");
+    assert_eq!(admin(&seam, Method::POST, &issues, Some(left_over)).await, 204);
+    assert!(seam.add_issue(&id, Issue::warning("third_party_integration_detected")));
+
+    let (status, _, v) = call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "2468"})).await;
+    assert_eq!(status, 200, "{v}");
+    let setting = get(&seam, &id).await;
+    assert_eq!(setting["status"], "setting");
+    assert!(setting["warnings"].as_array().unwrap().is_empty(), "an update clears issues: {setting}");
+    assert_eq!(setting["errors"][0]["created_at"], millis(before.trunc_subsecs(3)), "kept with its old time");
+    // A transient hub error while the change is being programmed.
+    assert_eq!(
+        admin(&seam, Method::POST, &issues, Some(json!({"kind": "error", "code": "hub_disconnected"}))).await,
+        204
+    );
+
+    let set = until(&seam, &id, "set", |c| c["status"] == "set").await;
+    let codes: Vec<&str> =
+        set["errors"].as_array().unwrap().iter().map(|e| e["error_code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["duplicate_code_on_device", "hub_disconnected"], "set, with errors: {set}");
+    assert_eq!(attempt_outcome(&seam, &v).await["status"], "success");
+}
+
+#[tokio::test]
+async fn a_device_can_fail_on_the_code_while_the_update_attempt_succeeds() {
+    let legacy: DeviceBehaviour = serde_json::from_value(json!({"kind": "fails", "delay_ms": 50})).unwrap();
+    assert_eq!(legacy, DeviceBehaviour::fails(Duration::from_millis(50)), "the old JSON still means the old failure");
+
+    let seam = sim().await;
+    let behaviour = json!({"kind": "fails", "delay_ms": 30, "error_code": "no_space_for_access_code_on_device", "attempt": "success"});
+    let device: Value = reqwest::Client::new()
+        .post(format!("{}/_admin/devices", seam.url()))
+        .json(&json!({"behaviour": behaviour}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device = device["device_id"].as_str().unwrap();
+    let ongoing = seam.add_access_code(device, SeedCode::default());
+    let upcoming = seam.add_access_code(device, SeedCode::default());
+    let starts = Utc::now() + chrono::Duration::milliseconds(400);
+    let ends = starts + chrono::Duration::hours(1);
+
+    let (_, _, first) = call(&seam, "/access_codes/update", json!({"access_code_id": ongoing, "code": "4321"})).await;
+    let (_, _, second) = call(
+        &seam,
+        "/access_codes/update",
+        json!({"access_code_id": upcoming, "starts_at": starts.to_rfc3339(), "ends_at": ends.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(attempt_outcome(&seam, &first).await["status"], "success");
+    assert_eq!(attempt_outcome(&seam, &second).await["status"], "success");
+
+    let a = get(&seam, &ongoing).await;
+    assert_eq!(
+        (a["status"].as_str(), a["errors"][0]["error_code"].as_str(), a["errors"][0]["is_access_code_error"].as_bool()),
+        (Some("setting"), Some("no_space_for_access_code_on_device"), Some(true))
+    );
+    assert!(a["errors"][0]["created_at"].is_string());
+    let b = get(&seam, &upcoming).await;
+    assert_eq!(
+        (b["status"].as_str(), b["is_scheduled_on_device"].as_bool(), b["errors"][0]["error_code"].as_str()),
+        (Some("unset"), Some(false), Some("no_space_for_access_code_on_device"))
+    );
+    let types = event_types(&seam);
+    assert_eq!(types.iter().filter(|t| *t == "access_code.failed_to_set_on_device").count(), 2, "{types:?}");
+    assert!(!types.iter().any(|t| t == "access_code.set_on_device" || t == "access_code.scheduled_on_device"));
+
+    tokio::time::sleep((starts - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(100)).await;
+    assert_eq!(get(&seam, &upcoming).await["status"], "unset", "a code not on the lock is never set at starts_at");
+}
+
+#[tokio::test]
+async fn a_revoked_api_key_gets_401_until_it_is_restored() {
+    let seam = sim().await;
+    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    let get_body = json!({"access_code_id": id});
+    let new_key = Some(json!({"api_key": "seam_rotated_key"}));
+    assert_eq!(admin(&seam, Method::PUT, "/_admin/api_key", new_key).await, 204);
+    let (status, _, v) = call(&seam, "/access_codes/get", get_body.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        (v["error"]["type"].as_str(), v["error"]["message"].as_str()),
+        (Some("unauthorized"), Some("Unauthorized"))
+    );
+    assert_eq!(call_with_key(&seam, "seam_rotated_key", "/access_codes/get", get_body.clone()).await.0, 200);
+
+    assert_eq!(admin(&seam, Method::PUT, "/_admin/api_key", Some(json!({"api_key": null}))).await, 204);
+    assert_eq!(call(&seam, "/access_codes/get", get_body.clone()).await.0, 200, "null restores the configured key");
+    assert_eq!(call_with_key(&seam, "seam_rotated_key", "/access_codes/get", get_body.clone()).await.0, 401);
+
+    seam.set_api_key(Some("seam_other_key".into()));
+    assert_eq!(call(&seam, "/access_codes/get", get_body.clone()).await.0, 401);
+    seam.set_api_key(None);
+    assert_eq!(call(&seam, "/access_codes/get", get_body).await.0, 200);
+}
+
+#[tokio::test]
+async fn offline_access_codes_have_their_times_rounded_outward_and_others_never() {
+    let seam = sim().await;
+    let device = seam.add_device(normal());
+    let day = (Utc::now() + chrono::Duration::days(2)).date_naive();
+    let at = |days: u64, h, m, s| {
+        let date = day + chrono::Days::new(days);
+        Utc.with_ymd_and_hms(date.year(), date.month(), date.day(), h, m, s).unwrap()
+    };
+    let (starts, ends) = (at(0, 10, 17, 23), at(1, 15, 42, 10));
+    let dates = json!({"starts_at": starts.to_rfc3339(), "ends_at": ends.to_rfc3339()});
+    let times = |c: &Value| (c["starts_at"].as_str().unwrap().to_string(), c["ends_at"].as_str().unwrap().to_string());
+
+    let mut body = json!({"device_id": device, "is_offline_access_code": true});
+    body.as_object_mut().unwrap().extend(dates.as_object().unwrap().clone());
+    let (status, _, v) = call(&seam, "/access_codes/create", body).await;
+    assert_eq!(status, 200, "{v}");
+    let offline = v["access_code"]["access_code_id"].as_str().unwrap().to_string();
+    assert_eq!(times(&v["access_code"]), (millis(at(0, 10, 0, 0)), millis(at(1, 16, 0, 0))), "1hour by default");
+
+    // An update of a code that already is offline: by the day this time.
+    let (starts, ends) = (at(1, 9, 30, 0), at(2, 9, 0, 0));
+    let (status, _, v) = call(
+        &seam,
+        "/access_codes/update",
+        json!({"access_code_id": offline, "starts_at": starts.to_rfc3339(), "ends_at": ends.to_rfc3339(), "max_time_rounding": "1d"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(times(&get(&seam, &offline).await), (millis(at(1, 0, 0, 0)), millis(at(3, 0, 0, 0))));
+
+    let online = seam.add_access_code(&device, SeedCode::default());
+    let mut body = json!({"access_code_id": online, "max_time_rounding": "1day"});
+    body.as_object_mut().unwrap().extend(dates.as_object().unwrap().clone());
+    let (status, _, v) = call(&seam, "/access_codes/update", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(times(&get(&seam, &online).await), (millis(at(0, 10, 17, 23)), millis(at(1, 15, 42, 10))));
+}
+
+#[tokio::test]
+async fn codes_changed_or_deleted_behind_seams_back() {
+    let seam = sim().await;
+    let device = seam.add_device(normal());
+    let id = seam.add_access_code(&device, SeedCode { code: Some("1111".into()), ..SeedCode::default() });
+    let path = format!("/_admin/access_codes/{id}");
+    let at_the_lock = json!({"code": "9876", "warning": "code_modified_external_to_seam"});
+    assert_eq!(admin(&seam, Method::PATCH, &path, Some(at_the_lock)).await, 204);
+    let code = get(&seam, &id).await;
+    assert_eq!(
+        (code["code"].as_str(), code["status"].as_str(), code["warnings"][0]["warning_code"].as_str()),
+        (Some("9876"), Some("set"), Some("code_modified_external_to_seam"))
+    );
+    assert!(code["warnings"][0]["created_at"].is_string());
+    assert_eq!(admin(&seam, Method::PATCH, &path, Some(json!({"name": "Front door"}))).await, 204);
+    assert_eq!(get(&seam, &id).await["name"], "Front door");
+    assert_eq!(event_types(&seam), ["access_code.modified_external_to_seam", "access_code.changed"], "no attempt");
+    assert_eq!(admin(&seam, Method::PATCH, &path, Some(json!({"pin": "1234"}))).await, 400, "unknown fields");
+
+    assert_eq!(admin(&seam, Method::DELETE, &path, None).await, 204);
+    let (status, _, v) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("not_found")));
+    assert_eq!(event_types(&seam).last().map(String::as_str), Some("access_code.deleted_external_to_seam"));
+    assert_eq!(admin(&seam, Method::DELETE, &path, None).await, 404);
+    assert_eq!(admin(&seam, Method::PATCH, &path, Some(json!({"name": "x"}))).await, 404);
+
+    let other = seam.add_access_code(&device, SeedCode::default());
+    assert!(
+        seam.modify_access_code(&other, Modification { name: Some("Back door".into()), ..Modification::default() })
+    );
+    assert_eq!(get(&seam, &other).await["name"], "Back door");
+    assert!(seam.remove_access_code(&other));
+    assert!(!seam.remove_access_code(&other) && !seam.modify_access_code(&other, Modification::default()));
 }

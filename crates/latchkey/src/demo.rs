@@ -57,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         http_addr: "off".into(),
         seam_endpoint: seam.url(),
         seam_api_key: Some(KEY.into()),
+        seam_api_key_file: None,
         concurrency: 32,
         prefix,
         verify_timeout_secs: 20,
@@ -132,7 +133,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "failing lock",
         "device fails to set codes",
         seed("5555"),
-        DeviceBehaviour::Fails { delay: Duration::from_millis(400) },
+        DeviceBehaviour::fails(Duration::from_millis(400)),
         vec![json!({"code": "6061"})],
     )
     .await?;
