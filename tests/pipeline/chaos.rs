@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::{finished, want};
 
 #[tokio::test]
-async fn a_check_in_burst_is_verified_at_starts_at_within_every_device_limit() {
+async fn a_check_in_burst_is_looked_at_once_then_verified_at_starts_at_within_every_device_limit() {
     let app = spawn_app(AppOptions { workers: 2, ..AppOptions::default() }).await;
     // The whole burst must be recorded before check-in time, even on a busy machine.
     let starts_at = (Utc::now() + chrono::Duration::seconds(20)).trunc_subsecs(0);
@@ -53,10 +53,20 @@ async fn a_check_in_burst_is_verified_at_starts_at_within_every_device_limit() {
     }
     let polls: Vec<_> = requests.iter().filter(|r| r.path == "/access_codes/get" && r.at >= starts_at).collect();
     assert!(polls.len() >= codes.len(), "every code verified at or after starts_at");
-    assert!(
-        requests.iter().filter(|r| r.path == "/access_codes/get").all(|r| r.at >= starts_at),
-        "no poll before check-in time"
-    );
+    // Before check-in, each code is only looked at right after its update
+    // (to catch scheduling failures early), not polled until the start.
+    let mut updated: std::collections::HashMap<&str, chrono::DateTime<Utc>> = Default::default();
+    for r in requests.iter().filter(|r| r.path == "/access_codes/update") {
+        updated.insert(r.access_code_id.as_deref().unwrap(), r.at);
+    }
+    for r in requests.iter().filter(|r| r.path == "/access_codes/get" && r.at < starts_at) {
+        let id = r.access_code_id.as_deref().unwrap();
+        let after = r.at - updated[id];
+        assert!(
+            chrono::Duration::zero() <= after && after < chrono::Duration::seconds(5),
+            "{id} polled {after} after its update, before check-in"
+        );
+    }
     println!(
         "check-in burst: {} codes on {} devices verified; {} polls from starts_at on",
         codes.len(),
@@ -67,7 +77,7 @@ async fn a_check_in_burst_is_verified_at_starts_at_within_every_device_limit() {
 }
 
 #[tokio::test]
-async fn a_flaky_seam_never_stops_the_pipeline_and_every_code_ends_with_its_cause() {
+async fn a_flaky_seam_and_offline_devices_never_stop_the_pipeline_and_every_code_converges() {
     // A 429 without Retry-After holds the device for the limit's window: 5 s here.
     let app = spawn_app(AppOptions {
         workers: 2,
@@ -128,10 +138,9 @@ async fn a_flaky_seam_never_stops_the_pipeline_and_every_code_ends_with_its_caus
     }
     let requests = app.seam.requests().len();
     println!("flaky Seam: {by_state:?} after {:?}; {requests} requests for {} codes", started.elapsed(), codes.len());
-    assert!(
-        by_state.get("succeeded").copied().unwrap_or(0) >= codes.len() * 8 / 10,
-        "most codes converge: {by_state:?}"
-    );
+    // Offline devices are a wait, not a failure: once they are back, their
+    // codes are set too. Every code ends succeeded, none stuck.
+    assert_eq!(by_state.get("succeeded").copied(), Some(codes.len()), "every code converges: {by_state:?}");
     assert!(requests < codes.len() * 40, "no hammering: {requests} requests for {} codes", codes.len());
     assert_eq!(app.store.queue().depth().await.unwrap().dead, 0);
     app.stop().await;
@@ -157,7 +166,7 @@ async fn verifications_of_codes_starting_together_are_spread_over_the_window() {
     for (id, g) in &codes {
         assert_eq!(finished(&app, id, *g, Duration::from_secs(30)).await.state, OutcomeState::Succeeded);
     }
-    // The first verification poll of each code, relative to starts_at.
+    // The first verification poll of each code around starts_at, relative to it.
     let mut first: Vec<i64> = codes
         .iter()
         .map(|(id, _)| {
@@ -165,7 +174,9 @@ async fn verifications_of_codes_starting_together_are_spread_over_the_window() {
                 .seam
                 .requests()
                 .into_iter()
-                .filter(|r| r.path == "/access_codes/get" && r.access_code_id.as_deref() == Some(id.as_str()));
+                .filter(|r| r.path == "/access_codes/get" && r.access_code_id.as_deref() == Some(id.as_str()))
+                // (not the look right after the update, seconds before the start)
+                .filter(|r| r.at >= starts_at - chrono::Duration::seconds(1));
             (polls.map(|r| r.at).min().unwrap() - starts_at).num_milliseconds()
         })
         .collect();

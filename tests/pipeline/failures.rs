@@ -1,5 +1,5 @@
 //! Reconciliations that cannot succeed end with the cause: an action attempt
-//! that errors, errors on the code, a deadline, a request Seam refuses; and
+//! that errors, a device away past the deadline, a request Seam refuses; and
 //! transient failures are retried until they succeed.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::reconcile;
 #[tokio::test]
 async fn a_device_that_fails_ends_failed_with_the_attempts_error() {
     let app = spawn_app(AppOptions::default()).await;
-    let device = app.seam.add_device(DeviceBehaviour::Fails { delay: Duration::from_millis(50) });
+    let device = app.seam.add_device(DeviceBehaviour::fails(Duration::from_millis(50)));
     let id = app.seam.add_access_code(&device, SeedCode::default());
     let o = reconcile(&app, json!({"access_code_id": id, "code": "5555"}), Duration::from_secs(15)).await;
     assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
@@ -24,19 +24,22 @@ async fn a_device_that_fails_ends_failed_with_the_attempts_error() {
 }
 
 #[tokio::test]
-async fn errors_on_an_offline_device_end_failed_with_the_error_codes() {
-    let app = spawn_app(AppOptions::default()).await;
+async fn an_offline_device_is_waited_for_until_the_deadline_then_times_out_naming_it() {
+    let app = spawn_app(AppOptions { verify_timeout: Duration::from_secs(2), ..AppOptions::default() }).await;
     let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
     let id = app.seam.add_access_code(&device, SeedCode::default());
     app.seam.set_device(&device, DeviceBehaviour::Offline);
     let o = reconcile(&app, json!({"access_code_id": id, "code": "6666"}), Duration::from_secs(15)).await;
-    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    // Seam keeps trying while the device is away: not a failure of the code.
+    assert_eq!(o.state, OutcomeState::TimedOut, "{o:?}");
+    assert!(o.polls >= 2, "kept looking while the device was offline: {o:?}");
     let e = o.error.unwrap();
     assert_eq!(
         (e.kind.as_str(), e.error_codes.as_slice()),
-        ("access_code_errors", &["device_offline".to_string()][..]),
+        ("timed_out", &["device_offline".to_string()][..]),
         "{e:?}"
     );
+    assert!(e.message.contains("device_offline"), "{}", e.message);
     assert!(o.last_seen.unwrap().errors.iter().any(|i| i.code == "device_offline"));
     app.stop().await;
 }

@@ -10,6 +10,7 @@ mod ops;
 mod redis_faults;
 mod seeds;
 mod supersede;
+mod truth;
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::reconcile;
 
-async fn get(url: &str) -> (u16, String) {
+pub(crate) async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(e) => (0, e.to_string()),
@@ -23,7 +23,7 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 /// Polls `url` until it answers `status`, for at most `limit`.
-async fn until_status(url: &str, status: u16, limit: Duration) -> String {
+pub(crate) async fn until_status(url: &str, status: u16, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         let (got, body) = get(url).await;
@@ -36,7 +36,7 @@ async fn until_status(url: &str, status: u16, limit: Duration) -> String {
 }
 
 /// The value of one sample line, e.g. `latchkey_outcomes_total{state="succeeded"}`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 

@@ -140,6 +140,7 @@ impl TestApp {
             http_addr: format!("127.0.0.1:{}", crate::free_tcp_port()),
             seam_endpoint: self.seam.url(),
             seam_api_key: Some(TEST_SEAM_KEY.into()),
+            seam_api_key_file: None,
             concurrency: 32,
             prefix: self.prefix.clone(),
             verify_timeout_secs: self.options.verify_timeout.as_secs().max(1),
@@ -183,8 +184,12 @@ impl TestApp {
 
     /// Starts one more worker.
     pub fn start_worker(&mut self) {
+        self.start_worker_with(self.worker_args());
+    }
+
+    /// Starts one more worker with these settings (from [`TestApp::worker_args`], changed).
+    pub fn start_worker_with(&mut self, args: WorkerArgs) {
         let (tx, rx) = oneshot::channel::<()>();
-        let args = self.worker_args();
         self.ops_urls.push(format!("http://{}", args.http_addr));
         let join = tokio::spawn(async move {
             run_worker(args, async move {

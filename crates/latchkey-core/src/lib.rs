@@ -3,11 +3,16 @@
 //! types; the reconciler decides with them.
 
 pub mod desired;
+pub mod issue;
 pub mod observed;
 pub mod outcome;
 pub mod verify;
 
 pub use desired::{DesiredState, DesiredStateInput, InvalidDesiredState, Schedule, UpdateOptions};
+pub use issue::{IssueEffect, IssueKind, IssueRule};
 pub use observed::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
-pub use outcome::{Outcome, OutcomeError, OutcomeState, Step};
-pub use verify::{Budget, Verdict, deadline, differences, first_poll_at, judge, poll_delay};
+pub use outcome::{KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, Outcome, OutcomeError, OutcomeState, Step};
+pub use verify::{
+    PRE_START_LEAD, Verdict, Window, deadline, differences, effective_schedule, first_poll_at, judge, poll_delay,
+    pre_start_check_at,
+};

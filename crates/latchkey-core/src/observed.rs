@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::issue::IssueKind;
+
 /// Where an access code is in its life on the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +51,10 @@ pub struct CodeIssue {
     pub code: String,
     /// Seam's human-readable message.
     pub message: String,
+    /// When Seam raised it; an issue older than the update being verified is
+    /// not about that update. Absent in older API versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// An access code as Seam last reported it.
@@ -75,13 +81,23 @@ pub struct AccessCode {
     /// Things to watch, e.g. `delay_in_setting_on_device`.
     pub warnings: Vec<CodeIssue>,
     /// A time-bound code loaded onto the lock ahead of `starts_at`.
+    #[serde(default)]
     pub is_scheduled_on_device: Option<bool>,
+    /// An offline (algorithmic) code, whose times Seam rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_offline_access_code: Option<bool>,
 }
 
 impl AccessCode {
     /// Whether Seam reports a warning with this code.
     pub fn has_warning(&self, code: &str) -> bool {
         self.warnings.iter().any(|w| w.code == code)
+    }
+
+    /// Every error and warning with its kind, errors first.
+    pub fn issues(&self) -> impl Iterator<Item = (IssueKind, &CodeIssue)> {
+        let errors = self.errors.iter().map(|e| (IssueKind::Error, e));
+        errors.chain(self.warnings.iter().map(|w| (IssueKind::Warning, w)))
     }
 }
 

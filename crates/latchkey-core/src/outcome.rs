@@ -63,12 +63,14 @@ impl OutcomeState {
 /// Why a reconciliation did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeError {
-    /// Seam's error type (`invalid_input`, an action attempt's error type),
-    /// `access_code_errors`, `drifted`, `timed_out` or `gave_up`.
+    /// Seam's error type (`invalid_input`, an action attempt's error type,
+    /// `access_code_not_found`), `access_code_errors`, `access_code_warnings`,
+    /// `drifted`, `timed_out` or `gave_up`.
     pub kind: String,
     /// A human-readable explanation.
     pub message: String,
-    /// The code's `error_code`s, when Seam reported errors on it.
+    /// The code's `error_code`s and `warning_code`s behind it, when Seam
+    /// reported issues on the code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_codes: Vec<String>,
 }
@@ -163,6 +165,25 @@ impl Outcome {
     }
 }
 
+/// `error.kind` of a reconciliation that failed on errors Seam reports on the code.
+pub const KIND_ACCESS_CODE_ERRORS: &str = "access_code_errors";
+/// `error.kind` of one that failed on warnings alone (e.g. `ultraloq_access_code_disabled`).
+pub const KIND_ACCESS_CODE_WARNINGS: &str = "access_code_warnings";
+
+impl Outcome {
+    /// Whether this record is a `failed` that Seam may still turn around: it
+    /// failed on issues Seam reports on the code, and Seam keeps retrying
+    /// after some of them. Verification looks again until `verify_deadline`
+    /// and records `succeeded` if the issues clear and the code is set.
+    pub fn may_recover(&self) -> bool {
+        self.state == OutcomeState::Failed
+            && self
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == KIND_ACCESS_CODE_ERRORS || e.kind == KIND_ACCESS_CODE_WARNINGS)
+    }
+}
+
 /// What a reconciliation run does next, from the record alone (so a run that
 /// crashed anywhere is simply run again).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +209,7 @@ impl Step {
                 None => Step::Apply,
             },
             OutcomeState::Verifying | OutcomeState::Scheduled => Step::Verify,
+            _ if outcome.may_recover() => Step::Verify,
             _ => Step::Done,
         }
     }
@@ -220,6 +242,12 @@ mod tests {
         assert_eq!(Step::of(&following), Step::FollowAttempt("aa".into()));
         assert_eq!(Step::of(&at(OutcomeState::Scheduled)), Step::Verify);
         assert_eq!(Step::of(&at(OutcomeState::Verifying)), Step::Verify);
+        let mut recoverable = at(OutcomeState::Failed);
+        recoverable.error =
+            Some(OutcomeError { kind: KIND_ACCESS_CODE_ERRORS.into(), message: String::new(), error_codes: vec![] });
+        assert_eq!(Step::of(&recoverable), Step::Verify, "a failure on the code's issues is looked at again");
+        recoverable.error.as_mut().unwrap().kind = "invalid_input".into();
+        assert_eq!(Step::of(&recoverable), Step::Done, "a refusal is final");
         for s in [
             OutcomeState::Succeeded,
             OutcomeState::Failed,

@@ -1,9 +1,21 @@
 //! The verification decision: given the desired state and the access code as
 //! Seam reports it, what now? Pure: the clock and the jitter are arguments.
-//! Follows Seam's guide (seeds 000-002, section 2): poll until `set`; any
-//! `errors` entry means failure; a `delay_in_setting_on_device` warning means
-//! keep waiting, within a budget; time-bound codes are expected `set` only
-//! from `starts_at` on.
+//!
+//! From Seam's guide (seeds 000-002, section 2) and its lifecycle docs: poll
+//! until `set`; time-bound codes are `set` only from `starts_at` on (before
+//! that they are `unset`, perhaps scheduled on the device); every entry of
+//! `errors` and `warnings` means what [`crate::issue::TABLE`] says. What the
+//! guide leaves open, decided here:
+//! - A desired state that names no schedule is verified against the schedule
+//!   Seam reports: a PIN change of next week's code is `scheduled` until the
+//!   code's own `starts_at`, not timed out today.
+//! - A future time-bound code is looked at right after the update (until it
+//!   leaves `setting`, within the timeout) and again [`PRE_START_LEAD`] before
+//!   `starts_at`, so a scheduling failure is found days before the guest
+//!   arrives; then at `starts_at`.
+//! - An issue created before the update being verified is not about it.
+//! - Times are compared to the second, or within `max_time_rounding` (default
+//!   one hour) for offline codes, which Seam rounds.
 
 use std::time::Duration;
 
@@ -12,8 +24,13 @@ use serde::Serialize;
 
 use crate::{
     desired::{DesiredState, Schedule},
+    issue::{IssueEffect, effect},
     observed::{AccessCode, CodeStatus, CodeType},
 };
+
+/// How long before `starts_at` a future time-bound code is looked at once
+/// more (besides right after the update), to find scheduling failures early.
+pub const PRE_START_LEAD: chrono::Duration = chrono::Duration::hours(24);
 
 /// What to do after looking at the access code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,46 +38,82 @@ use crate::{
 pub enum Verdict {
     /// On the lock as desired.
     Succeeded,
-    /// Seam reports errors on the code: these error codes.
+    /// Seam reports issues that mean the code will not be set as desired.
     Failed {
-        /// `error_code` of each entry.
-        error_codes: Vec<String>,
+        /// Their `error_code`s and `warning_code`s.
+        issues: Vec<String>,
     },
-    /// `set`, but with other values than desired (changed outside latchkey):
-    /// apply again.
+    /// Not as desired (other values, or Seam says it was changed outside
+    /// latchkey or could not be confirmed): apply again.
     Reapply {
-        /// Which properties differ.
-        differences: Vec<&'static str>,
+        /// Which properties differ, or which issue codes call for it.
+        reasons: Vec<String>,
     },
-    /// `set` with other values, and the re-apply budget is spent.
+    /// Still not as desired, and the re-apply budget is spent.
     Drifted {
-        /// Which properties differ.
-        differences: Vec<&'static str>,
+        /// As for `Reapply`.
+        reasons: Vec<String>,
     },
-    /// A time-bound code before its start: look again at this time.
-    WaitUntil(DateTime<Utc>),
+    /// A time-bound code before its start, nothing wrong seen: look again at
+    /// `check_at` (a pre-start check, or `starts_at` itself).
+    Scheduled {
+        /// The start Seam reports (or the desired one).
+        starts_at: DateTime<Utc>,
+        /// When to look next.
+        check_at: DateTime<Utc>,
+    },
     /// Not there yet: look again after a backoff.
     PollAgain {
-        /// Why, for the record.
-        reason: &'static str,
+        /// Why, for the record and the logs (issue codes included).
+        reason: String,
     },
-    /// The deadline passed before the code was `set`.
+    /// The deadline passed before the code was `set` as desired.
     TimedOut,
 }
 
-/// Budgets of one verification.
+/// The frame of one verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    /// After this, a code that is not `set` has timed out.
-    pub deadline: DateTime<Utc>,
-    /// Re-applies already made for drift.
+pub struct Window {
+    /// When the update being verified was sent. Issues Seam created before
+    /// it are not about it.
+    pub applied_at: DateTime<Utc>,
+    /// How long verification may take: after the update for ongoing codes,
+    /// after `starts_at` for time-bound ones.
+    pub timeout: Duration,
+    /// Re-applies already made.
     pub reapplies: u32,
     /// Re-applies allowed.
     pub max_reapplies: u32,
 }
 
-/// When the first verification poll should happen: at once for ongoing codes,
-/// at `starts_at` for time-bound ones (at once if it has passed).
+impl Window {
+    /// When a code on `schedule` that is not `set` has timed out.
+    pub fn deadline(&self, schedule: &Schedule) -> DateTime<Utc> {
+        deadline(schedule, self.applied_at, self.timeout)
+    }
+
+    /// Until when a code still being programmed is polled before its start
+    /// (after that, the pre-start checks take over).
+    fn settle_by(&self) -> DateTime<Utc> {
+        self.applied_at + chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// The schedule to verify against: the desired one, or, when the desired
+/// state names none, the one Seam reports (so an edit of an upcoming code is
+/// held to that code's own start).
+pub fn effective_schedule(desired: &Schedule, observed: &AccessCode) -> Schedule {
+    match (desired, observed.code_type, observed.starts_at, observed.ends_at) {
+        (Schedule::Unchanged, CodeType::TimeBound, Some(starts_at), Some(ends_at)) => {
+            Schedule::TimeBound { starts_at, ends_at }
+        }
+        (schedule, ..) => *schedule,
+    }
+}
+
+/// When the first verification poll should happen: at once for ongoing codes
+/// (and for desired states that name no schedule), at `starts_at` for
+/// time-bound ones (at once if it has passed).
 pub fn first_poll_at(schedule: &Schedule, now: DateTime<Utc>) -> DateTime<Utc> {
     match schedule {
         Schedule::TimeBound { starts_at, .. } if *starts_at > now => *starts_at,
@@ -75,11 +128,33 @@ pub fn deadline(schedule: &Schedule, applied_at: DateTime<Utc>, timeout: Duratio
     from + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
 }
 
+/// The next look at a future time-bound code that shows nothing wrong:
+/// [`PRE_START_LEAD`] before `starts_at` while that is still ahead, else
+/// `starts_at`.
+pub fn pre_start_check_at(starts_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let early = starts_at - PRE_START_LEAD;
+    if now < early { early } else { starts_at }
+}
+
 /// Delay before poll number `poll` (from 1): full jitter over
 /// `min(cap, base * 2^(poll-1))`; `jitter` is uniform in `[0, 1)`.
 pub fn poll_delay(poll: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
     let exp = base.saturating_mul(1u32 << poll.saturating_sub(1).min(20));
     exp.min(cap).mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// How far Seam may move a code's times: offline codes are rounded to
+/// `max_time_rounding` (Seam's default `1hour`); other codes are not rounded,
+/// and Seam reports times to the millisecond, so they must match to the second.
+pub fn time_tolerance(desired: &DesiredState, observed: &AccessCode) -> chrono::Duration {
+    let asked_offline = desired.options.is_offline_access_code.or(desired.options.use_offline_access_code);
+    if !observed.is_offline_access_code.or(asked_offline).unwrap_or(false) {
+        return chrono::Duration::seconds(1);
+    }
+    match desired.options.max_time_rounding.as_deref() {
+        Some("1day" | "1d") => chrono::Duration::days(1),
+        _ => chrono::Duration::hours(1),
+    }
 }
 
 /// The properties of `observed` that differ from `desired`. Only what the
@@ -92,12 +167,7 @@ pub fn differences(desired: &DesiredState, observed: &AccessCode) -> Vec<&'stati
     if desired.name.is_some() && desired.name != observed.name {
         out.push("name");
     }
-    // Seam may round times to `max_time_rounding`; otherwise compare to the second.
-    let tolerance = match desired.options.max_time_rounding.as_deref() {
-        Some("1day" | "1d") => chrono::Duration::days(1),
-        Some(_) => chrono::Duration::hours(1),
-        None => chrono::Duration::seconds(1),
-    };
+    let tolerance = time_tolerance(desired, observed);
     let near = |want: DateTime<Utc>, got: Option<DateTime<Utc>>| got.is_some_and(|g| (g - want).abs() < tolerance);
     match desired.schedule {
         Schedule::Unchanged => {}
@@ -121,41 +191,92 @@ pub fn differences(desired: &DesiredState, observed: &AccessCode) -> Vec<&'stati
     out
 }
 
+/// The issues on `observed` that are about the update being verified (raised
+/// at or after `applied_at`, or undated), with what each means.
+fn current_issues<'a>(
+    observed: &'a AccessCode,
+    applied_at: DateTime<Utc>,
+) -> impl Iterator<Item = (IssueEffect, crate::IssueKind, &'a str)> {
+    observed
+        .issues()
+        .filter(move |(_, i)| i.created_at.is_none_or(|c| c >= applied_at))
+        .map(|(kind, i)| (effect(kind, &i.code), kind, i.code.as_str()))
+}
+
+fn reapply_or_drift(reasons: Vec<String>, window: Window) -> Verdict {
+    if window.reapplies < window.max_reapplies { Verdict::Reapply { reasons } } else { Verdict::Drifted { reasons } }
+}
+
 /// Decides what to do with what Seam reports.
-pub fn judge(desired: &DesiredState, observed: &AccessCode, budget: Budget, now: DateTime<Utc>) -> Verdict {
-    if !observed.errors.is_empty() {
-        return Verdict::Failed { error_codes: observed.errors.iter().map(|e| e.code.clone()).collect() };
+pub fn judge(desired: &DesiredState, observed: &AccessCode, window: Window, now: DateTime<Utc>) -> Verdict {
+    let issues: Vec<_> = current_issues(observed, window.applied_at).collect();
+    let named = |wanted: IssueEffect, errors_only: bool| -> Vec<String> {
+        issues
+            .iter()
+            .filter(|(e, kind, _)| *e == wanted && (!errors_only || *kind == crate::IssueKind::Error))
+            .map(|(_, _, code)| code.to_string())
+            .collect()
+    };
+    let failing = named(IssueEffect::Fail, false);
+    if !failing.is_empty() {
+        return Verdict::Failed { issues: failing };
     }
-    if observed.status == CodeStatus::Set {
-        let differences = differences(desired, observed);
-        return if differences.is_empty() {
-            Verdict::Succeeded
-        } else if budget.reapplies < budget.max_reapplies {
-            Verdict::Reapply { differences }
+    let reapply = named(IssueEffect::Reapply, false);
+    if !reapply.is_empty() {
+        return reapply_or_drift(reapply, window);
+    }
+    let schedule = effective_schedule(&desired.schedule, observed);
+    let deadline = window.deadline(&schedule);
+    // A device out of reach keeps the code from being verified, whatever its
+    // status says; Seam keeps trying, so wait, within the deadline.
+    let unreachable = named(IssueEffect::Wait, true);
+    if !unreachable.is_empty() {
+        return if now >= deadline {
+            Verdict::TimedOut
         } else {
-            Verdict::Drifted { differences }
+            Verdict::PollAgain { reason: format!("waiting: {}", unreachable.join(", ")) }
         };
     }
-    if let Schedule::TimeBound { starts_at, .. } = desired.schedule
-        && now < starts_at
-        && differences(desired, observed).is_empty()
-    {
-        return Verdict::WaitUntil(starts_at);
+    let differences: Vec<String> = differences(desired, observed).into_iter().map(String::from).collect();
+    if observed.status == CodeStatus::Set {
+        return if differences.is_empty() { Verdict::Succeeded } else { reapply_or_drift(differences, window) };
     }
-    if now >= budget.deadline {
+    if let Schedule::TimeBound { starts_at, .. } = schedule
+        && now < starts_at
+    {
+        let settling = observed.status == CodeStatus::Setting || !differences.is_empty();
+        if settling && now < window.settle_by() {
+            return Verdict::PollAgain { reason: poll_reason(observed) };
+        }
+        if !differences.is_empty() {
+            return reapply_or_drift(differences, window);
+        }
+        return Verdict::Scheduled { starts_at, check_at: pre_start_check_at(starts_at, now) };
+    }
+    if now >= deadline {
         return Verdict::TimedOut;
     }
-    let reason = if observed.has_warning("delay_in_setting_on_device") {
-        "Seam reports a delay in setting the code on the device"
-    } else {
-        match observed.status {
-            CodeStatus::Setting => "still setting",
-            CodeStatus::Unset => "not on the lock yet",
-            CodeStatus::Removing => "being removed",
-            _ => "status unknown",
-        }
-    };
-    Verdict::PollAgain { reason }
+    Verdict::PollAgain { reason: poll_reason(observed) }
+}
+
+fn poll_reason(observed: &AccessCode) -> String {
+    let delays: Vec<&str> = observed
+        .warnings
+        .iter()
+        .filter(|w| effect(crate::IssueKind::Warning, &w.code) == IssueEffect::Wait)
+        .map(|w| w.code.as_str())
+        .collect();
+    if !delays.is_empty() {
+        return format!("Seam reports {}", delays.join(", "));
+    }
+    match observed.status {
+        CodeStatus::Setting => "still setting",
+        CodeStatus::Unset => "not on the lock yet",
+        CodeStatus::Removing => "being removed",
+        CodeStatus::Set => "set",
+        CodeStatus::Unknown => "status unknown",
+    }
+    .to_string()
 }
 
 #[cfg(test)]
@@ -163,6 +284,7 @@ mod tests {
     use super::*;
     use crate::{
         desired::{DesiredStateInput, UpdateOptions},
+        issue::{IssueKind, TABLE},
         observed::CodeIssue,
     };
 
@@ -189,83 +311,199 @@ mod tests {
             errors: vec![],
             warnings: vec![],
             is_scheduled_on_device: None,
+            is_offline_access_code: None,
         }
     }
 
-    fn budget(deadline: &str) -> Budget {
-        Budget { deadline: t(deadline), reapplies: 0, max_reapplies: 2 }
+    fn issue(code: &str, created_at: Option<&str>) -> CodeIssue {
+        CodeIssue { code: code.into(), message: format!("{code} happened"), created_at: created_at.map(t) }
+    }
+
+    /// Applied at NOW, 15 minutes to verify, two re-applies allowed.
+    fn window() -> Window {
+        Window { applied_at: t(NOW), timeout: Duration::from_secs(900), reapplies: 0, max_reapplies: 2 }
+    }
+
+    fn ongoing() -> DesiredState {
+        desired(r#"{"access_code_id":"ac","code":"1234","name":"Guest","type":"ongoing"}"#)
+    }
+
+    /// A time-bound code starting next week, as Seam shows it before its start.
+    fn upcoming(status: CodeStatus) -> AccessCode {
+        let mut c = code(status);
+        c.code_type = CodeType::TimeBound;
+        c.starts_at = Some(t("2026-03-08T15:00:00.000Z"));
+        c.ends_at = Some(t("2026-03-12T11:00:00.000Z"));
+        c.is_scheduled_on_device = Some(status == CodeStatus::Unset);
+        c
     }
 
     #[test]
     fn the_verdict_table() {
-        let ongoing = desired(r#"{"access_code_id":"ac","code":"1234","name":"Guest","type":"ongoing"}"#);
-        let b = budget("2026-03-01T12:15:00Z");
-        let now = t(NOW);
-        assert_eq!(judge(&ongoing, &code(CodeStatus::Set), b, now), Verdict::Succeeded);
-        assert_eq!(judge(&ongoing, &code(CodeStatus::Setting), b, now), Verdict::PollAgain { reason: "still setting" });
-        let mut delayed = code(CodeStatus::Setting);
-        delayed.warnings.push(CodeIssue { code: "delay_in_setting_on_device".into(), message: String::new() });
-        assert!(matches!(judge(&ongoing, &delayed, b, now), Verdict::PollAgain { reason } if reason.contains("delay")));
-        let mut failed = code(CodeStatus::Setting);
-        failed.errors.push(CodeIssue { code: "failed_to_set_on_device".into(), message: String::new() });
+        let (d, w, now) = (ongoing(), window(), t(NOW));
+        assert_eq!(judge(&d, &code(CodeStatus::Set), w, now), Verdict::Succeeded);
         assert_eq!(
-            judge(&ongoing, &failed, b, now),
-            Verdict::Failed { error_codes: vec!["failed_to_set_on_device".into()] }
+            judge(&d, &code(CodeStatus::Setting), w, now),
+            Verdict::PollAgain { reason: "still setting".into() }
         );
-        assert_eq!(judge(&ongoing, &code(CodeStatus::Setting), b, t("2026-03-01T12:15:00Z")), Verdict::TimedOut);
+        let mut delayed = code(CodeStatus::Setting);
+        delayed.warnings.push(issue("delay_in_setting_on_device", None));
+        assert!(matches!(judge(&d, &delayed, w, now), Verdict::PollAgain { reason } if reason.contains("delay")));
+        let mut failed = code(CodeStatus::Setting);
+        failed.errors.push(issue("failed_to_set_on_device", Some(NOW)));
+        assert_eq!(judge(&d, &failed, w, now), Verdict::Failed { issues: vec!["failed_to_set_on_device".into()] });
+        assert_eq!(judge(&d, &code(CodeStatus::Setting), w, t("2026-03-01T12:15:00Z")), Verdict::TimedOut);
         let mut changed = code(CodeStatus::Set);
         changed.code = Some("9999".into());
-        assert_eq!(judge(&ongoing, &changed, b, now), Verdict::Reapply { differences: vec!["code"] });
-        let spent = Budget { reapplies: 2, ..b };
-        assert_eq!(judge(&ongoing, &changed, spent, now), Verdict::Drifted { differences: vec!["code"] });
+        assert_eq!(judge(&d, &changed, w, now), Verdict::Reapply { reasons: vec!["code".into()] });
+        let spent = Window { reapplies: 2, ..w };
+        assert_eq!(judge(&d, &changed, spent, now), Verdict::Drifted { reasons: vec!["code".into()] });
+    }
+
+    /// One test per row of the issue table: the verdict for a `set` code
+    /// carrying that issue, raised after the update.
+    #[test]
+    fn every_row_of_the_issue_table_decides_the_verdict() {
+        let (d, w, now) = (ongoing(), window(), t(NOW));
+        for row in TABLE {
+            let mut c = code(CodeStatus::Set);
+            let i = issue(row.code, Some("2026-03-01T12:00:01Z"));
+            match row.kind {
+                IssueKind::Error => c.errors.push(i),
+                IssueKind::Warning => c.warnings.push(i),
+            }
+            let verdict = judge(&d, &c, w, now);
+            let expected = match (row.effect, row.kind) {
+                (IssueEffect::Fail, _) => Verdict::Failed { issues: vec![row.code.into()] },
+                (IssueEffect::Reapply, _) => Verdict::Reapply { reasons: vec![row.code.into()] },
+                (IssueEffect::Wait, IssueKind::Error) => {
+                    Verdict::PollAgain { reason: format!("waiting: {}", row.code) }
+                }
+                // A delay warning on a code Seam says is set does not undo it.
+                (IssueEffect::Wait, IssueKind::Warning) | (IssueEffect::Harmless, _) => Verdict::Succeeded,
+            };
+            assert_eq!(verdict, expected, "{:?} {}", row.kind, row.code);
+        }
     }
 
     #[test]
     fn errors_win_over_set() {
-        let d = desired(r#"{"access_code_id":"ac"}"#);
         let mut c = code(CodeStatus::Set);
-        c.errors.push(CodeIssue { code: "duplicate_code_on_device".into(), message: String::new() });
-        assert!(matches!(judge(&d, &c, budget("2026-03-01T13:00:00Z"), t(NOW)), Verdict::Failed { .. }));
+        c.errors.push(issue("duplicate_code_on_device", None));
+        assert!(matches!(judge(&ongoing(), &c, window(), t(NOW)), Verdict::Failed { .. }));
+    }
+
+    #[test]
+    fn an_issue_raised_before_the_update_is_not_about_it() {
+        let mut c = code(CodeStatus::Set);
+        c.errors.push(issue("failed_to_set_on_device", Some("2026-03-01T11:59:59Z")));
+        c.warnings.push(issue("code_modified_external_to_seam", Some("2026-02-28T08:00:00Z")));
+        assert_eq!(judge(&ongoing(), &c, window(), t(NOW)), Verdict::Succeeded);
+    }
+
+    #[test]
+    fn an_unreachable_device_is_waited_for_then_times_out() {
+        let mut c = code(CodeStatus::Setting);
+        c.errors.push(issue("hub_disconnected", Some(NOW)));
+        let w = window();
+        assert_eq!(
+            judge(&ongoing(), &c, w, t("2026-03-01T12:05:00Z")),
+            Verdict::PollAgain { reason: "waiting: hub_disconnected".into() }
+        );
+        assert_eq!(judge(&ongoing(), &c, w, t("2026-03-01T12:15:00Z")), Verdict::TimedOut);
+        // Seam may say `set` while the hub is away: not verified until it is back.
+        c.status = CodeStatus::Set;
+        assert!(matches!(judge(&ongoing(), &c, w, t(NOW)), Verdict::PollAgain { .. }));
     }
 
     #[test]
     fn a_time_bound_code_waits_for_its_start_then_must_be_set() {
         let d =
-            desired(r#"{"access_code_id":"ac","starts_at":"2026-03-02T15:00:00Z","ends_at":"2026-03-05T11:00:00Z"}"#);
-        let mut scheduled = code(CodeStatus::Unset);
-        scheduled.code_type = CodeType::TimeBound;
-        scheduled.starts_at = Some(t("2026-03-02T15:00:00.000Z"));
-        scheduled.ends_at = Some(t("2026-03-05T11:00:00Z"));
-        scheduled.is_scheduled_on_device = Some(true);
-        let b = budget("2026-03-02T15:15:00Z");
-        assert_eq!(judge(&d, &scheduled, b, t(NOW)), Verdict::WaitUntil(t("2026-03-02T15:00:00Z")));
+            desired(r#"{"access_code_id":"ac","starts_at":"2026-03-08T15:00:00Z","ends_at":"2026-03-12T11:00:00Z"}"#);
+        let w = window();
+        let scheduled = upcoming(CodeStatus::Unset);
         assert_eq!(
-            judge(&d, &scheduled, b, t("2026-03-02T15:00:01Z")),
-            Verdict::PollAgain { reason: "not on the lock yet" }
+            judge(&d, &scheduled, w, t(NOW)),
+            Verdict::Scheduled { starts_at: t("2026-03-08T15:00:00Z"), check_at: t("2026-03-07T15:00:00Z") },
+            "a week ahead: the next look is a day before the start"
         );
-        let mut set = scheduled.clone();
-        set.status = CodeStatus::Set;
-        assert_eq!(judge(&d, &set, b, t("2026-03-02T15:00:01Z")), Verdict::Succeeded);
-        // Still ongoing on Seam's side: the conversion has not happened yet.
-        let mut still_ongoing = code(CodeStatus::Set);
-        still_ongoing.code_type = CodeType::Ongoing;
         assert_eq!(
-            judge(&d, &still_ongoing, b, t(NOW)),
-            Verdict::Reapply { differences: vec!["type", "starts_at", "ends_at"] }
+            judge(&d, &scheduled, w, t("2026-03-07T16:00:00Z")),
+            Verdict::Scheduled { starts_at: t("2026-03-08T15:00:00Z"), check_at: t("2026-03-08T15:00:00Z") }
+        );
+        let started = t("2026-03-08T15:00:01Z");
+        assert_eq!(judge(&d, &scheduled, w, started), Verdict::PollAgain { reason: "not on the lock yet".into() });
+        assert_eq!(judge(&d, &upcoming(CodeStatus::Set), w, started), Verdict::Succeeded);
+        assert_eq!(judge(&d, &scheduled, w, t("2026-03-08T15:15:00Z")), Verdict::TimedOut);
+        // Still ongoing on Seam's side: the conversion has not happened.
+        assert_eq!(
+            judge(&d, &code(CodeStatus::Set), w, t(NOW)),
+            Verdict::Reapply { reasons: vec!["type".into(), "starts_at".into(), "ends_at".into()] }
         );
     }
 
     #[test]
-    fn rounding_widens_the_date_comparison() {
+    fn a_pin_change_of_an_upcoming_code_is_held_to_the_codes_own_start() {
+        // The desired state names no dates: "change next week's guest PIN".
+        let d = desired(r#"{"access_code_id":"ac","code":"1234"}"#);
+        let w = window();
+        let expected = Verdict::Scheduled { starts_at: t("2026-03-08T15:00:00Z"), check_at: t("2026-03-07T15:00:00Z") };
+        assert_eq!(judge(&d, &upcoming(CodeStatus::Unset), w, t(NOW)), expected);
+        // Long after the ongoing-style deadline, still scheduled, not timed out.
+        assert!(matches!(
+            judge(&d, &upcoming(CodeStatus::Unset), w, t("2026-03-05T00:00:00Z")),
+            Verdict::Scheduled { .. }
+        ));
+        assert_eq!(
+            w.deadline(&effective_schedule(&d.schedule, &upcoming(CodeStatus::Unset))),
+            t("2026-03-08T15:15:00Z")
+        );
+        assert_eq!(judge(&d, &upcoming(CodeStatus::Set), w, t("2026-03-08T15:00:02Z")), Verdict::Succeeded);
+    }
+
+    #[test]
+    fn scheduling_failures_of_a_future_code_are_found_before_its_start() {
+        let d =
+            desired(r#"{"access_code_id":"ac","starts_at":"2026-03-08T15:00:00Z","ends_at":"2026-03-12T11:00:00Z"}"#);
+        let mut c = upcoming(CodeStatus::Unset);
+        c.errors.push(issue("no_space_for_access_code_on_device", Some("2026-03-01T12:00:02Z")));
+        assert_eq!(
+            judge(&d, &c, window(), t("2026-03-01T12:00:03Z")),
+            Verdict::Failed { issues: vec!["no_space_for_access_code_on_device".into()] }
+        );
+        // Being programmed right after the update: polled, not left for a week.
+        let setting = upcoming(CodeStatus::Setting);
+        assert!(matches!(judge(&d, &setting, window(), t(NOW)), Verdict::PollAgain { .. }));
+        // Still `setting` after the timeout: the pre-start checks take over.
+        assert!(matches!(judge(&d, &setting, window(), t("2026-03-01T12:16:00Z")), Verdict::Scheduled { .. }));
+    }
+
+    #[test]
+    fn only_offline_codes_get_the_rounding_tolerance() {
         let mut d =
             desired(r#"{"access_code_id":"ac","starts_at":"2026-03-02T15:20:00Z","ends_at":"2026-03-05T11:10:00Z"}"#);
         let mut c = code(CodeStatus::Set);
         c.code_type = CodeType::TimeBound;
         c.starts_at = Some(t("2026-03-02T15:00:00Z"));
-        c.ends_at = Some(t("2026-03-05T11:00:00Z"));
+        c.ends_at = Some(t("2026-03-05T12:00:00Z"));
         assert_eq!(differences(&d, &c), vec!["starts_at", "ends_at"]);
         d.options = UpdateOptions { max_time_rounding: Some("1hour".into()), ..UpdateOptions::default() };
+        assert_eq!(differences(&d, &c), vec!["starts_at", "ends_at"], "not an offline code: Seam does not round");
+        c.is_offline_access_code = Some(true);
+        assert!(differences(&d, &c).is_empty(), "an offline code is rounded to the hour");
+        d.options.max_time_rounding = None;
+        assert!(differences(&d, &c).is_empty(), "Seam's default rounding is an hour");
+        c.starts_at = Some(t("2026-03-02T00:00:00Z"));
+        assert_eq!(differences(&d, &c), vec!["starts_at"], "a day off is more than an hour");
+        d.options.max_time_rounding = Some("1d".into());
         assert!(differences(&d, &c).is_empty());
+        // Milliseconds as Seam reports them are not a difference.
+        let mut exact = code(CodeStatus::Set);
+        exact.code_type = CodeType::TimeBound;
+        exact.starts_at = Some(t("2026-03-02T15:20:00.000Z"));
+        exact.ends_at = Some(t("2026-03-05T11:10:00.400Z"));
+        d.options = UpdateOptions::default();
+        assert!(differences(&d, &exact).is_empty());
     }
 
     #[test]
@@ -273,12 +511,14 @@ mod tests {
         let now = t(NOW);
         let fifteen = Duration::from_secs(900);
         assert_eq!(first_poll_at(&Schedule::Ongoing, now), now);
+        assert_eq!(first_poll_at(&Schedule::Unchanged, now), now);
         let tb = Schedule::TimeBound { starts_at: t("2026-03-02T15:00:00Z"), ends_at: t("2026-03-03T15:00:00Z") };
         assert_eq!(first_poll_at(&tb, now), t("2026-03-02T15:00:00Z"));
         assert_eq!(deadline(&tb, now, fifteen), t("2026-03-02T15:15:00Z"));
         assert_eq!(deadline(&Schedule::Ongoing, now, fifteen), t("2026-03-01T12:15:00Z"));
         let started = Schedule::TimeBound { starts_at: t("2026-03-01T11:00:00Z"), ends_at: t("2026-03-03T15:00:00Z") };
         assert_eq!(first_poll_at(&started, now), now, "a start in the past: verify at once");
+        assert_eq!(pre_start_check_at(t("2026-03-01T13:00:00Z"), now), t("2026-03-01T13:00:00Z"));
     }
 
     #[test]

@@ -1,8 +1,16 @@
 //! The Seam client: one pooled reqwest client (rustls), timeouts on connect
-//! and on the whole request, Bearer auth, and every failure classified by
-//! [`crate::error::classify`].
+//! and on the whole request, Bearer auth with a key that can be replaced at
+//! run time (a rotated Kubernetes secret), and every failure classified by
+//! [`crate::error::classify`]. It remembers whether Seam accepted the key on
+//! the last answer, for the worker's readiness and an alert.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use latchkey_core::{AccessCode, ActionAttempt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
@@ -10,7 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 
 use crate::{
-    config::SeamConfig,
+    config::{ApiKey, SeamConfig},
     error::{Error, Result, classify, excerpt},
     request::UpdateAccessCode,
     wire,
@@ -29,22 +37,31 @@ pub struct UpdateOutcome {
     pub access_code: Option<AccessCode>,
 }
 
-/// A Seam API client. Cheap to clone (the connection pool is shared).
+/// A Seam API client. Cheap to clone: clones share the connection pool, the
+/// key and what is known of the key's health.
 #[derive(Debug, Clone)]
 pub struct SeamClient {
     http: reqwest::Client,
     endpoint: String,
     request_timeout: Duration,
+    /// `Bearer <key>`, marked sensitive (never in `Debug`); replaced by
+    /// [`SeamClient::set_api_key`].
+    auth: Arc<RwLock<HeaderValue>>,
+    /// Whether Seam's last answer refused the key (401 or 403).
+    key_refused: Arc<AtomicBool>,
+}
+
+fn bearer(key: &ApiKey) -> Result<HeaderValue> {
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| Error::Config("the Seam API key has characters not allowed in a header".into()))?;
+    auth.set_sensitive(true);
+    Ok(auth)
 }
 
 impl SeamClient {
     /// Builds the client. Fails only on an unusable configuration.
     pub fn new(config: &SeamConfig) -> Result<Self> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
-            .map_err(|_| Error::Config("the Seam API key has characters not allowed in a header".into()))?;
-        auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         let http = reqwest::Client::builder()
             .default_headers(headers)
@@ -52,7 +69,38 @@ impl SeamClient {
             .timeout(config.request_timeout)
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
-        Ok(Self { http, endpoint: config.endpoint.clone(), request_timeout: config.request_timeout })
+        Ok(Self {
+            http,
+            endpoint: config.endpoint.clone(),
+            request_timeout: config.request_timeout,
+            auth: Arc::new(RwLock::new(bearer(&config.api_key)?)),
+            key_refused: Arc::default(),
+        })
+    }
+
+    /// Uses `key` from the next request on (every clone does). Seam gets a
+    /// fresh chance to accept it: the refusal remembered is forgotten.
+    pub fn set_api_key(&self, key: &ApiKey) -> Result<()> {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = bearer(key)?;
+        self.set_key_refused(false);
+        Ok(())
+    }
+
+    /// Whether Seam refused the API key on its last answer (401 or 403) and
+    /// has accepted nothing since: no reconciliation can make progress.
+    pub fn key_refused(&self) -> bool {
+        self.key_refused.load(Ordering::Relaxed)
+    }
+
+    fn set_key_refused(&self, refused: bool) {
+        if self.key_refused.swap(refused, Ordering::Relaxed) != refused {
+            metrics::gauge!("latchkey_seam_key_refused").set(if refused { 1.0 } else { 0.0 });
+            if refused {
+                tracing::error!("Seam refuses the API key (HTTP 401/403); reconciliations wait until it works again");
+            } else {
+                tracing::info!("Seam accepts the API key again");
+            }
+        }
     }
 
     /// `POST /access_codes/update`.
@@ -105,8 +153,17 @@ impl SeamClient {
         let transport = |e: reqwest::Error| {
             if e.is_timeout() { Error::Timeout(self.request_timeout, e) } else { Error::Connect(e) }
         };
-        let response = self.http.post(format!("{}{path}", self.endpoint)).json(body).send().await.map_err(transport)?;
+        let auth = self.auth.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.endpoint))
+            .header(AUTHORIZATION, auth)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
         let status = response.status().as_u16();
+        self.set_key_refused(status == 401 || status == 403);
         let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = response.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {

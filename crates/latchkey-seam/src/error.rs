@@ -32,7 +32,11 @@ pub enum ErrorClass {
     Transient,
     /// Try again after at least this long (when Seam said), or back off.
     RateLimited(Option<Duration>),
-    /// Retrying cannot help: the request or the credentials are wrong.
+    /// Seam does not accept the API key (401, 403): the worker's fault, not
+    /// the job's. Wait for the key to be fixed; nothing about the job is wrong.
+    Unauthorized,
+    /// Retrying cannot help: the request is wrong, or names something Seam
+    /// does not have.
     Permanent,
     /// Seam's answer could not be read.
     Malformed,
@@ -101,6 +105,7 @@ impl Error {
         match self {
             Error::Connect(_) | Error::Timeout(..) | Error::Server { .. } => ErrorClass::Transient,
             Error::RateLimited { retry_after, .. } => ErrorClass::RateLimited(*retry_after),
+            Error::Rejected { status: 401 | 403, .. } => ErrorClass::Unauthorized,
             Error::Rejected { .. } | Error::Config(_) => ErrorClass::Permanent,
             Error::Malformed { .. } => ErrorClass::Malformed,
         }
@@ -115,6 +120,13 @@ impl Error {
             Error::RateLimited { .. } => Some(429),
             Error::Connect(_) | Error::Timeout(..) | Error::Config(_) => None,
         }
+    }
+
+    /// Whether Seam said the access code (or action attempt) does not exist:
+    /// 404 with `not_found` (what `/access_codes/get` answers) or
+    /// `access_code_not_found` (`/access_codes/update` and `delete`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Rejected { status: 404, error } if error.error_type == "not_found" || error.error_type == "access_code_not_found")
     }
 
     /// Seam's error type and message, when it sent one.
@@ -189,8 +201,8 @@ mod tests {
         let now = Utc::now();
         let cases: &[(u16, &str, ErrorClass)] = &[
             (400, "invalid_input", ErrorClass::Permanent),
-            (401, "unauthorized", ErrorClass::Permanent),
-            (403, "forbidden", ErrorClass::Permanent),
+            (401, "unauthorized", ErrorClass::Unauthorized),
+            (403, "forbidden", ErrorClass::Unauthorized),
             (404, "access_code_not_found", ErrorClass::Permanent),
             (404, "device_not_found", ErrorClass::Permanent),
             (404, "not_found", ErrorClass::Permanent),
@@ -210,6 +222,15 @@ mod tests {
             assert_eq!(err.class(), class, "{status} {error_type}");
             assert_eq!(err.api_error().map(|e| e.error_type.as_str()), Some(error_type), "{status}");
         }
+    }
+
+    #[test]
+    fn both_of_seams_names_for_an_unknown_access_code_mean_not_found() {
+        let now = Utc::now();
+        assert!(classify(404, None, &envelope("not_found"), now).is_not_found());
+        assert!(classify(404, None, &envelope("access_code_not_found"), now).is_not_found());
+        assert!(!classify(404, None, &envelope("device_not_found"), now).is_not_found());
+        assert!(!classify(400, None, &envelope("not_found"), now).is_not_found());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) struct AccessCodeWire {
     warnings: Vec<WarningWire>,
     #[serde(default)]
     is_scheduled_on_device: Option<bool>,
+    #[serde(default)]
+    is_offline_access_code: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +37,8 @@ struct ErrorWire {
     error_code: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +46,8 @@ struct WarningWire {
     warning_code: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -93,9 +99,18 @@ impl From<AccessCodeWire> for AccessCode {
             status: w.status,
             starts_at: w.starts_at,
             ends_at: w.ends_at,
-            errors: w.errors.into_iter().map(|e| CodeIssue { code: e.error_code, message: e.message }).collect(),
-            warnings: w.warnings.into_iter().map(|e| CodeIssue { code: e.warning_code, message: e.message }).collect(),
+            errors: w
+                .errors
+                .into_iter()
+                .map(|e| CodeIssue { code: e.error_code, message: e.message, created_at: e.created_at })
+                .collect(),
+            warnings: w
+                .warnings
+                .into_iter()
+                .map(|w| CodeIssue { code: w.warning_code, message: w.message, created_at: w.created_at })
+                .collect(),
             is_scheduled_on_device: w.is_scheduled_on_device,
+            is_offline_access_code: w.is_offline_access_code,
         }
     }
 }
@@ -106,7 +121,7 @@ impl From<ActionAttemptWire> for ActionAttempt {
             action_attempt_id: w.action_attempt_id,
             action_type: w.action_type,
             status: w.status,
-            error: w.error.map(|e| CodeIssue { code: e.error_type, message: e.message }),
+            error: w.error.map(|e| CodeIssue { code: e.error_type, message: e.message, created_at: None }),
         }
     }
 }
@@ -150,6 +165,7 @@ mod tests {
         let c = AccessCode::from(w);
         assert_eq!(c.code_type, CodeType::TimeBound);
         assert_eq!(c.errors[0].code, "device_offline");
+        assert_eq!(c.errors[0].created_at.unwrap().to_rfc3339(), "2025-01-01T00:00:00+00:00");
         assert!(c.has_warning("delay_in_setting_on_device"));
         assert_eq!(c.starts_at.unwrap().to_rfc3339(), "2025-02-01T16:00:00+00:00");
     }

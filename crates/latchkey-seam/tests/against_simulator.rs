@@ -79,16 +79,33 @@ async fn invalid_input_is_permanent_with_seams_validation_errors() {
 }
 
 #[tokio::test]
-async fn unknown_access_codes_and_a_wrong_key_are_permanent() {
-    let (seam, client, _) = setup().await;
+async fn an_unknown_access_code_is_not_found_and_permanent() {
+    let (_seam, client, id) = setup().await;
     let err = client.get_access_code("does-not-exist").await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Rejected { status: 404, error } if error.error_type == "access_code_not_found"),
-        "{err:?}"
-    );
-    let wrong = SeamClient::new(&SeamConfig::new(seam.url(), ApiKey::new("not_the_key"))).unwrap();
-    let err = wrong.get_access_code("x").await.unwrap_err();
+    assert!(matches!(&err, Error::Rejected { status: 404, error } if error.error_type == "not_found"), "{err:?}");
+    assert!(err.is_not_found() && err.class() == ErrorClass::Permanent, "{err:?}");
+    let err = client
+        .update_access_code(&UpdateAccessCode { code: Some("1234".into()), ..update("does-not-exist") })
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "update says access_code_not_found: {err:?}");
+    assert!(client.get_access_code(&id).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_refused_key_is_the_workers_fault_and_a_replaced_key_works_at_once() {
+    let (seam, client, id) = setup().await;
+    let other = client.clone();
+    assert!(!client.key_refused());
+    seam.set_api_key(Some("seam_rotated".into()));
+    let err = client.get_access_code(&id).await.unwrap_err();
     assert!(matches!(&err, Error::Rejected { status: 401, error } if error.error_type == "unauthorized"), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Unauthorized);
+    assert!(other.key_refused(), "every clone knows the key is refused");
+    assert!(!format!("{err:?} {err} {client:?}").contains("seam_test_key"), "no key in errors or Debug");
+    other.set_api_key(&ApiKey::new("seam_rotated")).unwrap();
+    assert!(!client.key_refused(), "a new key gets a fresh chance");
+    assert_eq!(client.get_access_code(&id).await.unwrap().access_code_id, id, "every clone uses the new key");
 }
 
 #[tokio::test]
@@ -143,7 +160,7 @@ async fn a_response_slower_than_the_timeout_is_a_transient_timeout() {
 async fn a_failed_action_attempt_reports_its_error() {
     let seam = FakeSeam::spawn(SimConfig::default()).await.unwrap();
     let client = SeamClient::new(&SeamConfig::new(seam.url(), ApiKey::new(KEY))).unwrap();
-    let device = seam.add_device(DeviceBehaviour::Fails { delay: Duration::from_millis(20) });
+    let device = seam.add_device(DeviceBehaviour::fails(Duration::from_millis(20)));
     let id = seam.add_access_code(&device, SeedCode::default());
     let attempt = client
         .update_access_code(&UpdateAccessCode { code: Some("5678".into()), ..update(&id) })

@@ -13,6 +13,7 @@ proptest! {
         match status {
             429 => prop_assert!(matches!(class, ErrorClass::RateLimited(_))),
             408 | 500..=599 => prop_assert_eq!(class, ErrorClass::Transient),
+            401 | 403 => prop_assert_eq!(class, ErrorClass::Unauthorized),
             400..=499 => prop_assert_eq!(class, ErrorClass::Permanent),
             _ => prop_assert_eq!(class, ErrorClass::Malformed),
         }

@@ -37,6 +37,10 @@ pub struct WorkerArgs {
     /// Seam API key (prefer SEAM_API_KEY or SEAM_API_KEY_FILE over the flag).
     #[arg(long, hide = true)]
     pub seam_api_key: Option<String>,
+    /// A file holding the Seam API key (a mounted secret). Re-read when it
+    /// changes, so a rotated key is used without a restart. Wins over SEAM_API_KEY.
+    #[arg(long, env = "SEAM_API_KEY_FILE")]
+    pub seam_api_key_file: Option<PathBuf>,
     /// Reconciliations run at once by this process.
     #[arg(long, env = "LATCHKEY_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
@@ -95,6 +99,7 @@ impl fmt::Debug for WorkerArgs {
             .field("http_addr", &self.http_addr)
             .field("seam_endpoint", &self.seam_endpoint)
             .field("seam_api_key", &self.seam_api_key.as_ref().map(|_| "[redacted]"))
+            .field("seam_api_key_file", &self.seam_api_key_file)
             .field("concurrency", &self.concurrency)
             .field("prefix", &self.prefix)
             .field("verify_timeout_secs", &self.verify_timeout_secs)
@@ -213,11 +218,13 @@ async fn handle(
 /// Runs the worker until `shutdown` completes, then drains: in-flight
 /// reconciliations finish (or go back to the queue) within `drain_secs`.
 pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let api_key = match &args.seam_api_key {
-        Some(k) => ApiKey::new(k),
-        None => api_key_from_env()?,
+    let api_key = match (&args.seam_api_key_file, &args.seam_api_key) {
+        (Some(path), _) => read_key_file(path)?,
+        (None, Some(k)) => ApiKey::new(k),
+        (None, None) => api_key_from_env()?,
     };
     let seam = SeamClient::new(&SeamConfig::new(&args.seam_endpoint, api_key))?;
+    let key_watch = args.seam_api_key_file.clone().map(|path| tokio::spawn(watch_key_file(path, seam.clone())));
     let ops_addr = args.ops_addr()?;
     let redis_config = args.redis_config()?;
     let redis = Redis::connect(&redis_config).await?;
@@ -226,7 +233,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     tracing::info!(%identity, redis = %redact_url(&redis_config.url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
     let options = WorkerOptions { identity: identity.clone(), ..WorkerOptions::default() };
     // The ops listener answers until the very end, so liveness holds while draining.
-    let ops = Ops::new(store.queue().clone(), identity.clone(), options.lease);
+    let ops = Ops::new(store.queue().clone(), seam.clone(), identity.clone(), options.lease);
     let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
     let ops_task = match ops_addr {
         Some(addr) => Some(
@@ -271,12 +278,51 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
             tracing::warn!(error = %latchkey_store::error_chain(&e), "could not hand back leased jobs; they return when their lease expires")
         }
     }
+    if let Some(task) = key_watch {
+        task.abort();
+    }
     let _ = ops_stop.send(());
     if let Some(task) = ops_task {
         let _ = task.await;
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// How often SEAM_API_KEY_FILE is read for a new key. Kubernetes updates a
+/// mounted secret in place (within a minute or so); reading a small file this
+/// often costs nothing.
+const KEY_FILE_POLL: Duration = Duration::from_secs(2);
+
+fn read_key_file(path: &std::path::Path) -> Result<ApiKey, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("SEAM_API_KEY_FILE {}: cannot be read: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Err(Error::Config(format!("SEAM_API_KEY_FILE {}: is empty", path.display())));
+    }
+    Ok(ApiKey::new(text))
+}
+
+/// Re-reads the key file and hands a changed key to the client. A file that
+/// cannot be read or is empty (mid-rotation) keeps the key in use.
+async fn watch_key_file(path: PathBuf, seam: SeamClient) {
+    let mut current = read_key_file(&path).ok();
+    let mut tick = tokio::time::interval(KEY_FILE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match read_key_file(&path) {
+            Ok(key) if Some(&key) != current.as_ref() => match seam.set_api_key(&key) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "Seam API key changed in SEAM_API_KEY_FILE; using the new key");
+                    current = Some(key);
+                }
+                Err(e) => tracing::error!(file = %path.display(), error = %e, "the new Seam API key cannot be used"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "keeping the Seam API key in use"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT; a second signal exits at once.

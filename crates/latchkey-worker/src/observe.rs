@@ -22,6 +22,7 @@
 //! | `latchkey_enqueue_to_outcome_seconds` | histogram | `state` |
 //! | `latchkey_worker_draining` | gauge | |
 //! | `latchkey_redis_up` | gauge | whether the last scrape could read the queue |
+//! | `latchkey_seam_key_refused` | gauge | 1 while Seam refuses the API key (401/403): nothing can progress |
 //!
 //! The queue gauges are read from Redis when `/metrics` is scraped, so every
 //! replica reports the same queue; aggregate them with `max`, not `sum`.
@@ -36,6 +37,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use latchkey_seam::SeamClient;
 use latchkey_store::{Queue, error_chain};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -63,6 +65,7 @@ fn prometheus() -> &'static PrometheusHandle {
         });
         describe();
         gauge!("latchkey_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        gauge!("latchkey_seam_key_refused").set(0.0);
         // Series that alerts divide or rate over exist from the start, at 0.
         for limit in ["device", "api_key", "seam"] {
             counter!("latchkey_rate_limit_waits_total", "limit" => limit).increment(0);
@@ -110,6 +113,10 @@ fn describe() {
     );
     describe_gauge!("latchkey_worker_draining", "1 while this worker drains for shutdown.");
     describe_gauge!("latchkey_redis_up", "1 when the last scrape could read the queue from Redis.");
+    describe_gauge!(
+        "latchkey_seam_key_refused",
+        "1 while Seam refuses the API key (HTTP 401/403): reconciliations wait until the key works again."
+    );
 }
 
 /// How a job run ended, for `latchkey_jobs_finished_total`.
@@ -144,6 +151,8 @@ pub(crate) struct Ops {
 
 struct OpsInner {
     queue: Queue,
+    /// Whether Seam accepts the API key decides readiness too.
+    seam: SeamClient,
     identity: String,
     draining: AtomicBool,
     /// How recent a heartbeat must be for the worker to count as registered.
@@ -158,10 +167,11 @@ impl std::fmt::Debug for Ops {
 
 impl Ops {
     /// For the worker `identity` working `queue`.
-    pub(crate) fn new(queue: Queue, identity: String, registered_within: Duration) -> Self {
+    pub(crate) fn new(queue: Queue, seam: SeamClient, identity: String, registered_within: Duration) -> Self {
         prometheus();
         gauge!("latchkey_worker_draining").set(0.0);
-        Self { inner: Arc::new(OpsInner { queue, identity, draining: AtomicBool::new(false), registered_within }) }
+        let draining = AtomicBool::new(false);
+        Self { inner: Arc::new(OpsInner { queue, seam, identity, draining, registered_within }) }
     }
 
     /// From now on `/readyz` says no: the worker drains for shutdown.
@@ -195,6 +205,13 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     let ops = &ops.inner;
     if ops.draining.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining for shutdown\n".to_string());
+    }
+    if ops.seam.key_refused() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Seam authentication fails: Seam refuses the API key (HTTP 401/403); check SEAM_API_KEY or SEAM_API_KEY_FILE\n"
+                .to_string(),
+        );
     }
     match tokio::time::timeout(PROBE_TIMEOUT, ops.queue.workers_alive(ops.registered_within)).await {
         Ok(Ok(alive)) if alive.contains(&ops.identity) => (StatusCode::OK, "ready\n".to_string()),

@@ -12,8 +12,9 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
-    AccessCode, AttemptStatus, Budget, DesiredState, Outcome, OutcomeError, OutcomeState, Step, Verdict, deadline,
-    first_poll_at, judge, poll_delay,
+    AccessCode, AttemptStatus, CodeIssue, DesiredState, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, Outcome,
+    OutcomeError, OutcomeState, Schedule, Step, Verdict, Window, deadline, effective_schedule, judge, poll_delay,
+    pre_start_check_at,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
 use latchkey_store::{JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
@@ -247,22 +248,26 @@ impl Reconciler {
         }
     }
 
-    /// Seam accepted the update: verify at once (ongoing) or at `starts_at`,
-    /// within the deadline set when the update was sent.
+    /// Seam accepted the update: look at the code at once. An ongoing code is
+    /// polled until it is set; a future time-bound code is looked at now to
+    /// catch scheduling failures early, then at the pre-start checks and at
+    /// `starts_at` ([`judge`] says when).
     async fn start_verifying(&self, desired: &DesiredState, outcome: Outcome) -> RunResult {
         let now = Utc::now();
-        let first = first_poll_at(&desired.schedule, now);
-        let state = if first > now { OutcomeState::Scheduled } else { OutcomeState::Verifying };
-        let mut o = outcome.moved(state, now);
+        let mut o = outcome.moved(OutcomeState::Verifying, now);
         o.action_attempt_id = None;
         if o.verify_deadline.is_none() {
             o.verify_deadline = Some(deadline(&desired.schedule, now, self.settings.verify_timeout));
         }
-        let at = if first > now { self.spread(&desired.access_code_id, first) } else { ms(first) };
-        self.save_then(&o, Next::RunAt(at)).await
+        self.save_then(&o, Next::RunAt(ms(now))).await
     }
 
     async fn verify(&self, desired: &DesiredState, mut outcome: Outcome, info: &JobInfo) -> RunResult {
+        let revisiting = outcome.may_recover();
+        if revisiting && outcome.verify_deadline.is_none_or(|d| Utc::now() >= d) {
+            // The window closed on a failure: it stands.
+            return Ok(Next::Done);
+        }
         if let Some(wait) = self.key_budget_wait().await? {
             return Ok(Next::after(wait));
         }
@@ -274,55 +279,82 @@ impl Reconciler {
         };
         let now = Utc::now();
         outcome.polls += 1;
-        let budget = Budget {
-            deadline: outcome.verify_deadline.unwrap_or(now),
+        let window = Window {
+            applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
+            timeout: self.settings.verify_timeout,
             reapplies: outcome.reapplies,
             max_reapplies: self.settings.max_reapplies,
         };
-        let verdict = judge(desired, &observed, budget, now);
+        let schedule = effective_schedule(&desired.schedule, &observed);
+        let deadline = window.deadline(&schedule);
+        outcome.verify_deadline = Some(deadline);
+        let verdict = judge(desired, &observed, window, now);
         tracing::debug!(?verdict, status = ?observed.status, "verified");
         outcome.last_seen = Some(observed.clone());
+        if revisiting && !matches!(verdict, Verdict::Failed { .. }) {
+            // Seam turned it around: the failure no longer holds.
+            outcome.error = None;
+            outcome.finished_at = None;
+        }
         match verdict {
             Verdict::Succeeded => self.finish(outcome.moved(OutcomeState::Succeeded, now)).await,
-            Verdict::Failed { error_codes } => {
-                let message =
-                    observed.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ");
-                let error = OutcomeError { kind: "access_code_errors".into(), message, error_codes };
-                self.finish(outcome.ended(OutcomeState::Failed, error, now)).await
+            Verdict::Failed { issues } => {
+                let error = issues_error(&observed, issues);
+                // Seam keeps retrying after some failures: look again while the window is open.
+                let next = match schedule {
+                    Schedule::TimeBound { starts_at, .. } if now < starts_at => {
+                        let check_at = pre_start_check_at(starts_at, now);
+                        if check_at == starts_at {
+                            self.spread(&desired.access_code_id, check_at)
+                        } else {
+                            ms(check_at)
+                        }
+                    }
+                    _ => ms(now) + self.poll_delay(outcome.polls).as_millis() as u64,
+                };
+                let next = if next < ms(deadline) { Next::RunAt(next) } else { Next::Done };
+                if revisiting {
+                    outcome.error = Some(error);
+                    outcome.updated_at = now;
+                    return self.save_then(&outcome, next).await;
+                }
+                self.finish_then(outcome.ended(OutcomeState::Failed, error, now), next).await
             }
-            Verdict::Reapply { differences } => {
-                tracing::warn!(?differences, "the code on Seam differs from the desired state; applying again");
+            Verdict::Reapply { reasons } => {
+                tracing::warn!(?reasons, "the code on Seam is not as desired; applying again");
                 outcome.reapplies += 1;
                 self.save_then(&outcome.moved(OutcomeState::Pending, now), Next::RunAt(ms(now))).await
             }
-            Verdict::Drifted { differences } => {
+            Verdict::Drifted { reasons } => {
                 let error = OutcomeError {
                     kind: "drifted".into(),
                     message: format!(
-                        "still differs in {} after {} re-applies",
-                        differences.join(", "),
+                        "still not as desired ({}) after {} re-applies",
+                        reasons.join(", "),
                         outcome.reapplies
                     ),
-                    error_codes: vec![],
+                    error_codes: reasons.into_iter().filter(|r| observed.issues().any(|(_, i)| &i.code == r)).collect(),
                 };
                 self.finish(outcome.ended(OutcomeState::Failed, error, now)).await
             }
-            Verdict::WaitUntil(at) => {
-                let at = self.spread(&desired.access_code_id, at);
+            Verdict::Scheduled { starts_at, check_at } => {
+                let at =
+                    if check_at == starts_at { self.spread(&desired.access_code_id, check_at) } else { ms(check_at) };
+                tracing::debug!(%starts_at, %check_at, "scheduled; nothing wrong seen");
                 self.save_then(&outcome.moved(OutcomeState::Scheduled, now), Next::RunAt(at)).await
             }
             Verdict::PollAgain { reason } => {
                 tracing::debug!(reason, polls = outcome.polls, "not set yet");
                 let delay = self.poll_delay(outcome.polls);
                 let at = ms(now) + delay.as_millis() as u64;
-                let at = at.min(ms(budget.deadline)).max(ms(now));
+                let at = at.min(ms(deadline)).max(ms(now));
                 self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
             }
             Verdict::TimedOut => {
                 let error = OutcomeError {
                     kind: "timed_out".into(),
-                    message: format!("not set by the deadline; last seen {}", describe(&observed)),
-                    error_codes: vec![],
+                    message: format!("not set as desired by the deadline; last seen {}", describe(&observed)),
+                    error_codes: observed.issues().map(|(_, i)| i.code.clone()).collect(),
                 };
                 self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await
             }
@@ -356,8 +388,27 @@ impl Reconciler {
     ) -> RunResult {
         let now = Utc::now();
         let class = err.class();
-        let message = error_chain(&err);
-        let kind = err.api_error().map_or_else(|| format!("{class:?}").to_lowercase(), |e| e.error_type.clone());
+        if class == ErrorClass::Unauthorized {
+            // Not this job's fault: no attempt used, no outcome changed. The
+            // client reports the refused key (readiness, metric, alert); work
+            // resumes by itself once the key works again.
+            let wait = self.auth_wait();
+            tracing::warn!(error = %error_chain(&err), wait_ms = wait.as_millis() as u64, "Seam refuses the API key; waiting");
+            return Ok(Next::after(wait));
+        }
+        let (kind, message) = if err.is_not_found() {
+            let seam_type = err.api_error().map_or("not_found", |e| e.error_type.as_str());
+            (
+                "access_code_not_found".to_string(),
+                format!(
+                    "Seam has no access code {:?} (HTTP 404 {seam_type}): it was deleted, or never existed in this workspace",
+                    outcome.access_code_id
+                ),
+            )
+        } else {
+            let kind = err.api_error().map_or_else(|| format!("{class:?}").to_lowercase(), |e| e.error_type.clone());
+            (kind, error_chain(&err))
+        };
         if class == ErrorClass::Permanent {
             tracing::error!(error = %message, "Seam refused the request; giving up on this generation");
             return self
@@ -382,6 +433,13 @@ impl Reconciler {
             return Ok(Next::after(wait));
         }
         Err(Box::new(err))
+    }
+
+    /// How long a run waits while Seam refuses the API key: the longest poll
+    /// interval (at most 30 s), with jitter so waiting jobs do not return at once.
+    fn auth_wait(&self) -> Duration {
+        let cap = self.settings.poll_cap.min(Duration::from_secs(30));
+        cap.mul_f64(0.5 + rand::rng().random::<f64>() / 2.0)
     }
 
     /// Retries a transient failure a couple of times in process before the
@@ -432,6 +490,12 @@ impl Reconciler {
 
     /// Records a terminal outcome; the job is done either way.
     async fn finish(&self, outcome: Outcome) -> RunResult {
+        self.finish_then(outcome, Next::Done).await
+    }
+
+    /// Records a terminal outcome, then `next` (a failure that Seam may still
+    /// turn around is looked at again).
+    async fn finish_then(&self, outcome: Outcome, next: Next) -> RunResult {
         match outcome.state {
             OutcomeState::Succeeded => tracing::info!(attempts = outcome.attempts, polls = outcome.polls, "reconciled"),
             state => {
@@ -443,7 +507,7 @@ impl Reconciler {
         }
         let since_enqueue = outcome.finished_at.and_then(|f| (f - outcome.enqueued_at).to_std().ok());
         observe::outcome(outcome.state.as_str(), since_enqueue);
-        Ok(Next::Done)
+        Ok(next)
     }
 
     async fn save_then(&self, outcome: &Outcome, next: Next) -> RunResult {
@@ -467,13 +531,28 @@ impl Reconciler {
     }
 }
 
+/// What Seam last showed, for a timeout's message (no PIN).
 fn describe(code: &AccessCode) -> String {
     let mut s = format!("status {:?}", code.status).to_lowercase();
+    let list = |issues: &[CodeIssue]| issues.iter().map(|i| i.code.as_str()).collect::<Vec<_>>().join(", ");
+    if !code.errors.is_empty() {
+        s.push_str(&format!(", errors {}", list(&code.errors)));
+    }
     if !code.warnings.is_empty() {
-        s.push_str(&format!(
-            ", warnings {}",
-            code.warnings.iter().map(|w| w.code.as_str()).collect::<Vec<_>>().join(", ")
-        ));
+        s.push_str(&format!(", warnings {}", list(&code.warnings)));
     }
     s
+}
+
+/// The outcome error of a failure on the code's own issues: Seam's messages,
+/// and whether errors or warnings alone are behind it.
+fn issues_error(observed: &AccessCode, issues: Vec<String>) -> OutcomeError {
+    let named: Vec<&CodeIssue> = observed.issues().map(|(_, i)| i).filter(|i| issues.contains(&i.code)).collect();
+    let message = named.iter().map(|i| format!("{}: {}", i.code, i.message)).collect::<Vec<_>>().join("; ");
+    let any_error = observed.errors.iter().any(|e| issues.contains(&e.code));
+    OutcomeError {
+        kind: if any_error { KIND_ACCESS_CODE_ERRORS } else { KIND_ACCESS_CODE_WARNINGS }.into(),
+        message,
+        error_codes: issues,
+    }
 }
