@@ -1,13 +1,16 @@
 //! Redis trouble under the pipeline: a SIGKILLed Redis restarted mid-run
-//! (`appendonly yes`), and a 5 s `CLIENT PAUSE`. Workers reconnect on their
-//! own and every desired state still ends on the lock.
+//! (`appendonly yes`), a 5 s `CLIENT PAUSE`, a black-holed link. Workers
+//! reconnect on their own and every desired state still ends on the lock; a
+//! worker cut off past its lease never sends an older PIN after a newer one.
 
 use std::time::{Duration, Instant};
 
 use latchkey_core::OutcomeState;
+use latchkey_fake_seam::{DeviceBehaviour, Faults, SeedCode};
 use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
+use serde_json::json;
 
-use crate::{finished, seed_codes};
+use crate::{finished, seed_codes, want};
 
 async fn all_converge(app: &TestApp, codes: &[(String, u64)]) {
     for (id, g) in codes {
@@ -74,5 +77,60 @@ async fn the_pipeline_rides_out_a_black_holed_then_cut_redis_connection() {
         codes.len(),
         restored.elapsed()
     );
+    app.stop().await;
+}
+
+/// Worker A sends generation 1 and Seam stalls it, then fails it; meanwhile
+/// A is cut off from Redis longer than its lease, generation 2 arrives, and
+/// worker B takes the job over and sets generation 2's PIN. When A's stalled
+/// call fails, its in-process retry must not send generation 1 after B's
+/// update: before each retry a run checks, in Redis, that it still holds
+/// its job, and a run cut off from Redis cannot.
+#[tokio::test]
+async fn a_worker_cut_off_past_its_lease_never_lands_an_older_pin_after_a_newer_one() {
+    let lease = Duration::from_secs(3);
+    let mut app = spawn_app(AppOptions { workers: 0, lease, ..AppOptions::default() }).await;
+    let proxy = latchkey_tests::proxy::Proxy::start(format!("127.0.0.1:{}", app.redis.port()).parse().unwrap()).await;
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let id = app.seam.add_access_code(&device, SeedCode { code: Some("1111".into()), ..SeedCode::default() });
+    // The next Seam request (A's update) is caught in an outage: 6 s, then 503.
+    let stall = Duration::from_secs(6);
+    app.seam.set_faults(Faults { stall_next: 1, stall_ms: stall.as_millis() as u64, ..Faults::default() });
+    let mut a = app.worker_args();
+    a.redis_url = proxy.url();
+    app.start_worker_with(a);
+    app.store.enqueue(want(json!({"access_code_id": id, "device_id": device, "code": "1001"}))).await.unwrap();
+    // A recorded `applying` and its update is stuck at Seam: cut A off from Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.seam.faults().stall_next > 0 {
+        assert!(Instant::now() < deadline, "A's update never reached Seam");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut_at = Instant::now();
+    proxy.blackhole(true);
+    let newer =
+        app.store.enqueue(want(json!({"access_code_id": id, "device_id": device, "code": "2002"}))).await.unwrap();
+    app.start_worker(); // B, straight to Redis: takes the job over once A's lease runs out
+    let o = finished(&app, &id, newer, Duration::from_secs(30)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(cut_at.elapsed() < stall, "B set the newer PIN while A's call was still stuck (else this proves nothing)");
+    // A's stuck call now fails; A would retry within a second or two.
+    let updates =
+        |status: u16| crate::calls(&app, &id, "/access_codes/update").iter().filter(|r| r.status == status).count();
+    while updates(503) == 0 {
+        assert!(cut_at.elapsed() < stall + Duration::from_secs(5), "A's stuck update never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stuck_for = cut_at.elapsed();
+    let watch_until = Instant::now() + lease;
+    while Instant::now() < watch_until {
+        assert_eq!(app.seam.access_code(&id).unwrap()["code"], "2002", "an older PIN landed after the newer one");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(updates(200), 1, "only B's update went through: {:?}", crate::calls(&app, &id, "/access_codes/update"));
+    println!(
+        "cut off past its lease ({lease:?}): B set 2002 first; A's stalled update failed {stuck_for:?} after the cut; A sent no retry; the lock kept 2002"
+    );
+    proxy.blackhole(false);
     app.stop().await;
 }

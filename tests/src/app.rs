@@ -39,6 +39,10 @@ pub struct AppOptions {
     pub through_proxy: bool,
     /// Window over which time-bound verifications are spread after starts_at.
     pub verify_spread: Duration,
+    /// How long a job stays leased without a heartbeat (whole seconds, at
+    /// least 3): shorter than production's 30 s, so the tests that kill
+    /// workers see their jobs taken over quickly.
+    pub lease: Duration,
 }
 
 impl Default for AppOptions {
@@ -55,6 +59,7 @@ impl Default for AppOptions {
             redis_args: Vec::new(),
             through_proxy: false,
             verify_spread: Duration::ZERO,
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -155,6 +160,7 @@ impl TestApp {
             key_rate: 0,
             key_burst: 20,
             verify_spread_ms: self.options.verify_spread.as_millis() as u64,
+            lease_secs: self.options.lease.as_secs(),
             drain_secs: 5,
         }
     }
@@ -178,6 +184,7 @@ impl TestApp {
             ("LATCHKEY_DEVICE_LIMIT", a.device_limit.to_string()),
             ("LATCHKEY_DEVICE_WINDOW_SECS", a.device_window_secs.to_string()),
             ("LATCHKEY_DRAIN_SECS", a.drain_secs.to_string()),
+            ("LATCHKEY_LEASE_SECS", a.lease_secs.to_string()),
             ("LATCHKEY_HTTP_ADDR", a.http_addr),
         ]
     }

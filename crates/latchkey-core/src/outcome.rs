@@ -167,6 +167,9 @@ impl Outcome {
 
 /// `error.kind` of a reconciliation that failed on errors Seam reports on the code.
 pub const KIND_ACCESS_CODE_ERRORS: &str = "access_code_errors";
+/// `error.kind` of a reconciliation latchkey stopped trying: Seam kept failing
+/// transiently until the attempts ran out, or its job became a dead letter.
+pub const KIND_GAVE_UP: &str = "gave_up";
 /// `error.kind` of one that failed on warnings alone (e.g. `ultraloq_access_code_disabled`).
 pub const KIND_ACCESS_CODE_WARNINGS: &str = "access_code_warnings";
 
@@ -210,6 +213,10 @@ impl Step {
             },
             OutcomeState::Verifying | OutcomeState::Scheduled => Step::Verify,
             _ if outcome.may_recover() => Step::Verify,
+            // latchkey stopped trying (attempts ran out, or the job became a
+            // dead letter); its job runs again only when an operator re-queues
+            // it, which means: try again from the start.
+            OutcomeState::Failed if outcome.error.as_ref().is_some_and(|e| e.kind == KIND_GAVE_UP) => Step::Apply,
             _ => Step::Done,
         }
     }
@@ -248,6 +255,8 @@ mod tests {
         assert_eq!(Step::of(&recoverable), Step::Verify, "a failure on the code's issues is looked at again");
         recoverable.error.as_mut().unwrap().kind = "invalid_input".into();
         assert_eq!(Step::of(&recoverable), Step::Done, "a refusal is final");
+        recoverable.error.as_mut().unwrap().kind = KIND_GAVE_UP.into();
+        assert_eq!(Step::of(&recoverable), Step::Apply, "a re-queued dead letter starts over");
         for s in [
             OutcomeState::Succeeded,
             OutcomeState::Failed,

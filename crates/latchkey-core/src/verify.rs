@@ -193,10 +193,10 @@ pub fn differences(desired: &DesiredState, observed: &AccessCode) -> Vec<&'stati
 
 /// The issues on `observed` that are about the update being verified (raised
 /// at or after `applied_at`, or undated), with what each means.
-fn current_issues<'a>(
-    observed: &'a AccessCode,
+fn current_issues(
+    observed: &AccessCode,
     applied_at: DateTime<Utc>,
-) -> impl Iterator<Item = (IssueEffect, crate::IssueKind, &'a str)> {
+) -> impl Iterator<Item = (IssueEffect, crate::IssueKind, &str)> {
     observed
         .issues()
         .filter(move |(_, i)| i.created_at.is_none_or(|c| c >= applied_at))

@@ -98,7 +98,13 @@ async fn seam_api(State(sim): State<Sim>, method: Method, uri: Uri, headers: Hea
             Err(e) => Err(format!("the body is not JSON: {e}")),
         }
     };
-    let latency = sim.world.lock().expect("world lock").faults.latency_ms;
+    // A request's fate is drawn when it arrives: one that is going to fail
+    // fails after its latency even if the faults are lifted meanwhile (what a
+    // request caught in an outage sees).
+    let (latency, server_error) = {
+        let mut w = sim.world.lock().expect("world lock");
+        draw_faults(&mut w)
+    };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
@@ -108,7 +114,7 @@ async fn seam_api(State(sim): State<Sim>, method: Method, uri: Uri, headers: Hea
         w.advance(now);
         let access_code_id =
             params.as_ref().ok().and_then(|p| p.get("access_code_id")).and_then(Value::as_str).map(str::to_owned);
-        let answer = handle(&mut w, &method, &path, &headers, params, now);
+        let answer = handle(&mut w, &method, &path, &headers, params, server_error, now);
         let device_id = access_code_id.as_ref().and_then(|id| w.codes.get(id)).map(|c| c.device_id.clone());
         w.requests.push(LoggedRequest {
             at: now,
@@ -151,12 +157,35 @@ fn query_params(q: &str) -> Map<String, Value> {
         .collect()
 }
 
+/// What the scripted faults do to a request, drawn when it arrives: the
+/// latency it waits, and the server error it then gets, if any.
+fn draw_faults(w: &mut World) -> (u64, Option<Answer>) {
+    if w.faults.stall_next > 0 {
+        w.faults.stall_next -= 1;
+        return (w.faults.stall_ms, Some(Answer { status: 503, body: Body::Empty, retry_after: None }));
+    }
+    (w.faults.latency_ms, server_error(w))
+}
+
+/// Draws the `error_rate` fault: the server error this request gets, if any.
+fn server_error(w: &mut World) -> Option<Answer> {
+    if w.faults.error_rate <= 0.0 || rand::rng().random::<f64>() >= w.faults.error_rate {
+        return None;
+    }
+    w.fault_toggle = !w.fault_toggle;
+    Some(match w.faults.fail_status.unwrap_or(if w.fault_toggle { 500 } else { 503 }) {
+        503 => Answer { status: 503, body: Body::Empty, retry_after: None },
+        s => Answer { status: s, body: Body::Text("Internal Server Error"), retry_after: None },
+    })
+}
+
 fn handle(
     w: &mut World,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     params: Result<Map<String, Value>, String>,
+    server_error: Option<Answer>,
     now: DateTime<Utc>,
 ) -> Answer {
     let Some((_, methods)) = ROUTES.iter().find(|(p, _)| *p == path) else {
@@ -175,12 +204,8 @@ fn handle(
         a.retry_after = w.faults.retry_after;
         return a;
     }
-    if w.faults.error_rate > 0.0 && rand::rng().random::<f64>() < w.faults.error_rate {
-        w.fault_toggle = !w.fault_toggle;
-        return match w.faults.fail_status.unwrap_or(if w.fault_toggle { 500 } else { 503 }) {
-            503 => Answer { status: 503, body: Body::Empty, retry_after: None },
-            s => Answer { status: s, body: Body::Text("Internal Server Error"), retry_after: None },
-        };
+    if let Some(answer) = server_error {
+        return answer;
     }
     let p = match params {
         Ok(p) => p,

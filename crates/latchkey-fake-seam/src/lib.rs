@@ -169,7 +169,9 @@ pub enum AttemptResult {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Faults {
-    /// Fraction (0 to 1) of requests answered with a server error.
+    /// Fraction (0 to 1) of requests answered with a server error. Drawn when
+    /// a request arrives: it fails after its `latency_ms` even if the faults
+    /// change meanwhile.
     pub error_rate: f64,
     /// The server error to answer; unset: alternately 500 (a text body) and
     /// 503 (an empty body).
@@ -180,6 +182,11 @@ pub struct Faults {
     pub force_429: u32,
     /// `Retry-After` (seconds) sent with 429s; none when unset.
     pub retry_after: Option<u64>,
+    /// The next this-many requests are caught in an outage: each waits
+    /// `stall_ms`, then is answered 503 (whatever the faults are by then).
+    pub stall_next: u32,
+    /// See `stall_next`.
+    pub stall_ms: u64,
 }
 
 /// Where to deliver events as Svix-signed webhooks.
@@ -385,6 +392,11 @@ impl Sim {
     /// Adds an access code already on the lock; returns its id.
     pub fn add_access_code(&self, device_id: &str, seed: SeedCode) -> String {
         self.with(|w| w.seed_code(device_id, seed, Utc::now()))
+    }
+
+    /// The faults as they are now (counters such as `stall_next` count down).
+    pub fn faults(&self) -> Faults {
+        self.with(|w| w.faults.clone())
     }
 
     /// Replaces the faults.

@@ -699,3 +699,38 @@ async fn codes_changed_or_deleted_behind_seams_back() {
     assert!(seam.remove_access_code(&other));
     assert!(!seam.remove_access_code(&other) && !seam.modify_access_code(&other, Modification::default()));
 }
+
+#[tokio::test]
+async fn a_request_caught_in_an_outage_fails_late_even_if_the_outage_ends_meanwhile() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(10) });
+    let id = seam.add_access_code(&device, SeedCode { code: Some("1111".into()), ..SeedCode::default() });
+    seam.set_faults(Faults { stall_next: 1, stall_ms: 400, ..Faults::default() });
+    let started = Instant::now();
+    let caught = tokio::spawn({
+        let url = seam.url();
+        let id = id.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/access_codes/update"))
+                .bearer_auth(KEY)
+                .json(&json!({"access_code_id": id, "code": "2222"}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    // Once the request has arrived (it took the stall), the outage ends: the
+    // next request is answered at once.
+    while seam.faults().stall_next > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    seam.set_faults(Faults::default());
+    let (status, _, _) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_millis(400), "only the caught request waits");
+    assert_eq!(caught.await.unwrap(), 503, "its fate was drawn when it arrived");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(get(&seam, &id).await["code"], "1111", "the failed update changed nothing");
+}

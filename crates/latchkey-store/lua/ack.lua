@@ -1,9 +1,9 @@
--- Settle a finished job. ARGV: id, worker, keep_ms (0 = delete now)
--- Returns 1, or 0 when the worker no longer holds the lease (it expired and the
--- job was handed to someone else: that run will settle it).
-local id, worker, keep_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Settle a finished job. ARGV: id, worker, fence, keep_ms (0 = delete now)
+-- Returns 1, or 0 when this run no longer holds the lease (it expired and the
+-- job was handed to another run: that run will settle it).
+local id, worker, fence, keep_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local jk = job_key(id)
-if redis.call('HGET', jk, 'lease') ~= worker then return 0 end
+if not holds(jk, worker, fence) then return 0 end
 if rerun_if_touched(id, jk) then return 1 end
 redis.call('ZREM', K_LEASED, id)
 if keep_ms > 0 then

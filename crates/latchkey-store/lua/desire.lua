@@ -7,32 +7,35 @@
 --      forward if it waits (scheduled, dead, done); if it is ready, its run
 --      will read the new generation; if it is running (leased), mark it
 --      touched so it runs again however that run ends.
--- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled in here), stream cap
+-- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled in here)
 -- Returns the new generation.
-local id, desired, template, cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local id, desired, template = ARGV[1], ARGV[2], ARGV[3]
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
 local K_EVENTS = base .. ':events'
-local terminal = {succeeded = true, failed = true, rejected = true, timed_out = true, superseded = true}
+
+-- Everything read is checked before the first write (Redis keeps the writes
+-- of a script that fails). A previous record that does not decode, or has no
+-- generation, is not carried over: the new generation starts from the template.
+local o = cjson.decode(template)
+local prev_ok, prev = pcall(cjson.decode, redis.call('GET', K_OUTCOME) or 'null')
+if not prev_ok or type(prev) ~= 'table' or not tonumber(prev.generation) then prev = nil end
 
 local gen = redis.call('HINCRBY', K_DESIRED, 'generation', 1)
 redis.call('HSET', K_DESIRED, 'state', desired, 'enqueued_at', now)
 
-local o = cjson.decode(template)
 o.generation = gen
-local prev = redis.call('GET', K_OUTCOME)
 if prev then
-  local p = cjson.decode(prev)
-  if not terminal[p.state] then
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', p.generation, 'state', 'superseded')
+  if not TERMINAL[prev.state] then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_CAP, '*', 'access_code_id', id, 'generation', prev.generation, 'state', 'superseded')
   end
   -- Updates are spaced out per access code across generations.
-  o.last_update_at = p.last_update_at
+  o.last_update_at = prev.last_update_at
   -- The device is learned once (for its rate limit) and kept.
-  o.device_id = p.device_id
+  o.device_id = prev.device_id
 end
 redis.call('SET', K_OUTCOME, cjson.encode(o))
-redis.call('XADD', K_EVENTS, 'MAXLEN', '~', cap, '*', 'access_code_id', id, 'generation', gen, 'state', 'pending')
+redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_CAP, '*', 'access_code_id', id, 'generation', gen, 'state', 'pending')
 
 local jk = job_key(id)
 local st = redis.call('HGET', jk, 'state')

@@ -2,7 +2,10 @@
 -- reclaiming expired leases and promoting due scheduled jobs (at most `chunk` each).
 -- ARGV: worker, lease_ms, max_jobs, chunk, default_max_attempts, dead_cap
 -- Returns {now, next_wake_ms or -1, more (1 if a chore hit its bound), recovered,
---          id, payload, attempts, max_attempts, enqueued_at, ...}
+--          id, payload, attempts, max_attempts, enqueued_at, fence, ...}
+-- Each lease gets a new fence token (the job's `fence` counter): settling and
+-- recording require it, so a run that lost its lease, even to a later run of
+-- the same worker, can change nothing.
 local worker, lease_ms, max_jobs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local chunk, default_max, dead_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local more = 0
@@ -49,6 +52,7 @@ if ids then
     local jk = job_key(id)
     if redis.call('EXISTS', jk) == 1 then
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+      local fence = redis.call('HINCRBY', jk, 'fence', 1)
       redis.call('HSET', jk, 'state', 'leased', 'lease', worker)
       -- This run will read the newest state: earlier touches are served.
       redis.call('HDEL', jk, 'touched')
@@ -59,6 +63,7 @@ if ids then
       out[#out + 1] = attempts
       out[#out + 1] = tonumber(f[2]) or default_max
       out[#out + 1] = tonumber(f[3]) or now
+      out[#out + 1] = fence
     else
       redis.call('HINCRBY', K_STATS, 'orphan_ids', 1)
     end

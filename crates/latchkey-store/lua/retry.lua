@@ -2,10 +2,10 @@
 --   a failed attempt (error given): the attempt counts, the error is kept;
 --   a continuation (error empty, e.g. "verify again in 5 s"): not a failure,
 --   so the attempt count starts over and no error is recorded.
--- ARGV: id, worker, run_at (ms), error. Returns 1, or 0 when the lease is not held.
-local id, worker, run_at, err = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- ARGV: id, worker, fence, run_at (ms), error. Returns 1, or 0 when the lease is not held.
+local id, worker, fence, run_at, err = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local jk = job_key(id)
-if redis.call('HGET', jk, 'lease') ~= worker then return 0 end
+if not holds(jk, worker, fence) then return 0 end
 if rerun_if_touched(id, jk) then return 1 end
 redis.call('ZREM', K_LEASED, id)
 redis.call('HDEL', jk, 'lease')

@@ -104,6 +104,22 @@ pub struct JobInfo {
     pub max_attempts: u32,
     /// When the job was pushed, Unix ms (Redis clock).
     pub enqueued_at_ms: u64,
+    /// This run's lease: every write on the job's behalf (settling it,
+    /// recording its outcome) must present it.
+    pub lease: Lease,
+}
+
+/// A run's hold on its job. The fence token is new at every fetch, so a run
+/// that lost its lease, even to a later run of this same worker, can change
+/// nothing: the scripts compare worker and fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The worker identity holding it.
+    pub worker: Arc<str>,
+    /// The token its fetch handed out.
+    pub fence: u64,
+    /// How long it lasts without renewal (the heartbeat renews it).
+    pub duration: Duration,
 }
 
 /// Returned (boxed) by a handler to retry at a given time rather than after
@@ -149,6 +165,8 @@ struct Shared {
     closing: AtomicBool,
     /// Redis clock minus local clock, in ms, from the last fetch.
     clock_offset_ms: AtomicI64,
+    /// `opts.identity`, shared by the leases handed to handlers.
+    identity: Arc<str>,
 }
 
 /// A job this worker holds. A job that continues can be fetched again by this
@@ -187,12 +205,13 @@ impl<Args> RedisBackend<Args> {
         Self {
             shared: Arc::new(Shared {
                 queue,
-                opts,
                 wake: Arc::default(),
                 inflight: Mutex::default(),
                 fetches: Default::default(),
                 closing: AtomicBool::new(false),
                 clock_offset_ms: AtomicI64::new(0),
+                identity: opts.identity.as_str().into(),
+                opts,
             }),
             buffer: VecDeque::new(),
             fetching: None,
@@ -226,6 +245,7 @@ struct Fetched {
     attempt: u32,
     max_attempts: u32,
     enqueued_at_ms: u64,
+    fence: u64,
 }
 
 struct FetchReply {
@@ -249,14 +269,15 @@ fn parse_fetch(reply: Value) -> Result<FetchReply> {
     let Value::Array(items) = reply else {
         return Err(bad("not an array"));
     };
-    if items.len() < 4 || (items.len() - 4) % 5 != 0 {
+    const FIELDS: usize = 6;
+    if items.len() < 4 || (items.len() - 4) % FIELDS != 0 {
         return Err(bad("wrong length"));
     }
     let head: Vec<i64> = items[..4].iter().map(int).collect::<Option<_>>().ok_or_else(|| bad("header"))?;
-    let mut jobs = Vec::with_capacity((items.len() - 4) / 5);
+    let mut jobs = Vec::with_capacity((items.len() - 4) / FIELDS);
     let mut rest = items.into_iter().skip(4);
-    while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq)) =
-        (rest.next(), rest.next(), rest.next(), rest.next(), rest.next())
+    while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq), Some(fence)) =
+        (rest.next(), rest.next(), rest.next(), rest.next(), rest.next(), rest.next())
     {
         let (Value::BulkString(id), Value::BulkString(payload)) = (id, payload) else {
             return Err(bad("job id or payload not a string"));
@@ -267,6 +288,7 @@ fn parse_fetch(reply: Value) -> Result<FetchReply> {
             attempt: int(&attempt).ok_or_else(|| bad("attempt"))? as u32,
             max_attempts: int(&max).ok_or_else(|| bad("max_attempts"))? as u32,
             enqueued_at_ms: int(&enq).ok_or_else(|| bad("enqueued_at"))? as u64,
+            fence: int(&fence).ok_or_else(|| bad("fence"))? as u64,
         });
     }
     Ok(FetchReply {
@@ -375,6 +397,7 @@ impl Shared {
                         attempt: job.attempt,
                         max_attempts: job.max_attempts,
                         enqueued_at_ms: job.enqueued_at_ms,
+                        lease: Lease { worker: self.identity.clone(), fence: job.fence, duration: self.opts.lease },
                     };
                     tasks.push(
                         TaskBuilder::new(args)
@@ -389,7 +412,7 @@ impl Shared {
                 Err(e) => {
                     let error = format!("payload does not parse as {}: {e}", type_name::<Args>());
                     tracing::error!(queue = %self.queue.name(), job_id = %job.id, %error, "dead-lettering job");
-                    self.settle(&job.id, Verdict::Bury { error }).await;
+                    self.settle(&job.id, job.fence, Verdict::Bury { error }).await;
                 }
             }
         }
@@ -458,7 +481,7 @@ impl Shared {
     /// Runs the verdict's script, retrying Redis failures with backoff for up
     /// to one lease (the lease is renewed meanwhile). If it still fails, the
     /// lease will expire and the job runs again: at-least-once.
-    async fn settle(&self, id: &str, verdict: Verdict) {
+    async fn settle(&self, id: &str, fence: u64, verdict: Verdict) {
         let q = &self.queue;
         if let Some(held) = self.inflight.lock().expect("inflight lock").get_mut(id) {
             held.settling = true;
@@ -469,22 +492,22 @@ impl Shared {
                 Verdict::Ack => {
                     let keep = q.config.keep_finished.map_or(0, |d| d.as_millis() as u64);
                     let mut call = SCRIPTS.ack.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(keep);
+                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(keep);
                     call
                 }
                 Verdict::Retry { at_ms, error } => {
                     let mut call = SCRIPTS.retry.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(*at_ms).arg(error);
+                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg(error);
                     call
                 }
                 Verdict::Continue { at_ms } => {
                     let mut call = SCRIPTS.retry.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(*at_ms).arg("");
+                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg("");
                     call
                 }
                 Verdict::Bury { error } => {
                     let mut call = SCRIPTS.bury.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(error).arg(q.config.dead_letter_cap);
+                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(error).arg(q.config.dead_letter_cap);
                     call
                 }
             };
@@ -769,7 +792,7 @@ where
                     shared.verdict(&info, format!("handler panicked: {msg}").into())
                 }
             };
-            shared.settle(&info.id, verdict).await;
+            shared.settle(&info.id, info.lease.fence, verdict).await;
             Ok(())
         }
         .boxed()

@@ -23,7 +23,7 @@ mod scripts;
 mod throttle;
 mod wake;
 
-pub use backend::{JobInfo, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions};
+pub use backend::{JobInfo, Lease, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions};
 pub use conn::{Redis, RedisConfig, RedisConn, redact_url};
 pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;

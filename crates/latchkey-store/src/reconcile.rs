@@ -5,7 +5,11 @@
 //!
 //! One job per access code (its id is the access code id) carries the whole
 //! reconciliation; a new desired state reuses or pulls that job forward, so two
-//! reconciliations of one access code never run at once.
+//! reconciliations of one access code never run at once. When that job becomes
+//! a dead letter (attempts exhausted, a panic, a payload that does not parse, a
+//! lease that expired on the last attempt), the burial itself ends the newest
+//! generation's record `failed` with error kind `gave_up` (`bury` in
+//! `lua/common.lua`), so nobody waits for a generation that will not finish.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ use latchkey_core::{DesiredState, DesiredStateInput, InvalidDesiredState, Outcom
 use redis::AsyncCommands;
 
 use crate::{
+    backend::Lease,
     conn::Redis,
     error::{Error, Result},
     queue::{Queue, QueueConfig},
@@ -23,7 +28,9 @@ use crate::{
 /// The queue every reconciliation job runs on.
 pub const RECONCILE_QUEUE: &str = "reconcile";
 
-/// Most entries kept in the outcome event stream (approximately).
+/// Most entries kept in the outcome event stream (approximately). The scripts
+/// that append to it cap it with `EVENTS_CAP` in `lua/common.lua`, which a test
+/// keeps equal to this.
 pub const EVENTS_CAP: u64 = 100_000;
 
 /// Why an enqueue was refused.
@@ -45,7 +52,7 @@ pub struct Loaded {
     pub generation: u64,
     /// Its desired state.
     pub desired: DesiredState,
-    /// The outcome record (always about `generation`).
+    /// The outcome record, about `generation` (checked when loaded).
     pub outcome: Outcome,
 }
 
@@ -110,7 +117,6 @@ impl Reconciliations {
             .arg(&desired.access_code_id)
             .arg(state)
             .arg(template)
-            .arg(EVENTS_CAP)
             .invoke_async(&mut conn)
             .await?)
     }
@@ -122,8 +128,9 @@ impl Reconciliations {
         raw.map(|r| decode("outcome record", &r)).transpose()
     }
 
-    /// Waits until `generation` of the access code finishes or is superseded,
-    /// or `timeout` passes.
+    /// Waits until `generation` of the access code finishes (a generation
+    /// whose job became a dead letter finishes `failed`) or is superseded, or
+    /// `timeout` passes.
     pub async fn wait_for_outcome(&self, access_code_id: &str, generation: u64, timeout: Duration) -> Result<Waited> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(10);
@@ -142,31 +149,35 @@ impl Reconciliations {
         }
     }
 
-    /// The newest generation, its desired state and its outcome record.
+    /// The newest generation, its desired state and its outcome record, read
+    /// in one script so they are from one instant. A record about another
+    /// generation is refused (`Error::Protocol`): the scripts never store one,
+    /// and a run must not act on a desired state with another one's progress.
     pub async fn load(&self, access_code_id: &str) -> Result<Option<Loaded>> {
-        let keys = self.queue.keys();
         let mut conn = self.queue.redis.conn();
-        let ((generation, state), outcome): ((Option<u64>, Option<String>), Option<String>) = redis::pipe()
-            .cmd("HMGET")
-            .arg(keys.desired(access_code_id))
-            .arg(&["generation", "state"])
-            .get(keys.outcome(access_code_id))
-            .query_async(&mut conn)
-            .await?;
-        let (Some(generation), Some(state), Some(outcome)) = (generation, state, outcome) else {
+        let read: Option<(u64, String, String)> =
+            SCRIPTS.load.key(self.queue.keys().base()).arg(access_code_id).invoke_async(&mut conn).await?;
+        let Some((generation, desired, outcome)) = read else {
             return Ok(None);
         };
-        Ok(Some(Loaded {
-            generation,
-            desired: decode("desired state", &state)?,
-            outcome: decode("outcome record", &outcome)?,
-        }))
+        let outcome: Outcome = decode("outcome record", &outcome)?;
+        if outcome.generation != generation {
+            return Err(Error::Protocol {
+                script: "load.lua",
+                detail: format!(
+                    "access code {access_code_id}: the desired state is generation {generation} \
+                     but the outcome record is about generation {}",
+                    outcome.generation
+                ),
+            });
+        }
+        Ok(Some(Loaded { generation, desired: decode("desired state", &desired)?, outcome }))
     }
 
-    /// Writes `outcome` if it is still about the newest generation and
-    /// `worker` still holds the access code's job; appends the state change
-    /// to the event stream.
-    pub async fn record(&self, outcome: &Outcome, worker: &str) -> Result<Recorded> {
+    /// Writes `outcome` if it is still about the newest generation and the
+    /// run holding `lease` still holds the access code's job (renewing the
+    /// lease); appends the state change to the event stream.
+    pub async fn record(&self, outcome: &Outcome, lease: &Lease) -> Result<Recorded> {
         let json = serde_json::to_string(outcome).map_err(Error::Encode)?;
         let mut conn = self.queue.redis.conn();
         let r: i64 = SCRIPTS
@@ -176,8 +187,9 @@ impl Reconciliations {
             .arg(outcome.generation)
             .arg(json)
             .arg(outcome.state.as_str())
-            .arg(worker)
-            .arg(EVENTS_CAP)
+            .arg(&*lease.worker)
+            .arg(lease.fence)
+            .arg(lease.duration.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         Ok(match r {
@@ -185,6 +197,25 @@ impl Reconciliations {
             0 => Recorded::Superseded,
             _ => Recorded::LeaseLost,
         })
+    }
+
+    /// Whether the run holding `lease` still holds the access code's job;
+    /// renews the lease if so. A run calls it right before it sends Seam
+    /// something it cannot take back (a retried update): a run cut off from
+    /// Redis fails it (the command times out well within the lease) and a run
+    /// whose job was taken over gets `false`.
+    pub async fn hold(&self, access_code_id: &str, lease: &Lease) -> Result<bool> {
+        let mut conn = self.queue.redis.conn();
+        let held: i64 = SCRIPTS
+            .hold
+            .key(self.queue.keys().base())
+            .arg(access_code_id)
+            .arg(&*lease.worker)
+            .arg(lease.fence)
+            .arg(lease.duration.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
     }
 }
 

@@ -1,6 +1,10 @@
-//! The queue's Lua scripts, one per state change, each atomic. Their sources
-//! live in `lua/`; all but `push.lua` (which producers in other languages run
-//! as is) start with the shared prelude `lua/common.lua`.
+//! The queue's Lua scripts, one per state change (plus `load.lua` and
+//! `due.lua`, reads that must see several keys at one instant), each atomic.
+//! Their sources live in `lua/`; all but `push.lua` (which producers in other
+//! languages run as is) start with the shared prelude `lua/common.lua`, which
+//! also holds what several scripts share: the burial (`bury`, which ends a
+//! dead reconciliation's outcome record), the terminal outcome states and the
+//! event stream's cap.
 
 use std::sync::LazyLock;
 
@@ -23,6 +27,8 @@ pub(crate) struct Scripts {
     pub requeue_dead: Script,
     pub desire: Script,
     pub record: Script,
+    pub load: Script,
+    pub hold: Script,
     pub throttle: Script,
     pub backoff_device: Script,
     pub leave: Script,
@@ -43,8 +49,22 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     requeue_dead: with_prelude(include_str!("../lua/requeue_dead.lua")),
     desire: with_prelude(include_str!("../lua/desire.lua")),
     record: with_prelude(include_str!("../lua/record.lua")),
+    load: with_prelude(include_str!("../lua/load.lua")),
+    hold: with_prelude(include_str!("../lua/hold.lua")),
     throttle: with_prelude(include_str!("../lua/throttle.lua")),
     backoff_device: with_prelude(include_str!("../lua/backoff_device.lua")),
     leave: with_prelude(include_str!("../lua/leave.lua")),
     due: with_prelude(include_str!("../lua/due.lua")),
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::EVENTS_CAP;
+
+    #[test]
+    fn the_scripts_cap_the_event_stream_at_events_cap() {
+        let line = format!("\nlocal EVENTS_CAP = {EVENTS_CAP}\n");
+        assert!(COMMON.contains(&line), "common.lua must declare{line}");
+    }
+}

@@ -85,6 +85,13 @@ pub struct WorkerArgs {
     /// Spread verifications of time-bound codes over this window after starts_at, milliseconds.
     #[arg(long, env = "LATCHKEY_VERIFY_SPREAD_MS", default_value_t = 5000)]
     pub verify_spread_ms: u64,
+    /// How long a job stays leased to this worker without a heartbeat,
+    /// seconds: a killed worker's jobs are taken over this long after its last
+    /// heartbeat. Redis commands time out at a third of it and leases are
+    /// renewed every tenth, so a run that still holds its lease after a
+    /// command holds it for a while longer (see "fencing" in ARCHITECTURE.md).
+    #[arg(long, env = "LATCHKEY_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
     /// How long in-flight jobs may take to finish on shutdown, seconds.
     #[arg(long, env = "LATCHKEY_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
@@ -114,6 +121,7 @@ impl fmt::Debug for WorkerArgs {
             .field("key_rate", &self.key_rate)
             .field("key_burst", &self.key_burst)
             .field("verify_spread_ms", &self.verify_spread_ms)
+            .field("lease_secs", &self.lease_secs)
             .field("drain_secs", &self.drain_secs)
             .finish()
     }
@@ -183,6 +191,8 @@ impl WorkerArgs {
             None => self.redis_url.clone(),
         };
         let mut config = RedisConfig::new(url);
+        // A command that answers at all answers well within the lease.
+        config.response_timeout = self.lease() / 3;
         if let Some(path) = &self.redis_ca_file {
             config.tls_ca_pem = Some(read("LATCHKEY_REDIS_CA_FILE", path)?);
         }
@@ -200,6 +210,14 @@ impl WorkerArgs {
                 self.http_addr
             ))
         })
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    fn worker_options(&self, identity: String) -> WorkerOptions {
+        WorkerOptions { identity, lease: self.lease(), heartbeat: self.lease() / 10, ..WorkerOptions::default() }
     }
 
     fn queue_config(&self) -> QueueConfig {
@@ -231,7 +249,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     let store = Reconciliations::new(redis, args.queue_config())?;
     let identity = worker_identity();
     tracing::info!(%identity, redis = %redact_url(&redis_config.url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
-    let options = WorkerOptions { identity: identity.clone(), ..WorkerOptions::default() };
+    let options = args.worker_options(identity.clone());
     // The ops listener answers until the very end, so liveness holds while draining.
     let ops = Ops::new(store.queue().clone(), seam.clone(), identity.clone(), options.lease);
     let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -246,8 +264,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
         ),
         None => None,
     };
-    let reconciler =
-        Arc::new(Reconciler { store: store.clone(), seam, settings: args.settings(), identity: identity.clone() });
+    let reconciler = Arc::new(Reconciler { store: store.clone(), seam, settings: args.settings() });
     let concurrency = args.concurrency;
     let queue = store.queue().clone();
     let monitor = Monitor::new()

@@ -9,14 +9,14 @@
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
-    AccessCode, AttemptStatus, CodeIssue, DesiredState, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, Outcome,
-    OutcomeError, OutcomeState, Schedule, Step, Verdict, Window, deadline, effective_schedule, judge, poll_delay,
-    pre_start_check_at,
+    AccessCode, AttemptStatus, CodeIssue, DesiredState, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS,
+    KIND_GAVE_UP, Outcome, OutcomeError, OutcomeState, Schedule, Step, Verdict, Window, deadline, effective_schedule,
+    judge, poll_delay, pre_start_check_at,
 };
-use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
+use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode, UpdateOutcome};
 use latchkey_store::{JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -76,8 +76,8 @@ impl Default for Settings {
     }
 }
 
-/// What a run needs: the store, the Seam client, the settings, and the
-/// worker identity that holds the job leases.
+/// What a run needs: the store, the Seam client and the settings. The lease
+/// a run holds comes with its job ([`JobInfo::lease`]).
 #[derive(Debug, Clone)]
 pub struct Reconciler {
     /// Desired states and outcomes.
@@ -86,8 +86,6 @@ pub struct Reconciler {
     pub seam: SeamClient,
     /// Tunables.
     pub settings: Settings,
-    /// The queue backend's identity (leases are held under it).
-    pub identity: String,
 }
 
 type RunResult = Result<Next, apalis::prelude::BoxDynError>;
@@ -106,7 +104,7 @@ impl Reconciler {
         let span = tracing::info_span!("reconcile", access_code_id = %job.access_code_id, generation = tracing::field::Empty, attempt = info.attempt);
         let started = std::time::Instant::now();
         observe::job_started(RECONCILE_QUEUE);
-        let result = self.run_inner(job, info).instrument(span).await;
+        let result = Run { r: self, info: info.clone() }.run_inner(job).instrument(span).await;
         let how = match &result {
             Ok(Next::Done) => "done",
             Ok(Next::RunAt(_)) => "continued",
@@ -115,20 +113,28 @@ impl Reconciler {
         observe::job_finished(RECONCILE_QUEUE, how, started.elapsed());
         result
     }
+}
 
+/// One run of one job: the reconciler, and the job as this run holds it
+/// (attempt, lease).
+struct Run<'a> {
+    r: &'a Reconciler,
+    info: JobInfo,
+}
+
+impl Run<'_> {
     /// Steps until one says to look again later. A step that is due at once
     /// (verify an ongoing code right after its update, start over with a newer
     /// generation) runs in this same run, re-reading the records first, rather
     /// than going back through the queue: two Redis scripts fewer, and no wait.
-    async fn run_inner(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
-        let mut info = info.clone();
+    async fn run_inner(&mut self, job: &ReconcileJob) -> RunResult {
         for _ in 0..MAX_STEPS_PER_RUN {
-            let next = self.step(job, &info).await?;
+            let next = self.step(job).await?;
             match next {
                 Next::RunAt(at) if at <= ms(Utc::now()) => {
                     // The step succeeded: the next one starts with a fresh budget,
                     // as a continuation through the queue would.
-                    info.attempt = 1;
+                    self.info.attempt = 1;
                 }
                 next => return Ok(next),
             }
@@ -137,8 +143,8 @@ impl Reconciler {
     }
 
     /// Fetch, plan, act: one step.
-    async fn step(&self, job: &ReconcileJob, info: &JobInfo) -> RunResult {
-        let Some(loaded) = self.store.load(&job.access_code_id).await? else {
+    async fn step(&self, job: &ReconcileJob) -> RunResult {
+        let Some(loaded) = self.r.store.load(&job.access_code_id).await? else {
             tracing::warn!("no desired state recorded for this access code; nothing to do");
             return Ok(Next::Done);
         };
@@ -146,19 +152,19 @@ impl Reconciler {
         let (desired, outcome) = (loaded.desired, loaded.outcome);
         match Step::of(&outcome) {
             Step::Done => Ok(Next::Done),
-            Step::Apply => self.apply(&desired, outcome, info).await,
-            Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id, info).await,
-            Step::Verify => self.verify(&desired, outcome, info).await,
+            Step::Apply => self.apply(&desired, outcome).await,
+            Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id).await,
+            Step::Verify => self.verify(&desired, outcome).await,
         }
     }
 
     /// Sends the desired state. The record says `applying` (compare-and-set)
     /// right before the call, so a stale run stops here instead of sending an
     /// older state after a newer one.
-    async fn apply(&self, desired: &DesiredState, mut outcome: Outcome, info: &JobInfo) -> RunResult {
+    async fn apply(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
         let now = Utc::now();
         if let Some(last) = outcome.last_update_at {
-            let allowed = last + chrono::Duration::from_std(self.settings.min_update_interval).unwrap_or_default();
+            let allowed = last + chrono::Duration::from_std(self.r.settings.min_update_interval).unwrap_or_default();
             if now < allowed {
                 tracing::debug!(
                     wait_ms = (allowed - now).num_milliseconds(),
@@ -170,42 +176,47 @@ impl Reconciler {
         let device = match desired.device_id.clone().or_else(|| outcome.device_id.clone()) {
             Some(device) => device,
             // The device's rate limit needs the device: learn it once.
-            None => match self.quick_retry(|| self.seam.get_access_code(&desired.access_code_id)).await {
+            None => match self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id)).await {
                 Ok(code) => code.device_id,
-                Err(e) => return self.on_seam_error(e, outcome, info, OutcomeState::Rejected).await,
+                Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Rejected).await,
             },
         };
         outcome.device_id = Some(device.clone());
-        if let Some(wait) = self.store.admit(Some(&device), &self.settings.limits).await? {
+        if let Some(wait) = self.r.store.admit(Some(&device), &self.r.settings.limits).await? {
             observe::rate_limit_wait("device");
             tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; update rescheduled");
             return self.save_then(&outcome, Next::after(wait)).await;
         }
         outcome.attempts += 1;
+        // (a re-queued dead letter starts over: its failure no longer holds)
+        outcome.error = None;
+        outcome.finished_at = None;
         outcome.last_update_at = Some(now);
         outcome.applied_at = Some(now);
-        outcome.verify_deadline = Some(deadline(&desired.schedule, now, self.settings.verify_timeout));
+        outcome.verify_deadline = Some(deadline(&desired.schedule, now, self.r.settings.verify_timeout));
         outcome.action_attempt_id = None;
         let outcome = outcome.moved(OutcomeState::Applying, now);
         if let Some(stop) = self.save(&outcome).await? {
             return Ok(stop);
         }
-        let update = UpdateAccessCode::from(desired);
-        let result = self.quick_retry(|| self.seam.update_access_code(&update)).await;
+        let Some(result) = self.send_update(&UpdateAccessCode::from(desired)).await? else {
+            tracing::warn!("this run lost the job's lease before retrying the update; another run carries on");
+            return Ok(Next::Done);
+        };
         match result {
             Err(e) => {
                 if let ErrorClass::RateLimited(after) = e.class() {
                     // Seam says the device had enough: hold it, so no worker sends it more.
-                    let hold = after.unwrap_or(self.settings.limits.device_window);
-                    self.store.hold_device(&device, hold, &self.settings.limits).await?;
+                    let hold = after.unwrap_or(self.r.settings.limits.device_window);
+                    self.r.store.hold_device(&device, hold, &self.r.settings.limits).await?;
                 }
-                self.on_seam_error(e, outcome, info, OutcomeState::Rejected).await
+                self.on_seam_error(e, outcome, OutcomeState::Rejected).await
             }
             Ok(answer) => match answer.action_attempt {
                 Some(a) if a.status == AttemptStatus::Pending => {
                     let mut o = outcome.moved(OutcomeState::Applying, Utc::now());
                     o.action_attempt_id = Some(a.action_attempt_id);
-                    self.save_then(&o, Next::after(self.settings.poll_base)).await
+                    self.save_then(&o, Next::after(self.r.settings.poll_base)).await
                 }
                 Some(a) if a.status == AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
                 _ => self.start_verifying(desired, outcome).await,
@@ -213,18 +224,12 @@ impl Reconciler {
         }
     }
 
-    async fn follow_attempt(
-        &self,
-        desired: &DesiredState,
-        mut outcome: Outcome,
-        id: &str,
-        info: &JobInfo,
-    ) -> RunResult {
+    async fn follow_attempt(&self, desired: &DesiredState, mut outcome: Outcome, id: &str) -> RunResult {
         if let Some(wait) = self.key_budget_wait().await? {
             return Ok(Next::after(wait));
         }
-        match self.quick_retry(|| self.seam.get_action_attempt(id)).await {
-            Err(e) => self.on_seam_error(e, outcome, info, OutcomeState::Failed).await,
+        match self.quick_retry(|| self.r.seam.get_action_attempt(id)).await {
+            Err(e) => self.on_seam_error(e, outcome, OutcomeState::Failed).await,
             Ok(a) => match a.status {
                 AttemptStatus::Success => self.start_verifying(desired, outcome).await,
                 AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
@@ -234,7 +239,7 @@ impl Reconciler {
                     let now = Utc::now();
                     let sent = outcome.last_update_at.unwrap_or(outcome.updated_at);
                     let patience =
-                        sent + chrono::Duration::from_std(self.settings.attempt_patience).unwrap_or_default();
+                        sent + chrono::Duration::from_std(self.r.settings.attempt_patience).unwrap_or_default();
                     let until = patience.min(outcome.verify_deadline.unwrap_or(patience));
                     if now >= until {
                         tracing::info!("the action attempt is still pending; verifying the access code instead");
@@ -257,12 +262,12 @@ impl Reconciler {
         let mut o = outcome.moved(OutcomeState::Verifying, now);
         o.action_attempt_id = None;
         if o.verify_deadline.is_none() {
-            o.verify_deadline = Some(deadline(&desired.schedule, now, self.settings.verify_timeout));
+            o.verify_deadline = Some(deadline(&desired.schedule, now, self.r.settings.verify_timeout));
         }
         self.save_then(&o, Next::RunAt(ms(now))).await
     }
 
-    async fn verify(&self, desired: &DesiredState, mut outcome: Outcome, info: &JobInfo) -> RunResult {
+    async fn verify(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
         let revisiting = outcome.may_recover();
         if revisiting && outcome.verify_deadline.is_none_or(|d| Utc::now() >= d) {
             // The window closed on a failure: it stands.
@@ -271,19 +276,19 @@ impl Reconciler {
         if let Some(wait) = self.key_budget_wait().await? {
             return Ok(Next::after(wait));
         }
-        let observed = match self.quick_retry(|| self.seam.get_access_code(&desired.access_code_id)).await {
+        let observed = match self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id)).await {
             Ok(code) => code,
             Err(e) => {
-                return self.on_seam_error(e, outcome, info, OutcomeState::Failed).await;
+                return self.on_seam_error(e, outcome, OutcomeState::Failed).await;
             }
         };
         let now = Utc::now();
         outcome.polls += 1;
         let window = Window {
             applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
-            timeout: self.settings.verify_timeout,
+            timeout: self.r.settings.verify_timeout,
             reapplies: outcome.reapplies,
-            max_reapplies: self.settings.max_reapplies,
+            max_reapplies: self.r.settings.max_reapplies,
         };
         let schedule = effective_schedule(&desired.schedule, &observed);
         let deadline = window.deadline(&schedule);
@@ -383,7 +388,6 @@ impl Reconciler {
         &self,
         err: latchkey_seam::Error,
         outcome: Outcome,
-        info: &JobInfo,
         permanent_state: OutcomeState,
     ) -> RunResult {
         let now = Utc::now();
@@ -415,11 +419,11 @@ impl Reconciler {
                 .finish(outcome.ended(permanent_state, OutcomeError { kind, message, error_codes: vec![] }, now))
                 .await;
         }
-        if info.attempt >= info.max_attempts {
-            tracing::error!(error = %message, attempts = info.attempt, "Seam kept failing; giving up on this generation");
+        if self.info.attempt >= self.info.max_attempts {
+            tracing::error!(error = %message, attempts = self.info.attempt, "Seam kept failing; giving up on this generation");
             let error = OutcomeError {
-                kind: "gave_up".into(),
-                message: format!("after {} attempts: {message}", info.attempt),
+                kind: KIND_GAVE_UP.into(),
+                message: format!("after {} attempts: {message}", self.info.attempt),
                 error_codes: vec![],
             };
             return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
@@ -427,7 +431,7 @@ impl Reconciler {
         if let ErrorClass::RateLimited(after) = class {
             // Not a failure of this step: wait at least what Seam asked (or a
             // while when it did not say), without using up an attempt.
-            let wait = after.unwrap_or(self.settings.poll_cap.min(Duration::from_secs(10)));
+            let wait = after.unwrap_or(self.r.settings.poll_cap.min(Duration::from_secs(10)));
             observe::rate_limit_wait("seam");
             tracing::warn!(wait_ms = wait.as_millis() as u64, "rate limited by Seam; waiting");
             return Ok(Next::after(wait));
@@ -438,35 +442,64 @@ impl Reconciler {
     /// How long a run waits while Seam refuses the API key: the longest poll
     /// interval (at most 30 s), with jitter so waiting jobs do not return at once.
     fn auth_wait(&self) -> Duration {
-        let cap = self.settings.poll_cap.min(Duration::from_secs(30));
+        let cap = self.r.settings.poll_cap.min(Duration::from_secs(30));
         cap.mul_f64(0.5 + rand::rng().random::<f64>() / 2.0)
     }
 
-    /// Retries a transient failure a couple of times in process before the
+    /// The in-process retries of a transient Seam failure, before the
     /// queue's durable backoff takes over.
+    fn quick_backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(self.r.settings.quick_retries)
+            .with_jitter()
+    }
+
+    /// Retries a transient failure of a read a couple of times in process.
     async fn quick_retry<T, F, Fut>(&self, call: F) -> latchkey_seam::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = latchkey_seam::Result<T>>,
     {
-        call.retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(1))
-                .with_max_times(self.settings.quick_retries)
-                .with_jitter(),
-        )
-        .when(|e: &latchkey_seam::Error| e.class() == ErrorClass::Transient)
-        .notify(|e, d| tracing::warn!(error = %error_chain(e), retry_in_ms = d.as_millis() as u64, "Seam call failed; retrying"))
-        .await
+        call.retry(self.quick_backoff())
+            .when(|e: &latchkey_seam::Error| e.class() == ErrorClass::Transient)
+            .notify(|e, d| tracing::warn!(error = %error_chain(e), retry_in_ms = d.as_millis() as u64, "Seam call failed; retrying"))
+            .await
+    }
+
+    /// Sends an update, retrying transient failures a couple of times in
+    /// process. The first call follows the `applying` record, which checked
+    /// this run's lease; before each retry the lease is checked (and renewed)
+    /// again, so a run cut off from Redis while its retries were pending,
+    /// whose job another run has taken over, never sends its older state
+    /// after the newer one. `None` when the lease is lost.
+    async fn send_update(
+        &self,
+        update: &UpdateAccessCode,
+    ) -> Result<Option<latchkey_seam::Result<UpdateOutcome>>, latchkey_store::Error> {
+        let mut delays = self.quick_backoff().build();
+        loop {
+            let result = self.r.seam.update_access_code(update).await;
+            match (&result, delays.next()) {
+                (Err(e), Some(delay)) if e.class() == ErrorClass::Transient => {
+                    tracing::warn!(error = %error_chain(e), retry_in_ms = delay.as_millis() as u64, "update failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    if !self.r.store.hold(&self.info.id, &self.info.lease).await? {
+                        return Ok(None);
+                    }
+                }
+                _ => return Ok(Some(result)),
+            }
+        }
     }
 
     /// The key budget's wait before a poll, if any (no Redis call without a budget).
     async fn key_budget_wait(&self) -> Result<Option<Duration>, latchkey_store::Error> {
-        if self.settings.limits.key_rate == 0 {
+        if self.r.settings.limits.key_rate == 0 {
             return Ok(None);
         }
-        let wait = self.store.admit(None, &self.settings.limits).await?;
+        let wait = self.r.store.admit(None, &self.r.settings.limits).await?;
         if wait.is_some() {
             observe::rate_limit_wait("api_key");
         }
@@ -475,7 +508,7 @@ impl Reconciler {
 
     /// `at` plus this access code's place in the spread window (a stable hash).
     fn spread(&self, access_code_id: &str, at: DateTime<Utc>) -> u64 {
-        let window = self.settings.verify_spread.as_millis() as u64;
+        let window = self.r.settings.verify_spread.as_millis() as u64;
         if window == 0 {
             return ms(at);
         }
@@ -485,7 +518,7 @@ impl Reconciler {
     }
 
     fn poll_delay(&self, polls: u32) -> Duration {
-        poll_delay(polls, self.settings.poll_base, self.settings.poll_cap, rand::rng().random::<f64>())
+        poll_delay(polls, self.r.settings.poll_base, self.r.settings.poll_cap, rand::rng().random::<f64>())
     }
 
     /// Records a terminal outcome; the job is done either way.
@@ -517,7 +550,7 @@ impl Reconciler {
     /// Writes the record. `Some(next)` when the run must stop instead: a newer
     /// generation exists (run again at once to pick it up) or the lease is gone.
     async fn save(&self, outcome: &Outcome) -> Result<Option<Next>, latchkey_store::Error> {
-        Ok(match self.store.record(outcome, &self.identity).await? {
+        Ok(match self.r.store.record(outcome, &self.info.lease).await? {
             Recorded::Written => None,
             Recorded::Superseded => {
                 tracing::info!("a newer desired state arrived; starting over with it");

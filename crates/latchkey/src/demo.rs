@@ -72,6 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         key_rate: 0,
         key_burst: 20,
         verify_spread_ms: 0,
+        lease_secs: 30,
         drain_secs: 5,
     };
     let worker = tokio::spawn(run_worker(worker_args, async move {

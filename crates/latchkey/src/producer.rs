@@ -1,7 +1,7 @@
 //! `latchkey enqueue` and `latchkey outcome`: what a producer or an operator
 //! runs to hand latchkey a desired state and to read how it went.
 
-use std::{io::Read, process::ExitCode, time::Duration};
+use std::{cmp::Ordering, io::Read, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
@@ -103,10 +103,11 @@ pub struct OutcomeArgs {
     conn: Conn,
     /// The access code.
     access_code_id: String,
-    /// Wait up to this many seconds for a terminal outcome.
+    /// Wait up to this many seconds for the generation to finish (default:
+    /// look once).
     #[arg(long)]
     wait: Option<u64>,
-    /// The generation to wait for (default: the newest).
+    /// The generation to report on (default: the newest).
     #[arg(long)]
     generation: Option<u64>,
     /// Print the record as JSON.
@@ -114,38 +115,76 @@ pub struct OutcomeArgs {
     json: bool,
 }
 
-/// Exit codes: 0 succeeded, 1 ended otherwise (failed, rejected, timed out,
-/// superseded), 3 not finished (yet), 4 no such access code.
+/// `latchkey outcome`: the generation asked for succeeded.
+const SUCCEEDED: u8 = 0;
+/// It ended otherwise: failed, rejected, timed out, or superseded by a newer one.
+const ENDED_OTHERWISE: u8 = 1;
+/// It has not finished (yet), or is not even recorded yet.
+const NOT_FINISHED: u8 = 3;
+/// No desired state was ever recorded for the access code.
+const UNKNOWN: u8 = 4;
+/// The record could not be read (Redis failed): nothing is known about the
+/// generation. Not 1, which `main` would make of an error, and which means
+/// the generation ended.
+const NO_ANSWER: u8 = 5;
+
+/// Prints the access code's outcome record and exits with how the generation
+/// asked for (`--generation`, default the newest) went: 0 succeeded, 1 ended
+/// otherwise (failed, rejected, timed out, superseded), 3 not finished (yet),
+/// 4 no such access code, 5 the record could not be read. Never with how
+/// another generation went.
 pub async fn outcome(args: OutcomeArgs) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(report(&args).await.unwrap_or_else(|e| {
+        eprintln!("could not read the outcome of access code {}: {e:#}", args.access_code_id);
+        NO_ANSWER
+    })))
+}
+
+async fn report(args: &OutcomeArgs) -> anyhow::Result<u8> {
+    let id = &args.access_code_id;
     let store = args.conn.store().await?;
-    let Some(current) = store.outcome(&args.access_code_id).await? else {
-        eprintln!("no desired state recorded for access code {}", args.access_code_id);
-        return Ok(ExitCode::from(4));
+    let Some(current) = store.outcome(id).await? else {
+        eprintln!("no desired state recorded for access code {id}");
+        return Ok(UNKNOWN);
     };
-    let record = match args.wait {
-        None => current,
-        Some(secs) => {
-            let generation = args.generation.unwrap_or(current.generation);
-            match store.wait_for_outcome(&args.access_code_id, generation, Duration::from_secs(secs)).await? {
-                Waited::Finished(o) | Waited::TimedOut(Some(o)) => o,
-                Waited::Superseded(newer) => {
-                    eprintln!("generation {generation} was superseded by generation {}", newer.generation);
-                    Outcome { generation, ..newer }.moved(OutcomeState::Superseded, chrono::Utc::now())
-                }
-                Waited::TimedOut(None) => current,
-            }
+    let generation = args.generation.unwrap_or(current.generation);
+    // Without --wait this is a single look, judged by the same rule.
+    let timeout = Duration::from_secs(args.wait.unwrap_or(0));
+    let record = match store.wait_for_outcome(id, generation, timeout).await? {
+        Waited::Finished(o) | Waited::TimedOut(Some(o)) => o,
+        Waited::Superseded(newer) => {
+            eprintln!("generation {generation} was superseded by generation {}", newer.generation);
+            Outcome { generation, ..newer }.moved(OutcomeState::Superseded, chrono::Utc::now())
+        }
+        Waited::TimedOut(None) => {
+            eprintln!("the outcome record of access code {id} was deleted");
+            return Ok(UNKNOWN);
         }
     };
+    if record.generation < generation {
+        eprintln!("generation {generation} is not recorded; the record is about generation {}", record.generation);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
         print_outcome(&record);
     }
-    Ok(match record.state {
-        OutcomeState::Succeeded => ExitCode::SUCCESS,
-        s if s.is_terminal() => ExitCode::from(1),
-        _ => ExitCode::from(3),
-    })
+    Ok(exit_code(generation, &record))
+}
+
+/// How `generation` went, judged from the record shown: a record about an
+/// older generation says nothing about it (it has not even been recorded), one
+/// about a newer generation means it was superseded.
+fn exit_code(generation: u64, record: &Outcome) -> u8 {
+    match record.generation.cmp(&generation) {
+        Ordering::Less => NOT_FINISHED,
+        Ordering::Greater => ENDED_OTHERWISE,
+        Ordering::Equal => match record.state {
+            OutcomeState::Succeeded => SUCCEEDED,
+            s if s.is_terminal() => ENDED_OTHERWISE,
+            _ => NOT_FINISHED,
+        },
+    }
 }
 
 pub fn print_outcome(o: &Outcome) {
