@@ -1,8 +1,10 @@
 # latchkey's tasks. Install just with `pip install rust-just`.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# Runs every test (the README's test command; CI runs it).
+# Runs every test (the README's test command; CI runs it). Installs
+# cargo-nextest first when it is missing.
 test:
+    cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
     cargo nextest run --workspace
 
 # The queue at work on a Redis of its own, with a table of outcomes.

@@ -1,5 +1,5 @@
 //! Faults with real processes and real signals: worker processes killed with
-//! SIGKILL mid-run, a SIGTERM drain under load, and no secret in any log line.
+//! SIGKILL mid-run, a SIGTERM drain under load, and no secret or PIN in any log line.
 
 use std::{
     fs::File,
@@ -38,8 +38,11 @@ fn signal(child: &Child, sig: &str) {
 }
 
 #[tokio::test]
-async fn workers_killed_three_times_lose_nothing_and_no_secret_reaches_a_log() {
+async fn workers_killed_three_times_lose_nothing_and_no_secret_or_pin_reaches_a_log() {
     const REDIS_PASSWORD: &str = "redis-pw-7f3a9c-do-not-log";
+    // A guest's PIN, distinctive enough that no id or number in a log line
+    // contains it by chance.
+    const PIN: &str = "864209753";
     let app = spawn_app(AppOptions {
         workers: 0,
         redis_password: Some(REDIS_PASSWORD.into()),
@@ -56,7 +59,7 @@ async fn workers_killed_three_times_lose_nothing_and_no_secret_reaches_a_log() {
     let mut codes = seed_codes(&app, 2000, Duration::from_millis(3000), 10_000).await;
     // Newer generations for some codes while the first ones are in flight.
     for (id, g) in codes.iter_mut().step_by(4) {
-        *g = app.store.enqueue(want(json!({"access_code_id": id, "code": "99999"}))).await.unwrap();
+        *g = app.store.enqueue(want(json!({"access_code_id": id, "code": PIN}))).await.unwrap();
     }
     for k in 1..=3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -96,8 +99,8 @@ async fn workers_killed_three_times_lose_nothing_and_no_secret_reaches_a_log() {
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap();
         lines += text.lines().count();
-        for secret in [TEST_SEAM_KEY, REDIS_PASSWORD] {
-            assert!(!text.contains(secret), "{} contains a secret", log.display());
+        for secret in [TEST_SEAM_KEY, REDIS_PASSWORD, PIN] {
+            assert!(!text.contains(secret), "{} contains a secret or a guest's PIN", log.display());
         }
     }
     assert!(lines > 1000, "the workers logged at debug level ({lines} lines), so the check means something");

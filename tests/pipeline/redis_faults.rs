@@ -52,8 +52,7 @@ async fn the_pipeline_rides_out_a_five_second_client_pause() {
     let app = spawn_app(AppOptions { workers: 2, ..AppOptions::default() }).await;
     let codes = seed_codes(&app, 300, Duration::from_millis(800), 30_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut conn = redis::Client::open(app.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(5000).arg("ALL").query_async(&mut conn).await.unwrap();
+    app.redis.pause(Duration::from_secs(5));
     let paused = Instant::now();
     all_converge(&app, &codes).await;
     println!("CLIENT PAUSE 5 s: all {} converged {:?} after the pause began", codes.len(), paused.elapsed());

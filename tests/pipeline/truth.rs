@@ -299,3 +299,54 @@ async fn a_key_seam_stops_accepting_holds_work_until_the_key_file_is_fixed() {
     assert_eq!(depth.dead, 0);
     app.stop().await;
 }
+
+/// Every log line of a worker, at every level, while it sets a PIN, applies
+/// it again after a change at the lock, and fails another on a full lock.
+#[tokio::test]
+async fn no_guest_pin_reaches_a_log_line_at_any_level() {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // Each test runs in its own process (nextest), so this is the worker's log.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .try_init()
+        .expect("the first subscriber of this test process");
+    const PIN: &str = "975310864";
+    const OTHER_PIN: &str = "864197531";
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 300);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": PIN}))).await.unwrap();
+    update_landed(&app, &id).await;
+    add_issue(&app, &id, json!({"kind": "warning", "code": "code_modified_external_to_seam"})).await;
+    let o = finished(&app, &id, generation, Duration::from_secs(15)).await;
+    assert_eq!((o.state, o.reapplies), (OutcomeState::Succeeded, 1), "{o:?}");
+    let full = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let other = app.seam.add_access_code(&full, SeedCode::default());
+    let fails =
+        json!({"behaviour": {"kind": "fails", "delay_ms": 50, "error_code": "no_space_for_access_code_on_device"}});
+    assert_eq!(admin(&app, Method::PUT, &format!("/devices/{full}"), fails).await, 204);
+    let o = reconcile(&app, json!({"access_code_id": other, "code": OTHER_PIN}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    app.stop().await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines = text.lines().count();
+    assert!(lines > 100 && text.contains("TRACE"), "the worker logged at every level ({lines} lines)");
+    for pin in [PIN, OTHER_PIN] {
+        let leaked: Vec<&str> = text.lines().filter(|l| l.contains(pin)).take(3).collect();
+        assert!(leaked.is_empty(), "a guest's PIN in the log: {leaked:#?}");
+    }
+}

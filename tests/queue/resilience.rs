@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use latchkey_store::{NewJob, QueueConfig, WorkerOptions};
 use latchkey_tests::{RedisServer, worker::*};
 
-use crate::{queue, raw};
+use crate::queue;
 
 fn probes(range: std::ops::Range<u64>, sleep_ms: u64) -> Vec<NewJob> {
     range.map(|n| NewJob::new(&Probe { n, sleep_ms, ..Default::default() }).unwrap()).collect()
@@ -22,8 +22,7 @@ async fn a_five_second_client_pause_does_not_kill_the_worker() {
     q.push_many(probes(0..10, 0)).await.unwrap();
     runs.wait_for_successes(10, Duration::from_secs(10)).await;
 
-    let _: () =
-        redis::cmd("CLIENT").arg("PAUSE").arg(5000).arg("ALL").query_async(&mut raw(&redis.url()).await).await.unwrap();
+    redis.pause(Duration::from_secs(5));
     let paused = Instant::now();
     let producer = q.clone();
     let push = tokio::spawn(async move { producer.push_many(probes(10..20, 0)).await });

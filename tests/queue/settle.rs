@@ -40,7 +40,7 @@ async fn exhausted_attempts_make_a_dead_letter_that_can_be_requeued() {
     let worker = spawn_probe_worker(&q, test_options(), 2, &runs);
     let id = q.push(probe(Probe { n: 9, fail_until_attempt: 3, ..Default::default() })).await.unwrap().id;
     runs.wait_until(Duration::from_secs(10), "3 failed attempts", |r| r.len() == 3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_counter(&q, "dead", 1).await;
 
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -68,7 +68,7 @@ async fn requeue_all_dead_brings_every_dead_letter_back() {
         q.push(probe(Probe { n, fail_until_attempt: 1, ..Default::default() })).await.unwrap();
     }
     runs.wait_until(Duration::from_secs(10), "5 failures", |r| r.len() == 5).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_counter(&q, "dead", 5).await;
     assert_eq!(q.depth().await.unwrap().dead, 5);
     assert_eq!(q.requeue_all_dead(100).await.unwrap().len(), 5);
     // attempt 1 fails again (fail_until_attempt 1) with max_attempts 1: dead again, proving they ran.
@@ -84,8 +84,9 @@ async fn an_abort_error_dead_letters_without_retrying() {
     let worker = spawn_probe_worker(&q, test_options(), 2, &runs);
     q.push(probe(Probe { n: 1, abort: true, ..Default::default() })).await.unwrap();
     runs.wait_until(Duration::from_secs(10), "one run", |r| r.len() == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(runs.finished().len(), 1, "no retry after an abort");
+    wait_for_counter(&q, "dead", 1).await;
+    assert_eq!(runs.finished().len(), 1, "no retry after an abort: dead after one run");
+    assert_eq!(q.counters().await.unwrap().get("retried").copied().unwrap_or(0), 0);
     let dead = q.dead_letters(10).await.unwrap();
     assert!(dead[0].error.starts_with("aborted on attempt 1: probe aborted on purpose"), "{}", dead[0].error);
     worker.stop().await;

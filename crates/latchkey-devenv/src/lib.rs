@@ -158,6 +158,13 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Stalls every client of this server for `d` (`CLIENT PAUSE ... ALL`).
+    /// Only the harness's own server: never a Redis someone else uses.
+    pub fn pause(&self, d: std::time::Duration) {
+        self.require_own("pausing Redis");
+        self.cli(&["CLIENT", "PAUSE", &d.as_millis().to_string(), "ALL"]);
+    }
+
     /// Runs redis-cli against this server and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         cli_at(&self.url, args)
