@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use latchkey_core::{DesiredStateInput, Outcome};
-use latchkey_fake_seam::{DeviceBehaviour, FakeSeam, SeedCode, SimConfig};
+use latchkey_fake_seam::{AttemptResult, DeviceBehaviour, FakeSeam, SeedCode, SimConfig};
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
 use latchkey_worker::{WorkerArgs, run_worker};
 use serde_json::json;
@@ -88,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                          seed: SeedCode,
                          behaviour: DeviceBehaviour,
                          wants: Vec<serde_json::Value>|
-           -> anyhow::Result<()> {
+           -> anyhow::Result<String> {
         let device = seam.add_device(normal());
         let id = seam.add_access_code(&device, seed);
         seam.set_device(&device, behaviour);
@@ -99,7 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             generation = store.enqueue(serde_json::from_value::<DesiredStateInput>(w)?).await?;
         }
         cases.push(Case { label, what, access_code_id: id, generation });
-        Ok(())
+        Ok(device)
     };
     let seed =
         |code: &str| SeedCode { code: Some(code.into()), name: Some("Previous guest".into()), ..SeedCode::default() };
@@ -138,6 +138,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         vec![json!({"code": "6061"})],
     )
     .await?;
+    // Seam accepts the update, then reports that the lock has no room: found
+    // right after the update, days before the guest arrives.
+    let no_room = DeviceBehaviour::Fails {
+        delay: Duration::from_millis(400),
+        error_code: "no_space_for_access_code_on_device".into(),
+        attempt: AttemptResult::Success,
+    };
+    let in_three_days = start + chrono::Duration::days(3);
+    add(
+        "full lock",
+        "check-in in 3 days, lock full",
+        seed("8888"),
+        no_room,
+        vec![json!({"code": "8120", "starts_at": in_three_days.to_rfc3339(), "ends_at": (in_three_days + chrono::Duration::days(2)).to_rfc3339()})],
+    )
+    .await?;
+    // The lock drops off the network for 3 s: waited for, not a failure.
+    let away =
+        add("lock away", "lock offline for 3 s", seed("9999"), DeviceBehaviour::Offline, vec![json!({"code": "9314"})])
+            .await?;
+    let sim = (*seam).clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sim.set_device(&away, DeviceBehaviour::Normal { delay: Duration::from_millis(400) });
+    });
     let burst: Vec<_> = (0..10).map(|i| json!({"code": format!("70{i:02}")})).collect();
     add("burst", "10 updates in a row", seed("6666"), normal(), burst).await?;
     println!("enqueued {} desired states; watching outcomes (Ctrl-C stops)\n", cases.len() + 9);
