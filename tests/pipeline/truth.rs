@@ -59,6 +59,19 @@ fn device(app: &TestApp, delay_ms: u64) -> String {
     app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(delay_ms) })
 }
 
+/// Sets `pin` on a fresh code whose lock takes `delay_ms`; once the update
+/// has reached Seam, Seam reports `issue` on the code. Returns the code and
+/// its finished outcome.
+async fn issue_while_verifying(app: &TestApp, delay_ms: u64, pin: &str, issue: Value) -> (String, Outcome) {
+    let d = device(app, delay_ms);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": pin}))).await.unwrap();
+    update_landed(app, &id).await;
+    add_issue(app, &id, issue).await;
+    let o = finished(app, &id, generation, Duration::from_secs(20)).await;
+    (id, o)
+}
+
 #[tokio::test]
 async fn a_pin_change_of_an_upcoming_code_is_scheduled_then_verified_at_its_start() {
     // The verification timeout (2 s) is shorter than the wait for the start:
@@ -173,12 +186,9 @@ async fn a_failure_that_seam_clears_is_judged_again_and_ends_succeeded() {
 #[tokio::test]
 async fn a_code_changed_at_the_lock_while_verifying_is_applied_again() {
     let app = spawn_app(AppOptions::default()).await;
-    let d = device(&app, 400);
-    let id = app.seam.add_access_code(&d, SeedCode::default());
-    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": "5771"}))).await.unwrap();
-    update_landed(&app, &id).await;
-    add_issue(&app, &id, json!({"kind": "warning", "code": "code_modified_external_to_seam"})).await;
-    let o = finished(&app, &id, generation, Duration::from_secs(20)).await;
+    let (id, o) =
+        issue_while_verifying(&app, 400, "5771", json!({"kind": "warning", "code": "code_modified_external_to_seam"}))
+            .await;
     assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
     assert_eq!(o.reapplies, 1, "the warning is not success: applied again");
     assert_eq!(calls(&app, &id, "/access_codes/update").len(), 2);
@@ -188,13 +198,8 @@ async fn a_code_changed_at_the_lock_while_verifying_is_applied_again() {
 #[tokio::test]
 async fn a_set_code_with_a_warning_that_it_does_not_work_is_not_success() {
     let app = spawn_app(AppOptions::default()).await;
-    let d = device(&app, 300);
-    let id = app.seam.add_access_code(&d, SeedCode::default());
-    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": "8080"}))).await.unwrap();
-    update_landed(&app, &id).await;
-    add_issue(&app, &id, json!({"kind": "warning", "code": "ultraloq_access_code_disabled", "keep_on_update": true}))
-        .await;
-    let o = finished(&app, &id, generation, Duration::from_secs(15)).await;
+    let disabled = json!({"kind": "warning", "code": "ultraloq_access_code_disabled", "keep_on_update": true});
+    let (_, o) = issue_while_verifying(&app, 300, "8080", disabled).await;
     assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
     let e = o.error.unwrap();
     assert_eq!(
@@ -208,12 +213,8 @@ async fn a_set_code_with_a_warning_that_it_does_not_work_is_not_success() {
 #[tokio::test]
 async fn a_harmless_warning_is_recorded_and_does_not_block_success() {
     let app = spawn_app(AppOptions::default()).await;
-    let d = device(&app, 300);
-    let id = app.seam.add_access_code(&d, SeedCode::default());
-    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": "6060"}))).await.unwrap();
-    update_landed(&app, &id).await;
-    add_issue(&app, &id, json!({"kind": "warning", "code": "third_party_integration_detected"})).await;
-    let o = finished(&app, &id, generation, Duration::from_secs(15)).await;
+    let harmless = json!({"kind": "warning", "code": "third_party_integration_detected"});
+    let (_, o) = issue_while_verifying(&app, 300, "6060", harmless).await;
     assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
     assert!(o.last_seen.unwrap().warnings.iter().any(|w| w.code == "third_party_integration_detected"));
     app.stop().await;
@@ -327,12 +328,8 @@ async fn no_guest_pin_reaches_a_log_line_at_any_level() {
     const PIN: &str = "975310864";
     const OTHER_PIN: &str = "864197531";
     let app = spawn_app(AppOptions::default()).await;
-    let d = device(&app, 300);
-    let id = app.seam.add_access_code(&d, SeedCode::default());
-    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": PIN}))).await.unwrap();
-    update_landed(&app, &id).await;
-    add_issue(&app, &id, json!({"kind": "warning", "code": "code_modified_external_to_seam"})).await;
-    let o = finished(&app, &id, generation, Duration::from_secs(15)).await;
+    let changed = json!({"kind": "warning", "code": "code_modified_external_to_seam"});
+    let (_, o) = issue_while_verifying(&app, 300, PIN, changed).await;
     assert_eq!((o.state, o.reapplies), (OutcomeState::Succeeded, 1), "{o:?}");
     let full = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
     let other = app.seam.add_access_code(&full, SeedCode::default());

@@ -34,6 +34,20 @@ async fn call_with_key(seam: &FakeSeam, key: &str, path: &str, body: Value) -> (
     (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// A device made over the admin API with this behaviour; its id.
+async fn admin_device(seam: &FakeSeam, behaviour: Value) -> String {
+    let made: Value = reqwest::Client::new()
+        .post(format!("{}/_admin/devices", seam.url()))
+        .json(&json!({"behaviour": behaviour}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    made["device_id"].as_str().expect("a device id").to_string()
+}
+
 /// An admin API call (no auth); its status.
 async fn admin(seam: &FakeSeam, method: Method, path: &str, body: Option<Value>) -> u16 {
     let request = reqwest::Client::new().request(method, format!("{}{path}", seam.url()));
@@ -428,16 +442,7 @@ async fn webhooks_are_delivered_with_a_svix_signature_that_verifies() {
 async fn the_admin_api_scripts_devices_codes_and_faults_over_http() {
     let seam = sim().await;
     let http = reqwest::Client::new();
-    let device: Value = http
-        .post(format!("{}/_admin/devices", seam.url()))
-        .json(&json!({"behaviour": {"kind": "fails", "delay_ms": 10}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let device = device["device_id"].as_str().unwrap().to_string();
+    let device = admin_device(&seam, json!({"kind": "fails", "delay_ms": 10})).await;
     let code: Value = http
         .post(format!("{}/_admin/access_codes", seam.url()))
         .json(&json!({"device_id": device, "code": "4455"}))
@@ -557,16 +562,7 @@ async fn a_device_can_fail_on_the_code_while_the_update_attempt_succeeds() {
 
     let seam = sim().await;
     let behaviour = json!({"kind": "fails", "delay_ms": 30, "error_code": "no_space_for_access_code_on_device", "attempt": "success"});
-    let device: Value = reqwest::Client::new()
-        .post(format!("{}/_admin/devices", seam.url()))
-        .json(&json!({"behaviour": behaviour}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let device = device["device_id"].as_str().unwrap();
+    let device = &admin_device(&seam, behaviour).await;
     let ongoing = seam.add_access_code(device, SeedCode::default());
     let upcoming = seam.add_access_code(device, SeedCode::default());
     let starts = Utc::now() + chrono::Duration::milliseconds(400);
