@@ -82,6 +82,7 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/access_codes/update", &[Method::POST, Method::PUT, Method::PATCH]),
     ("/access_codes/get", &[Method::GET, Method::POST]),
     ("/access_codes/create", &[Method::POST]),
+    ("/access_codes/delete", &[Method::POST]),
     ("/access_codes/list", &[Method::GET, Method::POST]),
     ("/action_attempts/get", &[Method::GET, Method::POST]),
     ("/events/list", &[Method::GET, Method::POST]),
@@ -114,8 +115,13 @@ async fn seam_api(State(sim): State<Sim>, method: Method, uri: Uri, headers: Hea
         w.advance(now);
         let access_code_id =
             params.as_ref().ok().and_then(|p| p.get("access_code_id")).and_then(Value::as_str).map(str::to_owned);
+        let code_device =
+            |w: &World| access_code_id.as_ref().and_then(|id| w.codes.get(id)).map(|c| c.device_id.clone());
+        // Before: a delete may take the code away; after: `auto_create` may
+        // bring it.
+        let before = code_device(&w);
         let answer = handle(&mut w, &method, &path, &headers, params, server_error, now);
-        let device_id = access_code_id.as_ref().and_then(|id| w.codes.get(id)).map(|c| c.device_id.clone());
+        let device_id = before.or_else(|| code_device(&w));
         w.requests.push(LoggedRequest {
             at: now,
             method: method.to_string(),
@@ -215,6 +221,7 @@ fn handle(
         "/access_codes/update" => update(w, &p, now),
         "/access_codes/get" => get_code(w, &p, now),
         "/access_codes/create" => create(w, &p, now),
+        "/access_codes/delete" => delete(w, &p, now),
         "/access_codes/list" => list(w, &p),
         "/action_attempts/get" => match p.get("action_attempt_id").and_then(Value::as_str) {
             None => invalid("action_attempt_id", "Required"),
@@ -344,31 +351,72 @@ fn update(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer {
         Ok(c) => c,
         Err(a) => return a,
     };
-    if let Some(device) = p.get("device_id").and_then(Value::as_str)
-        && !w.devices.contains_key(device)
-    {
-        return error(404, "device_not_found", "Device not found");
-    }
-    if !w.codes.contains_key(&id) {
-        if !w.config.auto_create {
-            return error(404, "access_code_not_found", "Access code not found");
-        }
-        w.auto_created(&id, now);
+    if let Err(a) = named_device_exists(w, p).and_then(|()| code_exists(w, &id, now)) {
+        return a;
     }
     if c.time_bound_without_dates && !w.codes[&id].is_time_bound() {
         return invalid("starts_at", "Required to make an access code time_bound");
     }
     let device = w.codes[&id].device_id.clone();
-    if !w.within_rate_limit(&device, now) {
-        let mut a =
-            error(429, "rate_limit_exceeded", "Too many access code updates for this device; at most 10 per minute");
-        a.retry_after = w.faults.retry_after;
-        return a;
+    if !w.updates.admit(&device, now) {
+        return rate_limited(w, "updates", w.updates.per_minute());
     }
     apply(w.codes.get_mut(&id).expect("checked"), &c, p);
     w.emit("access_code.changed", &id, now);
     let attempt = w.start_change(&id, "UPDATE_ACCESS_CODE", now);
     ok(json!({"action_attempt": attempt, "ok": true}))
+}
+
+/// `/access_codes/delete`: starts taking the code off its lock
+/// (`World::delete_code`) and answers `{"action_attempt": {...}, "ok":
+/// true}`. A `device_id`, if given, must name a device but, as with an
+/// update, need not be the code's.
+fn delete(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer {
+    let Some(id) = p.get("access_code_id").and_then(Value::as_str).map(str::to_owned) else {
+        return invalid("access_code_id", "Required");
+    };
+    if let Err(a) = named_device_exists(w, p).and_then(|()| code_exists(w, &id, now)) {
+        return a;
+    }
+    let device = w.codes[&id].device_id.clone();
+    if !w.deletes.admit(&device, now) {
+        return rate_limited(w, "deletes", w.deletes.per_minute());
+    }
+    let attempt = w.delete_code(&id, now);
+    ok(json!({"action_attempt": attempt, "ok": true}))
+}
+
+/// The `device_id` an update or delete may name must exist (404
+/// `device_not_found`).
+fn named_device_exists(w: &World, p: &Map<String, Value>) -> Result<(), Answer> {
+    match p.get("device_id").and_then(Value::as_str) {
+        Some(device) if !w.devices.contains_key(device) => Err(error(404, "device_not_found", "Device not found")),
+        _ => Ok(()),
+    }
+}
+
+/// The code an update or delete names must exist (404
+/// `access_code_not_found`), unless `auto_create` makes it now.
+fn code_exists(w: &mut World, id: &str, now: DateTime<Utc>) -> Result<(), Answer> {
+    if !w.codes.contains_key(id) {
+        if !w.config.auto_create {
+            return Err(error(404, "access_code_not_found", "Access code not found"));
+        }
+        w.auto_created(id, now);
+    }
+    Ok(())
+}
+
+/// 429 for a device over Seam's per-device limit on access-code `what`
+/// (`updates`, `deletes`), with the scripted `Retry-After`, if any.
+fn rate_limited(w: &World, what: &str, per_minute: u32) -> Answer {
+    let mut a = error(
+        429,
+        "rate_limit_exceeded",
+        &format!("Too many access code {what} for this device; at most {per_minute} per minute"),
+    );
+    a.retry_after = w.faults.retry_after;
+    a
 }
 
 fn get_code(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer {

@@ -18,7 +18,10 @@
 //!   [`Sim::remove_access_code`]);
 //! - the API key revoked and restored while running ([`Sim::set_api_key`]);
 //! - offline access codes whose times are rounded outward to
-//!   `max_time_rounding`.
+//!   `max_time_rounding`;
+//! - codes that do not come off the lock when deleted or when their stay
+//!   ends, slowly or never ([`DeviceBehaviour`]), and a repeated delete whose
+//!   action attempt succeeds while the code is still there.
 //!
 //! Every one of these is also on the admin API (no auth):
 //!
@@ -39,6 +42,7 @@
 mod api;
 mod issue;
 mod model;
+mod rate_limit;
 mod webhook;
 
 use std::{
@@ -88,7 +92,9 @@ mod millis {
     }
 }
 
-/// How a device handles access-code changes.
+/// How a device handles access-code changes: putting a code on the lock (an
+/// update or create) and taking it off (`/access_codes/delete`, or the end of
+/// a time-bound code's stay, when the code goes `removing`).
 ///
 /// In JSON (the admin API) it is tagged by `kind`: `{"kind": "normal",
 /// "delay_ms": 200}`, `{"kind": "never_finishes", "warn_after_ms": 1000}`,
@@ -99,13 +105,17 @@ mod millis {
 pub enum DeviceBehaviour {
     /// Applies a change after `delay`: the action attempt succeeds and the code
     /// becomes `set` (or `unset` and scheduled, for a future time-bound code).
+    /// A code taken off is gone after `delay`, with the events
+    /// `access_code.removed_from_device` then `access_code.deleted`.
     Normal {
         /// Time to program the lock.
         #[serde(with = "millis", rename = "delay_ms")]
         delay: Duration,
     },
     /// Never finishes: the code stays `setting`, the attempt `pending`, and
-    /// after `warn_after` Seam reports `delay_in_setting_on_device`.
+    /// after `warn_after` Seam reports `delay_in_setting_on_device`. A code
+    /// taken off stays `removing` for ever (a guest past checkout can still
+    /// get in), with `delay_in_removing_from_device` after `warn_after`.
     NeverFinishes {
         /// When the delay warning appears.
         #[serde(with = "millis", rename = "warn_after_ms")]
@@ -121,6 +131,13 @@ pub enum DeviceBehaviour {
     /// code stays `setting`. That is how Seam reports a scheduling failure
     /// (`no_space_for_access_code_on_device`) right after an update of a
     /// future code: whoever trusts the attempt is wrong.
+    ///
+    /// Taking a code off fails after `delay` whatever `error_code` and
+    /// `attempt` say: the code stays on the lock with
+    /// `failed_to_remove_from_device` (event
+    /// `access_code.failed_to_remove_from_device`) and a delete's attempt
+    /// errors with that type. A deleted code goes back to `set` (`unset`
+    /// before its start); a time-bound code at its end stays `removing`.
     Fails {
         /// Time before the failure.
         #[serde(with = "millis", rename = "delay_ms")]
@@ -133,7 +150,9 @@ pub enum DeviceBehaviour {
         attempt: AttemptResult,
     },
     /// Offline: the code reports `device_offline` and the attempt stays
-    /// pending until the device is back.
+    /// pending until the device is back; a code being taken off stays
+    /// `removing` until then. Back online, the device carries on with its
+    /// new behaviour.
     Offline,
 }
 
@@ -219,6 +238,9 @@ pub struct SimConfig {
     /// Access-code updates per device per sliding minute before 429 (Seam's
     /// documented limit is 10); 0 disables.
     pub rate_limit_per_device_per_minute: u32,
+    /// Access-code deletes per device per sliding minute before 429, counted
+    /// apart from updates (Seam's documented limit is 20); 0 disables.
+    pub delete_rate_limit_per_device_per_minute: u32,
     /// Webhook delivery, if any.
     pub webhook: Option<WebhookTarget>,
 }
@@ -231,6 +253,7 @@ impl Default for SimConfig {
             auto_create: false,
             faults: Faults::default(),
             rate_limit_per_device_per_minute: 10,
+            delete_rate_limit_per_device_per_minute: 20,
             webhook: None,
         }
     }
@@ -244,6 +267,7 @@ impl std::fmt::Debug for SimConfig {
             .field("auto_create", &self.auto_create)
             .field("faults", &self.faults)
             .field("rate_limit_per_device_per_minute", &self.rate_limit_per_device_per_minute)
+            .field("delete_rate_limit_per_device_per_minute", &self.delete_rate_limit_per_device_per_minute)
             .field("webhook", &self.webhook)
             .finish()
     }
@@ -519,6 +543,9 @@ pub struct Args {
     /// Access-code updates per device per minute before 429 (0: no limit).
     #[arg(long, default_value_t = 10)]
     pub rate_limit: u32,
+    /// Access-code deletes per device per minute before 429 (0: no limit).
+    #[arg(long, default_value_t = 20)]
+    pub delete_rate_limit: u32,
     /// Create this many normal devices at startup and print their ids.
     #[arg(long, default_value_t = 0)]
     pub devices: usize,
@@ -538,6 +565,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sy
         auto_create: args.auto_create,
         faults: Faults { error_rate: args.error_rate, latency_ms: args.latency_ms, ..Faults::default() },
         rate_limit_per_device_per_minute: args.rate_limit,
+        delete_rate_limit_per_device_per_minute: args.delete_rate_limit,
         webhook: args.webhook_url.zip(args.webhook_secret).map(|(url, secret)| WebhookTarget { url, secret }),
     };
     let listener = TcpListener::bind(args.listen).await?;

@@ -18,11 +18,33 @@
 //! - Errors and warnings put on a code by a test, and their clearing by
 //!   themselves, emit no event: webhooks cannot be relied on to learn of them.
 //! - A code deleted behind Seam's back leaves its pending action attempt
-//!   pending for ever.
+//!   (an update's or a delete's) pending for ever, and a delete leaves that
+//!   of the update it interrupts pending for ever.
 //! - A code changed behind Seam's back while an update is pending keeps the
 //!   change when the update finishes `set`.
+//! - An update of a code being removed is accepted (`access_code.changed`, a
+//!   pending attempt, its fields changed) but the removal goes on: the code
+//!   disappears and the update's attempt stays pending for ever.
+//! - A second delete of a code already being removed (by a delete, or at its
+//!   `ends_at`) answers a new pending attempt that succeeds at once, whatever
+//!   becomes of the removal under way, whose timer it does not restart: the
+//!   removal may still fail or never finish, so only the code's
+//!   disappearance proves it gone. A code left `removing` by a removal that
+//!   failed is not being removed: a delete of it starts a new removal.
+//! - A removal (a delete, or a time-bound code's end) leaves the code's errors
+//!   and warnings as they are, where an update clears them: while a delete is
+//!   retried, the `failed_to_remove_from_device` of the last try still shows.
+//! - A time-bound code whose removal at `ends_at` fails stays `removing` with
+//!   `failed_to_remove_from_device` for ever, still on the lock: the guest who
+//!   checked out can still get in. A delete that fails puts the code back
+//!   where its schedule has it on the lock (`set`; `unset` before `starts_at`;
+//!   that same `removing` after `ends_at`), with the fields of any update it
+//!   interrupted although that update never finished.
+//! - A removal waiting for an offline device emits
+//!   `access_code.failed_to_remove_from_device` although Seam keeps trying, as
+//!   a change waiting for one emits `access_code.failed_to_set_on_device`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, SecondsFormat, Utc};
 use rand::Rng;
@@ -32,7 +54,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::{
     AttemptResult, DeviceBehaviour, Faults, Issue, IssueKind, Modification, SeedCode, SimConfig, issue::CodeIssue,
+    rate_limit::RateLimit,
 };
+
+/// The error a device that cannot take a code off raises on it, and the
+/// `error.type` of the delete's attempt.
+const FAILED_TO_REMOVE: &str = "failed_to_remove_from_device";
 
 /// One Seam API request as received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -101,11 +128,52 @@ impl TimeRounding {
     }
 }
 
-/// A change being programmed onto the lock.
+/// Which way a pending change goes: onto the lock or off it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// An update or create being programmed: the code is `setting`.
+    Program,
+    /// A delete, or a time-bound code's end: the code is `removing`.
+    Remove,
+}
+
+impl Direction {
+    /// The warning a device that is slow to do it raises.
+    fn delay_warning(self) -> &'static str {
+        match self {
+            Direction::Program => "delay_in_setting_on_device",
+            Direction::Remove => "delay_in_removing_from_device",
+        }
+    }
+
+    /// The event of that warning.
+    fn delay_event(self) -> &'static str {
+        match self {
+            Direction::Program => "access_code.delay_in_setting_on_device",
+            Direction::Remove => "access_code.delay_in_removing_from_device",
+        }
+    }
+
+    /// The event of a device that failed to do it (or is offline).
+    fn failure_event(self) -> &'static str {
+        match self {
+            Direction::Program => "access_code.failed_to_set_on_device",
+            Direction::Remove => "access_code.failed_to_remove_from_device",
+        }
+    }
+}
+
+/// A change the lock is working on.
 pub(crate) struct Pending {
-    attempt_id: String,
+    direction: Direction,
+    /// Its action attempt; none for the removal Seam starts itself at a
+    /// time-bound code's end.
+    attempt_id: Option<String>,
+    /// The device's behaviour when the change started (or when the device
+    /// came back online).
     behaviour: DeviceBehaviour,
     since: DateTime<Utc>,
+    /// Whether the delay warning has been raised.
     warned: bool,
 }
 
@@ -125,7 +193,6 @@ pub(crate) struct Code {
     pub is_one_time_use: bool,
     pub is_offline_access_code: bool,
     pub pending: Option<Pending>,
-    pub removed_at: Option<DateTime<Utc>>,
     /// When time next changes this code (its entry in `World::wakes`).
     wake: Option<DateTime<Utc>>,
 }
@@ -172,6 +239,11 @@ impl Code {
         self.issues.iter().any(|i| i.kind == IssueKind::Error && i.code == error_code)
     }
 
+    /// Whether the lock is taking it off (a delete, or its end).
+    fn is_being_removed(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.direction == Direction::Remove)
+    }
+
     /// When time next changes this code, if ever: the earliest of its
     /// timeline (a change finishing, its schedule) and an issue clearing.
     fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -193,14 +265,17 @@ impl Code {
                 DeviceBehaviour::Offline => (!self.has_error("device_offline")).then_some(now),
             };
         }
+        if !self.is_time_bound() {
+            return None;
+        }
         match self.status {
-            // (an unset code whose end has passed too stays as it is)
-            Status::Unset if self.is_time_bound() && self.is_scheduled_on_device => {
-                self.starts_at.filter(|_| self.ends_at.is_some_and(|e| e > now))
-            }
-            Status::Set if self.is_time_bound() => self.ends_at,
-            Status::Removing => self.removed_at,
-            _ => None,
+            Status::Unset if self.is_scheduled_on_device => self.starts_at,
+            // A code that never made it onto the lock is removed at its end
+            // all the same.
+            Status::Unset | Status::Set => self.ends_at,
+            // `setting` after a failed change, `removing` after a failed
+            // removal: for ever.
+            Status::Setting | Status::Removing => None,
         }
     }
 
@@ -270,7 +345,10 @@ pub(crate) struct World {
     pub api_key_override: Option<String>,
     /// Codes that time will change, by when: `advance` looks at these only.
     wakes: BTreeSet<(DateTime<Utc>, String)>,
-    pub updates_by_device: HashMap<String, VecDeque<DateTime<Utc>>>,
+    /// Seam's per-device limit on access-code updates.
+    pub updates: RateLimit,
+    /// Seam's per-device limit on access-code deletes, counted apart.
+    pub deletes: RateLimit,
     webhook: Option<UnboundedSender<Value>>,
 }
 
@@ -278,6 +356,8 @@ impl World {
     pub fn new(config: SimConfig, webhook: Option<UnboundedSender<Value>>) -> Self {
         Self {
             faults: config.faults.clone(),
+            updates: RateLimit::new(config.rate_limit_per_device_per_minute),
+            deletes: RateLimit::new(config.delete_rate_limit_per_device_per_minute),
             config,
             fault_toggle: false,
             workspace_id: uuid(),
@@ -288,7 +368,6 @@ impl World {
             requests: Vec::new(),
             api_key_override: None,
             wakes: BTreeSet::new(),
-            updates_by_device: HashMap::new(),
             webhook,
         }
     }
@@ -343,13 +422,17 @@ impl World {
             is_one_time_use: false,
             is_offline_access_code: false,
             pending: None,
-            removed_at: None,
             wake: None,
         };
         code.status = code.settled_status(now);
         code.is_scheduled_on_device = code.status == Status::Unset;
+        let ended = code.status == Status::Removing;
         self.codes.insert(id.clone(), code);
-        self.reindex(&id, now);
+        if ended {
+            self.start_removal(&id, None, now);
+        } else {
+            self.reindex(&id, now);
+        }
         id
     }
 
@@ -424,31 +507,85 @@ impl World {
     }
 
     /// Starts programming a change onto the lock: `setting`, a pending
-    /// attempt. It clears the code's errors and warnings but those marked
-    /// `keep_on_update`.
+    /// attempt, returned as answered. It clears the code's errors and
+    /// warnings but those marked `keep_on_update`. A code being removed is
+    /// left to its removal, and the attempt pending for ever (see the list at
+    /// the top).
     pub fn start_change(&mut self, code_id: &str, action_type: &'static str, now: DateTime<Utc>) -> Value {
-        let attempt_id = uuid();
-        let device_behaviour = {
-            let code = &self.codes[code_id];
-            self.devices
-                .get(&code.device_id)
-                .map_or(DeviceBehaviour::Normal { delay: self.config.device_delay }, |d| d.behaviour.clone())
-        };
-        let attempt = Attempt { id: attempt_id.clone(), action_type, status: "pending", error: None };
-        let json = attempt.to_json();
-        self.attempts.insert(attempt_id.clone(), attempt);
+        let (attempt_id, json) = self.new_attempt(action_type);
+        if self.codes[code_id].is_being_removed() {
+            return json;
+        }
+        let behaviour = self.device_behaviour(code_id);
         let code = self.codes.get_mut(code_id).expect("code exists");
         code.status = Status::Setting;
         code.issues.retain(|i| i.keep_on_update);
         code.is_scheduled_on_device = false;
-        code.removed_at = None;
-        code.pending = Some(Pending { attempt_id, behaviour: device_behaviour, since: now, warned: false });
+        code.pending = Some(Pending {
+            direction: Direction::Program,
+            attempt_id: Some(attempt_id),
+            behaviour,
+            since: now,
+            warned: false,
+        });
         self.reindex(code_id, now);
         json
     }
 
-    fn finish_attempt(&mut self, attempt_id: &str, error: Option<(&str, &str)>) {
-        if let Some(a) = self.attempts.get_mut(attempt_id) {
+    /// Starts taking a code off its lock for `/access_codes/delete`; returns
+    /// its `DELETE_ACCESS_CODE` attempt as answered (pending).
+    ///
+    /// A code already being removed (a second delete, or its end come)
+    /// keeps that removal and its timer, and the new attempt succeeds at once
+    /// whatever becomes of the removal: the worst plausible reading of a
+    /// repeated delete, as it tells whoever trusts attempts that a code is
+    /// gone while it may yet fail to go, or never go. A code left `removing`
+    /// by a failed removal gets a new removal, as any other.
+    pub fn delete_code(&mut self, code_id: &str, now: DateTime<Utc>) -> Value {
+        let (attempt_id, json) = self.new_attempt("DELETE_ACCESS_CODE");
+        if self.codes[code_id].is_being_removed() {
+            self.finish_attempt(Some(&attempt_id), None);
+        } else {
+            self.start_removal(code_id, Some(attempt_id), now);
+        }
+        json
+    }
+
+    /// The device starts taking a code off the lock, as its behaviour says:
+    /// `removing` until it is gone or the removal fails. Its errors and
+    /// warnings stay. A change it interrupts leaves its attempt pending.
+    fn start_removal(&mut self, code_id: &str, attempt_id: Option<String>, now: DateTime<Utc>) {
+        let behaviour = self.device_behaviour(code_id);
+        let code = self.codes.get_mut(code_id).expect("code exists");
+        code.status = Status::Removing;
+        code.pending = Some(Pending { direction: Direction::Remove, attempt_id, behaviour, since: now, warned: false });
+        self.reindex(code_id, now);
+    }
+
+    /// How the code's device handles changes now; a code seeded on a device
+    /// the simulator does not know (`Sim::add_access_code` takes any id) gets
+    /// a normal one.
+    fn device_behaviour(&self, code_id: &str) -> DeviceBehaviour {
+        self.devices
+            .get(&self.codes[code_id].device_id)
+            .map_or(DeviceBehaviour::Normal { delay: self.config.device_delay }, |d| d.behaviour.clone())
+    }
+
+    /// Records a new pending action attempt; returns its id and itself as
+    /// answered now.
+    fn new_attempt(&mut self, action_type: &'static str) -> (String, Value) {
+        let id = uuid();
+        let attempt = Attempt { id: id.clone(), action_type, status: "pending", error: None };
+        let json = attempt.to_json();
+        self.attempts.insert(id.clone(), attempt);
+        (id, json)
+    }
+
+    /// Ends an attempt: it succeeds, or errors with `(type, message)`. A
+    /// change without one (Seam's own removal at a code's end) has nothing to
+    /// end.
+    fn finish_attempt(&mut self, attempt_id: Option<&str>, error: Option<(&str, &str)>) {
+        if let Some(a) = attempt_id.and_then(|id| self.attempts.get_mut(id)) {
             a.status = if error.is_some() { "error" } else { "success" };
             a.error = error.map(|(t, m)| (t.to_string(), m.to_string()));
         }
@@ -508,43 +645,48 @@ impl World {
         let Some(p) = &mut code.pending else { return };
         let elapsed = now - p.since;
         let after = |d: std::time::Duration| elapsed >= ChronoDuration::from_std(d).unwrap_or_default();
+        let direction = p.direction;
         match p.behaviour.clone() {
-            DeviceBehaviour::Normal { delay } if after(delay) => self.finish_change(id, now),
-            DeviceBehaviour::Fails { delay, error_code, attempt } if after(delay) => {
-                self.fail_change(id, &error_code, attempt, now)
-            }
+            DeviceBehaviour::Normal { delay } if after(delay) => match direction {
+                Direction::Program => self.finish_change(id, now),
+                Direction::Remove => self.finish_removal(id, now),
+            },
+            DeviceBehaviour::Fails { delay, error_code, attempt } if after(delay) => match direction {
+                Direction::Program => self.fail_change(id, &error_code, attempt, now),
+                Direction::Remove => self.fail_removal(id, now),
+            },
             DeviceBehaviour::NeverFinishes { warn_after } if after(warn_after) && !p.warned => {
                 p.warned = true;
-                code.issues.push(CodeIssue::warning("delay_in_setting_on_device", now));
-                self.emit("access_code.delay_in_setting_on_device", id, now);
+                code.issues.push(CodeIssue::warning(direction.delay_warning(), now));
+                self.emit(direction.delay_event(), id, now);
             }
             DeviceBehaviour::Offline if !code.has_error("device_offline") => {
                 // Seam keeps trying while the device is away: the attempt
                 // stays pending and the code reports the device error.
                 code.issues.push(CodeIssue::error("device_offline", now));
-                self.emit("access_code.failed_to_set_on_device", id, now);
+                self.emit(direction.failure_event(), id, now);
             }
             _ => {}
         }
     }
 
     /// The change is on the lock: the attempt succeeds and the code settles
-    /// by its schedule. Errors on the code stay and do not stop it.
+    /// by its schedule, or, if its stay ended meanwhile, comes off again.
+    /// Errors on the code stay and do not stop it.
     fn finish_change(&mut self, id: &str, now: DateTime<Utc>) {
         let code = self.codes.get_mut(id).expect("listed");
         let Some(p) = code.pending.take() else { return };
-        code.status = code.settled_status(now);
-        code.is_scheduled_on_device = code.status == Status::Unset;
-        let event = match code.status {
-            Status::Unset => "access_code.scheduled_on_device",
-            Status::Removing => "access_code.removed_from_device",
-            _ => "access_code.set_on_device",
-        };
-        if code.status == Status::Removing {
-            code.removed_at = Some(now + ChronoDuration::seconds(1));
+        let status = code.settled_status(now);
+        if status != Status::Removing {
+            code.status = status;
+            code.is_scheduled_on_device = status == Status::Unset;
         }
-        self.finish_attempt(&p.attempt_id, None);
-        self.emit(event, id, now);
+        self.finish_attempt(p.attempt_id.as_deref(), None);
+        match status {
+            Status::Removing => self.start_removal(id, None, now),
+            Status::Unset => self.emit("access_code.scheduled_on_device", id, now),
+            _ => self.emit("access_code.set_on_device", id, now),
+        }
     }
 
     /// The change did not make it onto the lock: the code gets `error_code`;
@@ -556,55 +698,59 @@ impl World {
         code.issues.push(CodeIssue::error(error_code, now));
         match attempt {
             AttemptResult::Error => {
-                self.finish_attempt(&p.attempt_id, Some((error_code, "Failed to set code on device")))
+                self.finish_attempt(p.attempt_id.as_deref(), Some((error_code, "Failed to set code on device")))
             }
             AttemptResult::Success => {
                 code.status = code.failed_status(now);
-                self.finish_attempt(&p.attempt_id, None);
+                self.finish_attempt(p.attempt_id.as_deref(), None);
             }
         }
         self.emit("access_code.failed_to_set_on_device", id, now);
     }
 
-    /// A code with no change pending follows its schedule: a scheduled code
-    /// becomes `set` at `starts_at`, a time-bound one `removing` at
-    /// `ends_at`, then disappears.
+    /// The code is off the lock: its attempt, if any, succeeds, and it is
+    /// gone (`/access_codes/get` answers 404).
+    fn finish_removal(&mut self, id: &str, now: DateTime<Utc>) {
+        let code = self.codes.get_mut(id).expect("listed");
+        let Some(p) = code.pending.take() else { return };
+        self.finish_attempt(p.attempt_id.as_deref(), None);
+        self.emit("access_code.removed_from_device", id, now);
+        self.emit("access_code.deleted", id, now);
+        self.unindex(id);
+        self.codes.remove(id);
+    }
+
+    /// The code stays on the lock: it gets `failed_to_remove_from_device`
+    /// (raised anew, replacing one from an earlier try), goes back where its
+    /// schedule has it (so stays `removing` once its stay has ended, see the
+    /// list at the top), and the delete's attempt, if any, errors.
+    fn fail_removal(&mut self, id: &str, now: DateTime<Utc>) {
+        let code = self.codes.get_mut(id).expect("listed");
+        let Some(p) = code.pending.take() else { return };
+        code.issues.retain(|i| !(i.kind == IssueKind::Error && i.code == FAILED_TO_REMOVE));
+        code.issues.push(CodeIssue::error(FAILED_TO_REMOVE, now));
+        code.status = code.settled_status(now);
+        self.finish_attempt(p.attempt_id.as_deref(), Some((FAILED_TO_REMOVE, "Failed to remove code from device")));
+        self.emit("access_code.failed_to_remove_from_device", id, now);
+    }
+
+    /// A time-bound code with no change pending follows its schedule: a
+    /// scheduled code becomes `set` at `starts_at`; at `ends_at` one that is
+    /// on the lock, or was meant to be (`unset`), starts coming off as its
+    /// device behaves.
     fn follow_schedule(&mut self, id: &str, now: DateTime<Utc>) {
         let code = self.codes.get_mut(id).expect("listed");
-        match code.status {
-            Status::Unset
-                if code.is_time_bound() && code.is_scheduled_on_device && code.settled_status(now) == Status::Set =>
-            {
+        if !code.is_time_bound() {
+            return;
+        }
+        match (code.status, code.settled_status(now)) {
+            (Status::Unset, Status::Set) if code.is_scheduled_on_device => {
                 code.status = Status::Set;
                 code.is_scheduled_on_device = false;
                 self.emit("access_code.set_on_device", id, now);
             }
-            Status::Set if code.is_time_bound() && code.settled_status(now) == Status::Removing => {
-                code.status = Status::Removing;
-                code.removed_at = Some(now + ChronoDuration::seconds(1));
-            }
-            Status::Removing if code.removed_at.is_some_and(|r| now >= r) => {
-                self.emit("access_code.removed_from_device", id, now);
-                self.codes.remove(id);
-            }
+            (Status::Unset | Status::Set, Status::Removing) => self.start_removal(id, None, now),
             _ => {}
         }
-    }
-
-    /// Records an update for the per-device rate limit; false when over it.
-    pub fn within_rate_limit(&mut self, device_id: &str, now: DateTime<Utc>) -> bool {
-        let limit = self.config.rate_limit_per_device_per_minute;
-        if limit == 0 {
-            return true;
-        }
-        let window = self.updates_by_device.entry(device_id.to_string()).or_default();
-        while window.front().is_some_and(|t| now - *t >= ChronoDuration::seconds(60)) {
-            window.pop_front();
-        }
-        if window.len() as u32 >= limit {
-            return false;
-        }
-        window.push_back(now);
-        true
     }
 }

@@ -10,7 +10,9 @@ use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, TimeZone, Utc};
 use hmac::{Hmac, Mac};
-use latchkey_fake_seam::{DeviceBehaviour, FakeSeam, Faults, Issue, Modification, SeedCode, SimConfig, WebhookTarget};
+use latchkey_fake_seam::{
+    AttemptResult, DeviceBehaviour, FakeSeam, Faults, Issue, Modification, SeedCode, SimConfig, WebhookTarget,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -100,6 +102,21 @@ async fn until(seam: &FakeSeam, id: &str, what: &str, pred: impl Fn(&Value) -> b
     }
 }
 
+/// Polls `/access_codes/get` until it answers 404 (Seam's generic
+/// `not_found`), or panics after 5 s.
+async fn gone(seam: &FakeSeam, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, v) = call(seam, "/access_codes/get", json!({"access_code_id": id})).await;
+        if status == 404 {
+            assert_eq!(v["error"]["type"], "not_found", "get answers Seam's generic not_found");
+            return;
+        }
+        assert!(Instant::now() < deadline, "never removed: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn normal() -> DeviceBehaviour {
     DeviceBehaviour::Normal { delay: Duration::from_millis(30) }
 }
@@ -165,7 +182,9 @@ async fn an_update_sets_the_code_through_setting_to_set_and_its_attempt_succeeds
 #[tokio::test]
 async fn dates_convert_an_ongoing_code_to_time_bound_which_is_scheduled_set_then_removed() {
     let seam = sim().await;
-    let id = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    // Slow enough that `removing`, which lasts the device's delay, is seen.
+    let device = seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(300) });
+    let id = seam.add_access_code(&device, SeedCode::default());
     let starts = Utc::now() + chrono::Duration::milliseconds(600);
     let ends = starts + chrono::Duration::milliseconds(700);
     let (status, _, v) = call(
@@ -187,16 +206,7 @@ async fn dates_convert_an_ongoing_code_to_time_bound_which_is_scheduled_set_then
     until(&seam, &id, "set at starts_at", |c| c["status"] == "set").await;
     assert!(Utc::now() >= starts);
     until(&seam, &id, "removing after ends_at", |c| c["status"] == "removing").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, _, v) = call(&seam, "/access_codes/get", json!({"access_code_id": id})).await;
-        if status == 404 {
-            assert_eq!(v["error"]["type"], "not_found", "get answers Seam's generic not_found");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never removed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gone(&seam, &id).await;
     let types: Vec<String> = seam.events().iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect();
     assert!(
         types.contains(&"access_code.scheduled_on_device".into())
@@ -269,6 +279,7 @@ async fn unknown_ids_get_404_unless_auto_create_is_on() {
     let auto = FakeSeam::spawn(SimConfig { auto_create: true, ..SimConfig::default() }).await.unwrap();
     let (status, _, _) = call(&auto, "/access_codes/update", json!({"access_code_id": "ac-0", "code": "1234"})).await;
     assert_eq!(status, 200);
+    assert_eq!(call(&auto, "/access_codes/delete", json!({"access_code_id": "ac-1"})).await.0, 200);
     assert_eq!(auto.access_code("ac-0").unwrap()["code"], "1234");
 }
 
@@ -729,4 +740,360 @@ async fn a_request_caught_in_an_outage_fails_late_even_if_the_outage_ends_meanwh
     assert_eq!(caught.await.unwrap(), 503, "its fate was drawn when it arrived");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(get(&seam, &id).await["code"], "1111", "the failed update changed nothing");
+}
+
+/// `/access_codes/delete` of this code.
+async fn delete(seam: &FakeSeam, id: &str) -> (u16, HeaderMap, Value) {
+    call(seam, "/access_codes/delete", json!({"access_code_id": id})).await
+}
+
+/// The action attempt of an answer, as `/action_attempts/get` has it now.
+async fn attempt_now(seam: &FakeSeam, answer: &Value) -> Value {
+    let id = &answer["action_attempt"]["action_attempt_id"];
+    let (status, _, v) = call(seam, "/action_attempts/get", json!({"action_attempt_id": id})).await;
+    assert_eq!(status, 200, "{v}");
+    v["action_attempt"].clone()
+}
+
+fn has_errors(code: &Value) -> bool {
+    code["errors"].as_array().is_some_and(|e| !e.is_empty())
+}
+
+fn has_warnings(code: &Value) -> bool {
+    code["warnings"].as_array().is_some_and(|w| !w.is_empty())
+}
+
+/// A time-bound code begun an hour ago and ending `ends_in` from now, on a
+/// new device with `behaviour`; the device's id and the code's.
+fn ending_code(seam: &FakeSeam, behaviour: DeviceBehaviour, ends_in: Duration) -> (String, String) {
+    let device = seam.add_device(behaviour);
+    let now = Utc::now();
+    let seed = SeedCode {
+        starts_at: Some(now - chrono::Duration::hours(1)),
+        ends_at: Some(now + chrono::Duration::from_std(ends_in).unwrap()),
+        ..SeedCode::default()
+    };
+    let id = seam.add_access_code(&device, seed);
+    (device, id)
+}
+
+#[tokio::test]
+async fn a_delete_answers_a_pending_attempt_and_the_code_goes_removing_then_away() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(300) });
+    let id = seam.add_access_code(&device, SeedCode::default());
+    let kept = seam.add_access_code(&device, SeedCode::default());
+    let (status, _, v) = delete(&seam, &id).await;
+    assert_eq!(status, 200, "{v}");
+    let attempt = &v["action_attempt"];
+    assert_eq!(
+        (v["ok"].as_bool(), attempt["status"].as_str(), attempt["action_type"].as_str()),
+        (Some(true), Some("pending"), Some("DELETE_ACCESS_CODE"))
+    );
+    assert!(attempt["result"].is_null() && attempt["error"].is_null(), "{attempt}");
+    assert_eq!(get(&seam, &id).await["status"], "removing");
+
+    assert_eq!(attempt_outcome(&seam, &v).await["status"], "success");
+    gone(&seam, &id).await;
+    let (_, _, l) = call(&seam, "/access_codes/list", json!({"device_id": device})).await;
+    let listed: Vec<&str> =
+        l["access_codes"].as_array().unwrap().iter().map(|c| c["access_code_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [kept.as_str()]);
+    assert_eq!(event_types(&seam), ["access_code.removed_from_device", "access_code.deleted"]);
+    let logged = seam.requests().into_iter().find(|r| r.path == "/access_codes/delete").unwrap();
+    assert_eq!(
+        (logged.access_code_id.as_deref(), logged.device_id.as_deref(), logged.status),
+        (Some(id.as_str()), Some(device.as_str()), 200),
+        "a delete is logged with the code's device"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_without_an_id_or_of_an_unknown_code_or_device_is_refused() {
+    let seam = sim().await;
+    let (status, _, v) = call(&seam, "/access_codes/delete", json!({})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (400, Some("invalid_input")));
+    assert!(v["error"]["validation_errors"]["access_code_id"]["_errors"].is_array(), "names the field: {v}");
+    let (status, _, v) = delete(&seam, "nope").await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("access_code_not_found")));
+    let device = seam.add_device(normal());
+    let id = seam.add_access_code(&device, SeedCode::default());
+    let (status, _, v) = call(&seam, "/access_codes/delete", json!({"access_code_id": id, "device_id": "gone"})).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("device_not_found")));
+    let r = reqwest::Client::new()
+        .get(format!("{}/access_codes/delete?access_code_id={id}", seam.url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405, "POST only");
+    assert_eq!(get(&seam, &id).await["status"], "set", "nothing was deleted");
+
+    let (status, _, v) = call(&seam, "/access_codes/delete", json!({"access_code_id": id, "device_id": device})).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_failing_device_keeps_a_deleted_code_set_with_failed_to_remove_from_device() {
+    let seam = sim().await;
+    let plain = seam.add_device(DeviceBehaviour::fails(Duration::from_millis(30)));
+    // A device that fails sets with a successful attempt fails deletes the
+    // plain way all the same.
+    let lying = seam.add_device(DeviceBehaviour::Fails {
+        delay: Duration::from_millis(30),
+        error_code: "no_space_for_access_code_on_device".into(),
+        attempt: AttemptResult::Success,
+    });
+    for device in [plain, lying] {
+        let id = seam.add_access_code(&device, SeedCode::default());
+        let (_, _, v) = delete(&seam, &id).await;
+        let attempt = attempt_outcome(&seam, &v).await;
+        assert_eq!(
+            (attempt["status"].as_str(), attempt["error"]["type"].as_str()),
+            (Some("error"), Some("failed_to_remove_from_device"))
+        );
+        assert!(attempt["error"]["message"].is_string());
+        let code = get(&seam, &id).await;
+        let error = &code["errors"][0];
+        assert_eq!(
+            (code["status"].as_str(), error["error_code"].as_str(), error["is_access_code_error"].as_bool()),
+            (Some("set"), Some("failed_to_remove_from_device"), Some(true)),
+            "{code}"
+        );
+        assert!(error["created_at"].is_string() && error["message"].is_string(), "{error}");
+    }
+    assert_eq!(event_types(&seam), ["access_code.failed_to_remove_from_device"; 2]);
+}
+
+#[tokio::test]
+async fn a_delete_on_a_device_that_never_finishes_stays_removing_and_warns_of_the_delay() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(100) });
+    let id = seam.add_access_code(&device, SeedCode::default());
+    let (_, _, v) = delete(&seam, &id).await;
+    let code = until(&seam, &id, "warned", has_warnings).await;
+    assert_eq!(
+        (code["status"].as_str(), code["warnings"][0]["warning_code"].as_str()),
+        (Some("removing"), Some("delay_in_removing_from_device"))
+    );
+    assert_eq!(attempt_now(&seam, &v).await["status"], "pending");
+    assert_eq!(event_types(&seam), ["access_code.delay_in_removing_from_device"]);
+}
+
+#[tokio::test]
+async fn a_delete_on_an_offline_device_waits_for_it_then_the_code_is_gone() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::Offline);
+    let id = seam.add_access_code(&device, SeedCode::default());
+    let (_, _, v) = delete(&seam, &id).await;
+    let code = until(&seam, &id, "offline error", has_errors).await;
+    assert_eq!(
+        (
+            code["status"].as_str(),
+            code["errors"][0]["error_code"].as_str(),
+            code["errors"][0]["is_device_error"].as_bool()
+        ),
+        (Some("removing"), Some("device_offline"), Some(true))
+    );
+    assert_eq!(attempt_now(&seam, &v).await["status"], "pending");
+
+    seam.set_device(&device, normal());
+    assert_eq!(attempt_outcome(&seam, &v).await["status"], "success");
+    gone(&seam, &id).await;
+    assert_eq!(
+        event_types(&seam),
+        ["access_code.failed_to_remove_from_device", "access_code.removed_from_device", "access_code.deleted"]
+    );
+}
+
+#[tokio::test]
+async fn a_second_delete_keeps_the_removal_under_way_and_its_attempt_succeeds_at_once() {
+    let seam = sim().await;
+    let id = seam.add_access_code(
+        &seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(600) }),
+        SeedCode::default(),
+    );
+    let first_sent = Instant::now();
+    let (_, _, first) = delete(&seam, &id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, second) = delete(&seam, &id).await;
+    assert_eq!((status, second["action_attempt"]["status"].as_str()), (200, Some("pending")), "{second}");
+    assert_ne!(second["action_attempt"]["action_attempt_id"], first["action_attempt"]["action_attempt_id"]);
+    assert_eq!(attempt_now(&seam, &second).await["status"], "success", "at once");
+    assert_eq!(get(&seam, &id).await["status"], "removing", "while the code is still on the lock");
+
+    gone(&seam, &id).await;
+    assert!(first_sent.elapsed() < Duration::from_millis(850), "on the first delete's timer, not restarted");
+    assert_eq!(attempt_now(&seam, &first).await["status"], "success");
+    assert_eq!(event_types(&seam), ["access_code.removed_from_device", "access_code.deleted"]);
+}
+
+#[tokio::test]
+async fn deletes_have_a_limit_of_twenty_a_minute_per_device_apart_from_updates() {
+    let seam = sim().await;
+    seam.set_faults(Faults { retry_after: Some(7), ..Faults::default() });
+    // Removals never finish: the deleted code stays, and each delete after
+    // the first is a repeat.
+    let device = seam.add_device(DeviceBehaviour::NeverFinishes { warn_after: Duration::from_secs(60) });
+    let deleted = seam.add_access_code(&device, SeedCode::default());
+    let updated = seam.add_access_code(&device, SeedCode::default());
+    for _ in 0..20 {
+        assert_eq!(delete(&seam, &deleted).await.0, 200);
+    }
+    for i in 0..10 {
+        let (status, _, v) =
+            call(&seam, "/access_codes/update", json!({"access_code_id": updated, "name": format!("n{i}")})).await;
+        assert_eq!(status, 200, "deletes do not count as updates: {v}");
+    }
+    assert_eq!(call(&seam, "/access_codes/update", json!({"access_code_id": updated, "name": "x"})).await.0, 429);
+
+    let (status, headers, v) = delete(&seam, &deleted).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (429, Some("rate_limit_exceeded")), "the 21st: {v}");
+    assert_eq!(headers["retry-after"].to_str().unwrap(), "7", "Retry-After as for updates");
+    let elsewhere = seam.add_access_code(&seam.add_device(normal()), SeedCode::default());
+    assert_eq!(delete(&seam, &elsewhere).await.0, 200, "the limit is per device");
+
+    let unlimited = FakeSeam::spawn(SimConfig { delete_rate_limit_per_device_per_minute: 0, ..SimConfig::default() })
+        .await
+        .unwrap();
+    let id = unlimited.add_access_code(&unlimited.add_device(DeviceBehaviour::Offline), SeedCode::default());
+    for _ in 0..25 {
+        assert_eq!(delete(&unlimited, &id).await.0, 200, "0 disables the limit");
+    }
+}
+
+#[test]
+fn the_cli_keeps_rate_limit_for_updates_and_takes_delete_rate_limit() {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: latchkey_fake_seam::Args,
+    }
+    let defaults = Cli::parse_from(["fake-seam"]).args;
+    assert_eq!((defaults.rate_limit, defaults.delete_rate_limit), (10, 20));
+    let set = Cli::parse_from(["fake-seam", "--rate-limit", "3", "--delete-rate-limit", "0"]).args;
+    assert_eq!((set.rate_limit, set.delete_rate_limit), (3, 0));
+}
+
+#[tokio::test]
+async fn an_update_of_a_code_being_deleted_is_accepted_but_the_code_goes_all_the_same() {
+    let seam = sim().await;
+    let id = seam.add_access_code(
+        &seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(300) }),
+        SeedCode { code: Some("1234".into()), ..SeedCode::default() },
+    );
+    let (_, _, deleting) = delete(&seam, &id).await;
+    let (status, _, update) = call(&seam, "/access_codes/update", json!({"access_code_id": id, "code": "5678"})).await;
+    assert_eq!(status, 200, "{update}");
+    let code = get(&seam, &id).await;
+    assert_eq!((code["status"].as_str(), code["code"].as_str()), (Some("removing"), Some("5678")));
+
+    assert_eq!(attempt_outcome(&seam, &deleting).await["status"], "success");
+    gone(&seam, &id).await;
+    assert_eq!(attempt_now(&seam, &update).await["status"], "pending", "the update's attempt is left pending");
+    assert_eq!(event_types(&seam), ["access_code.changed", "access_code.removed_from_device", "access_code.deleted"]);
+}
+
+#[tokio::test]
+async fn at_its_end_a_time_bound_code_goes_removing_and_is_gone_after_the_device_delay() {
+    let seam = sim().await;
+    let normal_slow = DeviceBehaviour::Normal { delay: Duration::from_millis(400) };
+    let (_, id) = ending_code(&seam, normal_slow, Duration::from_millis(200));
+    assert_eq!(get(&seam, &id).await["status"], "set");
+    until(&seam, &id, "removing at ends_at", |c| c["status"] == "removing").await;
+    let removing_seen = Instant::now();
+    gone(&seam, &id).await;
+    assert!(removing_seen.elapsed() >= Duration::from_millis(300), "it took the device's delay");
+    assert_eq!(event_types(&seam), ["access_code.removed_from_device", "access_code.deleted"]);
+}
+
+#[tokio::test]
+async fn a_time_bound_code_whose_device_never_finishes_stays_removing_after_its_end() {
+    let seam = sim().await;
+    let never = DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(100) };
+    let (_, id) = ending_code(&seam, never, Duration::from_millis(100));
+    let code = until(&seam, &id, "warned", has_warnings).await;
+    assert_eq!(
+        (code["status"].as_str(), code["warnings"][0]["warning_code"].as_str()),
+        (Some("removing"), Some("delay_in_removing_from_device"))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&seam, &id).await["status"], "removing", "still on the lock: the guest can still get in");
+    assert_eq!(event_types(&seam), ["access_code.delay_in_removing_from_device"]);
+}
+
+#[tokio::test]
+async fn a_time_bound_code_whose_removal_fails_stays_removing_with_failed_to_remove_from_device() {
+    let seam = sim().await;
+    let (device, id) =
+        ending_code(&seam, DeviceBehaviour::fails(Duration::from_millis(30)), Duration::from_millis(100));
+    let code = until(&seam, &id, "failed", has_errors).await;
+    let error = &code["errors"][0];
+    assert_eq!(
+        (code["status"].as_str(), error["error_code"].as_str(), error["is_access_code_error"].as_bool()),
+        (Some("removing"), Some("failed_to_remove_from_device"), Some(true))
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(&seam, &id).await, code, "for ever");
+    assert_eq!(event_types(&seam), ["access_code.failed_to_remove_from_device"]);
+
+    // A delete starts a new removal; the last try's error shows meanwhile.
+    seam.set_device(&device, DeviceBehaviour::Normal { delay: Duration::from_millis(300) });
+    let (status, _, v) = delete(&seam, &id).await;
+    assert_eq!(status, 200, "{v}");
+    let retrying = get(&seam, &id).await;
+    assert_eq!(
+        (retrying["status"].as_str(), retrying["errors"][0].clone()),
+        (Some("removing"), error.clone()),
+        "the old error, with its old time"
+    );
+    assert_eq!(attempt_outcome(&seam, &v).await["status"], "success");
+    gone(&seam, &id).await;
+}
+
+#[tokio::test]
+async fn a_time_bound_code_on_an_offline_device_stays_removing_until_the_device_is_back() {
+    let seam = sim().await;
+    let (device, id) = ending_code(&seam, DeviceBehaviour::Offline, Duration::from_millis(100));
+    let code = until(&seam, &id, "offline error", has_errors).await;
+    assert_eq!(
+        (
+            code["status"].as_str(),
+            code["errors"][0]["error_code"].as_str(),
+            code["errors"][0]["is_device_error"].as_bool()
+        ),
+        (Some("removing"), Some("device_offline"), Some(true))
+    );
+    seam.set_device(&device, normal());
+    gone(&seam, &id).await;
+    assert_eq!(
+        event_types(&seam),
+        ["access_code.failed_to_remove_from_device", "access_code.removed_from_device", "access_code.deleted"]
+    );
+}
+
+#[tokio::test]
+async fn an_unset_code_whose_window_passes_without_it_ever_starting_is_removed_at_its_end() {
+    let seam = sim().await;
+    let device = seam.add_device(DeviceBehaviour::Fails {
+        delay: Duration::from_millis(30),
+        error_code: "no_space_for_access_code_on_device".into(),
+        attempt: AttemptResult::Success,
+    });
+    let id = seam.add_access_code(&device, SeedCode::default());
+    let starts = Utc::now() + chrono::Duration::milliseconds(300);
+    let ends = starts + chrono::Duration::milliseconds(300);
+    let dates = json!({"access_code_id": id, "starts_at": starts.to_rfc3339(), "ends_at": ends.to_rfc3339()});
+    assert_eq!(call(&seam, "/access_codes/update", dates).await.0, 200);
+    let code = until(&seam, &id, "failed to schedule", has_errors).await;
+    assert_eq!((code["status"].as_str(), code["is_scheduled_on_device"].as_bool()), (Some("unset"), Some(false)));
+
+    seam.set_device(&device, normal());
+    gone(&seam, &id).await;
+    assert!(Utc::now() >= ends, "removed at its end, not before");
+    let types = event_types(&seam);
+    assert_eq!(&types[types.len() - 2..], ["access_code.removed_from_device", "access_code.deleted"], "{types:?}");
+    assert!(!types.iter().any(|t| t == "access_code.set_on_device"), "never set: {types:?}");
 }
