@@ -5,6 +5,7 @@ mod chaos;
 mod failures;
 mod faults;
 mod input;
+mod lifecycle;
 mod limits;
 mod ops;
 mod redis_faults;

@@ -43,6 +43,12 @@ pub struct AppOptions {
     /// least 3): shorter than production's 30 s, so the tests that kill
     /// workers see their jobs taken over quickly.
     pub lease: Duration,
+    /// How long Seam may take to remove a code after its ends_at.
+    pub removal_grace: Duration,
+    /// How long the records of a finished code (deleted, expired) are kept.
+    pub retention: Duration,
+    /// latchkey's per-device delete limit (Seam: 20 per minute).
+    pub device_delete_limit: u32,
 }
 
 impl Default for AppOptions {
@@ -60,6 +66,9 @@ impl Default for AppOptions {
             through_proxy: false,
             verify_spread: Duration::ZERO,
             lease: Duration::from_secs(10),
+            removal_grace: Duration::from_secs(15 * 60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            device_delete_limit: 20,
         }
     }
 }
@@ -161,6 +170,9 @@ impl TestApp {
             key_burst: 20,
             verify_spread_ms: self.options.verify_spread.as_millis() as u64,
             lease_secs: self.options.lease.as_secs(),
+            removal_grace_secs: self.options.removal_grace.as_secs(),
+            retention_secs: self.options.retention.as_secs().max(1),
+            device_delete_limit: self.options.device_delete_limit,
             drain_secs: 5,
         }
     }
@@ -185,6 +197,9 @@ impl TestApp {
             ("LATCHKEY_DEVICE_WINDOW_SECS", a.device_window_secs.to_string()),
             ("LATCHKEY_DRAIN_SECS", a.drain_secs.to_string()),
             ("LATCHKEY_LEASE_SECS", a.lease_secs.to_string()),
+            ("LATCHKEY_REMOVAL_GRACE_SECS", a.removal_grace_secs.to_string()),
+            ("LATCHKEY_RETENTION_SECS", a.retention_secs.to_string()),
+            ("LATCHKEY_DEVICE_DELETE_LIMIT", a.device_delete_limit.to_string()),
             ("LATCHKEY_HTTP_ADDR", a.http_addr),
         ]
     }

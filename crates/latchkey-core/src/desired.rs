@@ -32,6 +32,10 @@ pub struct DesiredStateInput {
     /// The device holding the code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
+    /// `true`: the code must not exist (a cancelled booking). Only
+    /// `access_code_id` and `device_id` may come with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent: Option<bool>,
     /// The other update parameters of Seam's reference, passed through.
     #[serde(flatten)]
     pub options: UpdateOptions,
@@ -64,6 +68,28 @@ pub struct UpdateOptions {
     pub attempt_for_offline_device: Option<bool>,
 }
 
+impl UpdateOptions {
+    /// The first parameter given, by Seam's name.
+    fn first_given(&self) -> Option<&'static str> {
+        let o = self;
+        [
+            ("allow_external_modification", o.allow_external_modification.is_some()),
+            ("is_external_modification_allowed", o.is_external_modification_allowed.is_some()),
+            ("is_managed", o.is_managed.is_some()),
+            ("is_offline_access_code", o.is_offline_access_code.is_some()),
+            ("is_one_time_use", o.is_one_time_use.is_some()),
+            ("max_time_rounding", o.max_time_rounding.is_some()),
+            ("prefer_native_scheduling", o.prefer_native_scheduling.is_some()),
+            ("preferred_code_length", o.preferred_code_length.is_some()),
+            ("use_backup_access_code_pool", o.use_backup_access_code_pool.is_some()),
+            ("use_offline_access_code", o.use_offline_access_code.is_some()),
+            ("attempt_for_offline_device", o.attempt_for_offline_device.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+}
+
 /// When the code should work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -94,6 +120,9 @@ pub struct DesiredState {
     pub schedule: Schedule,
     /// The device, if given.
     pub device_id: Option<String>,
+    /// The code must not exist: delete it (and nothing else is set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
     /// Other update parameters.
     pub options: UpdateOptions,
 }
@@ -128,6 +157,23 @@ impl DesiredStateInput {
         let id = self.access_code_id.trim();
         if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("access_code_id", "must be 1 to 200 characters without whitespace"));
+        }
+        let absent = self.absent == Some(true);
+        if absent {
+            let named = [
+                ("code", self.code.is_some()),
+                ("name", self.name.is_some()),
+                ("type", self.code_type.is_some()),
+                ("starts_at", self.starts_at.is_some()),
+                ("ends_at", self.ends_at.is_some()),
+            ];
+            let option = self.options.first_given().map(|f| (f, true));
+            if let Some((field, _)) = named.into_iter().find(|(_, given)| *given).or(option) {
+                return Err(invalid(
+                    field,
+                    "cannot be combined with \"absent\": true (an absent code has no other properties)",
+                ));
+            }
         }
         if let Some(code) = &self.code
             && (!(4..=9).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()))
@@ -185,6 +231,7 @@ impl DesiredStateInput {
             name: self.name,
             schedule,
             device_id: self.device_id,
+            absent,
             options: self.options,
         })
     }
@@ -244,6 +291,31 @@ mod tests {
             let err = input(json).validate(now()).unwrap_err();
             assert_eq!(err.field, field, "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn absence_is_a_desired_state_of_its_own() {
+        let d = input(r#"{"access_code_id":"a","absent":true,"device_id":"d1"}"#).validate(now()).unwrap();
+        assert!(d.absent && d.code.is_none() && d.schedule == Schedule::Unchanged);
+        assert_eq!(d.device_id.as_deref(), Some("d1"));
+        assert!(!input(r#"{"access_code_id":"a","absent":false,"code":"1234"}"#).validate(now()).unwrap().absent);
+        for (json, field) in [
+            (r#"{"access_code_id":"a","absent":true,"code":"1234"}"#, "code"),
+            (
+                r#"{"access_code_id":"a","absent":true,"starts_at":"2026-02-01T00:00:00Z","ends_at":"2026-02-02T00:00:00Z"}"#,
+                "starts_at",
+            ),
+            (r#"{"access_code_id":"a","absent":true,"is_one_time_use":true}"#, "is_one_time_use"),
+        ] {
+            let err = input(json).validate(now()).unwrap_err();
+            assert_eq!(err.field, field, "{json}: {err}");
+            assert!(err.rule.contains("absent"), "{err}");
+        }
+        // A desired state stored before `absent` existed still reads.
+        let old: DesiredState =
+            serde_json::from_str(r#"{"access_code_id":"a","code":null,"name":null,"schedule":{"type":"unchanged"},"device_id":null,"options":{}}"#)
+                .unwrap();
+        assert!(!old.absent);
     }
 
     #[test]

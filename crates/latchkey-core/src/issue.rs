@@ -121,6 +121,10 @@ pub const TABLE: &[IssueRule] = &[
     row(Warning, "igloo_algopin_must_be_used_within_24_hours", Harmless),
 ];
 
+/// Errors that say a code that must go (cancelled, or past its stay) was not
+/// removed from the lock. Other issues do not matter while a code is removed.
+pub const REMOVAL_FAILURES: &[&str] = &["failed_to_remove_from_device", "kwikset_unable_to_confirm_deletion"];
+
 /// What an issue code means. A code missing from the table (one Seam adds
 /// later) is treated as the worst plausible thing for its kind: an unknown
 /// error fails the reconciliation (and is judged again while the window is

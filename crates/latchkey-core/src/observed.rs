@@ -24,6 +24,19 @@ pub enum CodeStatus {
     Unknown,
 }
 
+impl CodeStatus {
+    /// Seam's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeStatus::Setting => "setting",
+            CodeStatus::Set => "set",
+            CodeStatus::Unset => "unset",
+            CodeStatus::Removing => "removing",
+            CodeStatus::Unknown => "unknown",
+        }
+    }
+}
+
 /// Whether a code works always or only between `starts_at` and `ends_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +105,20 @@ impl AccessCode {
     /// Whether Seam reports a warning with this code.
     pub fn has_warning(&self, code: &str) -> bool {
         self.warnings.iter().any(|w| w.code == code)
+    }
+
+    /// What Seam shows of it, in a few words and without the PIN: status,
+    /// type, and the codes of its errors and warnings.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} {}", self.code_type.as_str(), self.status.as_str());
+        let list = |issues: &[CodeIssue]| issues.iter().map(|i| i.code.as_str()).collect::<Vec<_>>().join(", ");
+        if !self.errors.is_empty() {
+            s.push_str(&format!("; errors {}", list(&self.errors)));
+        }
+        if !self.warnings.is_empty() {
+            s.push_str(&format!("; warnings {}", list(&self.warnings)));
+        }
+        s
     }
 
     /// Every error and warning with its kind, errors first.

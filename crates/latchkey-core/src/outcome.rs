@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::observed::AccessCode;
+use crate::observed::{AccessCode, CodeType};
 
 /// Where a reconciliation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub enum OutcomeState {
     TimedOut,
     /// A newer desired state replaced this one before it finished.
     Superseded,
+    /// A time-bound code that succeeded reached its `ends_at`, and Seam
+    /// confirmed it gone from the lock.
+    Expired,
 }
 
 impl OutcomeState {
@@ -41,6 +44,7 @@ impl OutcomeState {
                 | OutcomeState::Rejected
                 | OutcomeState::TimedOut
                 | OutcomeState::Superseded
+                | OutcomeState::Expired
         )
     }
 
@@ -56,6 +60,7 @@ impl OutcomeState {
             OutcomeState::Rejected => "rejected",
             OutcomeState::TimedOut => "timed_out",
             OutcomeState::Superseded => "superseded",
+            OutcomeState::Expired => "expired",
         }
     }
 }
@@ -122,6 +127,10 @@ pub struct Outcome {
     /// Why it did not succeed.
     #[serde(default)]
     pub error: Option<OutcomeError>,
+    /// When Seam confirmed the code gone (a cancellation, or its end of stay);
+    /// carried over to later generations, so an update of a deleted code says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 impl Outcome {
@@ -144,7 +153,23 @@ impl Outcome {
             verify_deadline: None,
             last_seen: None,
             error: None,
+            deleted_at: None,
         }
+    }
+
+    /// When a succeeded time-bound code's stay ends: it is then watched until
+    /// Seam confirms it gone (`expired`).
+    pub fn stay_ends_at(&self) -> Option<DateTime<Utc>> {
+        let seen = self.last_seen.as_ref()?;
+        (self.state == OutcomeState::Succeeded && seen.code_type == CodeType::TimeBound)
+            .then_some(seen.ends_at)
+            .flatten()
+    }
+
+    /// Whether the code's life is over (deleted, or expired, and this record
+    /// is final): its records may be forgotten after the retention period.
+    pub fn is_forgettable(&self) -> bool {
+        self.state.is_terminal() && self.deleted_at.is_some()
     }
 
     /// Moves to `state` at `now` (setting `finished_at` for terminal states).
@@ -167,6 +192,10 @@ impl Outcome {
 
 /// `error.kind` of a reconciliation that failed on errors Seam reports on the code.
 pub const KIND_ACCESS_CODE_ERRORS: &str = "access_code_errors";
+/// `error.kind` of a code still on the lock past its deadline for removal (a
+/// cancellation, or its `ends_at` plus the removal grace): a guest who should
+/// not get in still may.
+pub const KIND_NOT_REMOVED: &str = "not_removed";
 /// `error.kind` of a reconciliation latchkey stopped trying: Seam kept failing
 /// transiently until the attempts ran out, or its job became a dead letter.
 pub const KIND_GAVE_UP: &str = "gave_up";
@@ -187,6 +216,38 @@ impl Outcome {
     }
 }
 
+/// One state change in an access code's history (`latchkey history ID`):
+/// enough to answer "why did the guest's PIN not work on Tuesday?" without
+/// the PIN itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When the state changed.
+    pub at: DateTime<Utc>,
+    /// Which generation.
+    pub generation: u64,
+    /// The state it changed to.
+    pub state: OutcomeState,
+    /// `kind: message` when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What Seam showed then ([`AccessCode::summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<String>,
+}
+
+impl HistoryEntry {
+    /// The entry for `outcome` as it is now.
+    pub fn of(outcome: &Outcome) -> Self {
+        Self {
+            at: outcome.updated_at,
+            generation: outcome.generation,
+            state: outcome.state,
+            error: outcome.error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
+            seen: outcome.last_seen.as_ref().map(AccessCode::summary),
+        }
+    }
+}
+
 /// What a reconciliation run does next, from the record alone (so a run that
 /// crashed anywhere is simply run again).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +259,8 @@ pub enum Step {
     FollowAttempt(String),
     /// Poll the access code.
     Verify,
+    /// A time-bound code that succeeded: at `ends_at`, confirm it goes.
+    WatchEnd(DateTime<Utc>),
     /// Finished: nothing to do.
     Done,
 }
@@ -212,6 +275,7 @@ impl Step {
                 None => Step::Apply,
             },
             OutcomeState::Verifying | OutcomeState::Scheduled => Step::Verify,
+            OutcomeState::Succeeded => outcome.stay_ends_at().map_or(Step::Done, Step::WatchEnd),
             _ if outcome.may_recover() => Step::Verify,
             // latchkey stopped trying (attempts ran out, or the job became a
             // dead letter); its job runs again only when an operator re-queues
@@ -257,12 +321,32 @@ mod tests {
         assert_eq!(Step::of(&recoverable), Step::Done, "a refusal is final");
         recoverable.error.as_mut().unwrap().kind = KIND_GAVE_UP.into();
         assert_eq!(Step::of(&recoverable), Step::Apply, "a re-queued dead letter starts over");
+        let mut stay = at(OutcomeState::Succeeded);
+        let ends: DateTime<Utc> = "2026-03-04T11:00:00Z".parse().unwrap();
+        stay.last_seen = Some(AccessCode {
+            access_code_id: "a".into(),
+            device_id: "d".into(),
+            name: None,
+            code: None,
+            code_type: CodeType::TimeBound,
+            status: crate::CodeStatus::Set,
+            starts_at: Some(now),
+            ends_at: Some(ends),
+            errors: vec![],
+            warnings: vec![],
+            is_scheduled_on_device: None,
+            is_offline_access_code: None,
+        });
+        assert_eq!(Step::of(&stay), Step::WatchEnd(ends), "a time-bound code is watched to its end of stay");
+        stay.state = OutcomeState::Expired;
+        assert_eq!(Step::of(&stay), Step::Done);
         for s in [
             OutcomeState::Succeeded,
             OutcomeState::Failed,
             OutcomeState::Rejected,
             OutcomeState::TimedOut,
             OutcomeState::Superseded,
+            OutcomeState::Expired,
         ] {
             assert_eq!(Step::of(&at(s)), Step::Done);
         }

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::{
     desired::{DesiredState, Schedule},
-    issue::{IssueEffect, effect},
+    issue::{IssueEffect, REMOVAL_FAILURES, effect},
     observed::{AccessCode, CodeStatus, CodeType},
 };
 
@@ -257,6 +257,38 @@ pub fn judge(desired: &DesiredState, observed: &AccessCode, window: Window, now:
         return Verdict::TimedOut;
     }
     Verdict::PollAgain { reason: poll_reason(observed) }
+}
+
+/// Decides what to do while a code must disappear from the lock (a
+/// cancellation, or the end of its stay). `observed` is `None` once Seam
+/// answers 404: the code is gone. A removal failure Seam reports (raised at or
+/// after `since`) fails at once; anything else (`removing`, a delay, a device
+/// away) is waited for until `deadline`.
+pub fn judge_gone(
+    observed: Option<&AccessCode>,
+    since: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let Some(observed) = observed else {
+        return Verdict::Succeeded;
+    };
+    let failures: Vec<String> = current_issues(observed, since)
+        .filter(|(_, kind, code)| *kind == crate::IssueKind::Error && REMOVAL_FAILURES.contains(code))
+        .map(|(_, _, code)| code.to_string())
+        .collect();
+    if !failures.is_empty() {
+        return Verdict::Failed { issues: failures };
+    }
+    if now >= deadline {
+        return Verdict::TimedOut;
+    }
+    let waiting: Vec<&str> = current_issues(observed, since)
+        .filter(|(effect, ..)| *effect == IssueEffect::Wait)
+        .map(|(_, _, code)| code)
+        .collect();
+    let reason = if waiting.is_empty() { poll_reason(observed) } else { format!("waiting: {}", waiting.join(", ")) };
+    Verdict::PollAgain { reason }
 }
 
 fn poll_reason(observed: &AccessCode) -> String {
@@ -504,6 +536,38 @@ mod tests {
         exact.ends_at = Some(t("2026-03-05T11:10:00.400Z"));
         d.options = UpdateOptions::default();
         assert!(differences(&d, &exact).is_empty());
+    }
+
+    #[test]
+    fn a_code_that_must_go_is_waited_for_until_seam_says_it_is_gone() {
+        let (since, deadline) = (t(NOW), t("2026-03-01T12:15:00Z"));
+        assert_eq!(judge_gone(None, since, deadline, t(NOW)), Verdict::Succeeded, "404: gone");
+        let mut removing = code(CodeStatus::Removing);
+        removing.warnings.push(issue("delay_in_removing_from_device", Some(NOW)));
+        assert!(matches!(
+            judge_gone(Some(&removing), since, deadline, t(NOW)),
+            Verdict::PollAgain { reason } if reason.contains("delay_in_removing_from_device")
+        ));
+        let mut offline = code(CodeStatus::Removing);
+        offline.errors.push(issue("device_offline", Some(NOW)));
+        assert_eq!(
+            judge_gone(Some(&offline), since, deadline, t(NOW)),
+            Verdict::PollAgain { reason: "waiting: device_offline".into() }
+        );
+        assert_eq!(judge_gone(Some(&code(CodeStatus::Set)), since, deadline, deadline), Verdict::TimedOut);
+        for failure in REMOVAL_FAILURES {
+            let mut stuck = code(CodeStatus::Set);
+            stuck.errors.push(issue(failure, Some("2026-03-01T12:00:02Z")));
+            assert_eq!(
+                judge_gone(Some(&stuck), since, deadline, t(NOW)),
+                Verdict::Failed { issues: vec![failure.to_string()] }
+            );
+        }
+        // A failure to set it, or one from before the removal began, is not about the removal.
+        let mut old = code(CodeStatus::Removing);
+        old.errors.push(issue("failed_to_remove_from_device", Some("2026-03-01T11:00:00Z")));
+        old.errors.push(issue("no_space_for_access_code_on_device", Some(NOW)));
+        assert!(matches!(judge_gone(Some(&old), since, deadline, t(NOW)), Verdict::PollAgain { .. }));
     }
 
     #[test]

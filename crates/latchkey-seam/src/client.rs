@@ -112,6 +112,24 @@ impl SeamClient {
         })
     }
 
+    /// `POST /access_codes/delete`: the `DELETE_ACCESS_CODE` action attempt,
+    /// when Seam returned one. A code Seam does not know is an error for which
+    /// [`Error::is_not_found`] holds (callers that want it gone may treat it so).
+    pub async fn delete_access_code(&self, access_code_id: &str) -> Result<Option<ActionAttempt>> {
+        let body = serde_json::json!({ "access_code_id": access_code_id });
+        let r: wire::DeleteResponse = self.post("/access_codes/delete", &body).await?;
+        Ok(r.action_attempt.map(Into::into))
+    }
+
+    /// `POST /access_codes/get`, with `None` when Seam has no such code (404
+    /// `not_found`): the answer a removal waits for.
+    pub async fn find_access_code(&self, access_code_id: &str) -> Result<Option<AccessCode>> {
+        match self.get_access_code(access_code_id).await {
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
     /// `POST /access_codes/get`.
     pub async fn get_access_code(&self, access_code_id: &str) -> Result<AccessCode> {
         let body = serde_json::json!({ "access_code_id": access_code_id });

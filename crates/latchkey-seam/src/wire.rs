@@ -78,6 +78,14 @@ pub(crate) struct UpdateResponse {
     pub access_code: Option<AccessCodeWire>,
 }
 
+/// `/access_codes/delete`: `{action_attempt, ok}` (a `DELETE_ACCESS_CODE`
+/// attempt), or `{ok}`.
+#[derive(Deserialize)]
+pub(crate) struct DeleteResponse {
+    #[serde(default)]
+    pub action_attempt: Option<ActionAttemptWire>,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct GetAccessCodeResponse {
     pub access_code: AccessCodeWire,

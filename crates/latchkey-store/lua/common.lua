@@ -41,12 +41,26 @@ end
 
 -- Outcome states after which nothing more happens to a generation; keep equal
 -- to OutcomeState::is_terminal in latchkey-core.
-local TERMINAL = {succeeded = true, failed = true, rejected = true, timed_out = true, superseded = true}
+local TERMINAL = {succeeded = true, failed = true, rejected = true, timed_out = true, superseded = true, expired = true}
 
 -- Most entries kept in `<base>:events`, approximately (XADD MAXLEN ~): the one
 -- cap of every script that appends to the stream. Keep equal to EVENTS_CAP in
 -- reconcile.rs (a test in scripts.rs checks).
 local EVENTS_CAP = 100000
+
+-- Most entries kept in an access code's history (`<base>:history:<id>`, a
+-- list, newest first). Keep equal to HISTORY_CAP in reconcile.rs.
+local HISTORY_CAP = 50
+
+-- A state change of access code `id`'s outcome: appended to the event stream
+-- and to the code's capped history (`entry`: the JSON of a history entry).
+local function note_change(id, generation, state, entry)
+  redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
+    'access_code_id', id, 'generation', generation, 'state', state)
+  local K_HISTORY = base .. ':history:' .. id
+  redis.call('LPUSH', K_HISTORY, entry)
+  redis.call('LTRIM', K_HISTORY, 0, HISTORY_CAP - 1)
+end
 
 -- Unix ms as RFC 3339 UTC with milliseconds ("2026-03-01T12:00:00.123Z"), the
 -- form chrono reads outcome times in. Civil date from days since 1970-01-01
@@ -126,7 +140,7 @@ local function bury(id, err, cap)
   end
   if outcome then
     redis.call('SET', base .. ':outcome:' .. id, outcome)
-    redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
-      'access_code_id', id, 'generation', generation, 'state', 'failed')
+    note_change(id, generation, 'failed', cjson.encode({at = rfc3339_ms(now), generation = generation,
+      state = 'failed', error = 'gave_up: ' .. err}))
   end
 end

@@ -2,7 +2,9 @@
 --   1. bump its generation (it only grows) and store the state;
 --   2. if the previous generation had not finished, announce it `superseded`;
 --   3. reset the outcome record to `pending` for the new generation (keeping
---      `last_update_at`, which spaces update calls out across generations);
+--      `last_update_at`, which spaces update calls out across generations,
+--      the device, and `deleted_at`); a code whose records were set to be
+--      forgotten (deleted or expired) is live again: they are kept;
 --   4. make sure the access code's one job will run now: create it, or pull it
 --      forward if it waits (scheduled, dead, done); if it is ready, its run
 --      will read the new generation; if it is running (leased), mark it
@@ -12,7 +14,6 @@
 local id, desired, template = ARGV[1], ARGV[2], ARGV[3]
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
-local K_EVENTS = base .. ':events'
 
 -- Everything read is checked before the first write (Redis keeps the writes
 -- of a script that fails). A previous record that does not decode, or has no
@@ -27,15 +28,21 @@ redis.call('HSET', K_DESIRED, 'state', desired, 'enqueued_at', now)
 o.generation = gen
 if prev then
   if not TERMINAL[prev.state] then
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_CAP, '*', 'access_code_id', id, 'generation', prev.generation, 'state', 'superseded')
+    note_change(id, prev.generation, 'superseded',
+      cjson.encode({at = rfc3339_ms(now), generation = tonumber(prev.generation), state = 'superseded'}))
   end
   -- Updates are spaced out per access code across generations.
   o.last_update_at = prev.last_update_at
   -- The device is learned once (for its rate limit) and kept.
   o.device_id = prev.device_id
+  -- An update of a code that was deleted must say so, not just "404".
+  o.deleted_at = prev.deleted_at
 end
 redis.call('SET', K_OUTCOME, cjson.encode(o))
-redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_CAP, '*', 'access_code_id', id, 'generation', gen, 'state', 'pending')
+redis.call('PERSIST', K_DESIRED)
+redis.call('PERSIST', K_OUTCOME)
+redis.call('PERSIST', base .. ':history:' .. id)
+note_change(id, gen, 'pending', cjson.encode({at = rfc3339_ms(now), generation = gen, state = 'pending'}))
 
 local jk = job_key(id)
 local st = redis.call('HGET', jk, 'state')

@@ -3,11 +3,18 @@
 -- (worker and fence token, `holds`). A stale run can therefore never
 -- overwrite a newer outcome. A write renews the lease: a run records
 -- `applying` right before it calls Seam, and the lease then outlasts the call.
--- ARGV: access_code_id, generation, outcome JSON, state, worker, fence, lease_ms
+-- A change of state goes to the event stream and the code's history, and a
+-- terminal one is counted in the queue's stats (`outcome_<state>`). A record
+-- that ends the code's life (deleted or expired, final) makes the code's
+-- records expire after `forget_ms`; a new generation keeps them (desire.lua).
+-- ARGV: access_code_id, generation, outcome JSON, state, worker, fence,
+--       lease_ms, history entry JSON, forget_ms (0: keep)
 -- Returns 1 written, 0 superseded (a newer generation exists), -1 lease lost.
 local id, gen, outcome, state, worker, fence = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local lease_ms = tonumber(ARGV[7])
-if not gen or not lease_ms then return redis.error_reply('record.lua: generation and lease_ms must be numbers') end
+local lease_ms, entry, forget_ms = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+if not gen or not lease_ms or not forget_ms then
+  return redis.error_reply('record.lua: generation, lease_ms and forget_ms must be numbers')
+end
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
 if tonumber(redis.call('HGET', K_DESIRED, 'generation')) ~= gen then return 0 end
@@ -19,6 +26,12 @@ local changed = not (prev_ok and type(prev) == 'table' and prev.state == state)
 redis.call('SET', K_OUTCOME, outcome)
 redis.call('ZADD', K_LEASED, 'XX', now + lease_ms, id)
 if changed then
-  redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*', 'access_code_id', id, 'generation', gen, 'state', state)
+  note_change(id, gen, state, entry)
+  -- Finished reconciliations by how they ended (`queue stats`; the benchmark
+  -- waits on them, since a code watched to its end of stay is not acked).
+  if TERMINAL[state] then redis.call('HINCRBY', K_STATS, 'outcome_' .. state, 1) end
+end
+if forget_ms > 0 then
+  for _, k in ipairs({K_DESIRED, K_OUTCOME, base .. ':history:' .. id}) do redis.call('PEXPIRE', k, forget_ms) end
 end
 return 1

@@ -70,6 +70,11 @@ impl QueueKeys {
     pub fn outcome(&self, access_code_id: &str) -> String {
         format!("{}:outcome:{access_code_id}", self.base)
     }
+    /// LIST of an access code's state changes (JSON history entries), newest
+    /// first, capped.
+    pub fn history(&self, access_code_id: &str) -> String {
+        format!("{}:history:{access_code_id}", self.base)
+    }
     /// STREAM of outcome state changes, capped.
     pub fn events(&self) -> String {
         format!("{}:events", self.base)

@@ -28,6 +28,9 @@ pub use conn::{Redis, RedisConfig, RedisConn, redact_url};
 pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};
-pub use reconcile::{EVENTS_CAP, EnqueueError, Loaded, RECONCILE_QUEUE, Reconciliations, Recorded, Waited};
+pub use reconcile::{
+    DEFAULT_RETENTION, EVENTS_CAP, EnqueueError, HISTORY_CAP, Loaded, RECONCILE_QUEUE, Reconciliations, Recorded,
+    Waited,
+};
 pub use scripts::PUSH_LUA;
 pub use throttle::{GUARD_BAND, Limits};

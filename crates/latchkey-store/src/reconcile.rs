@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use latchkey_core::{DesiredState, DesiredStateInput, InvalidDesiredState, Outcome};
+use latchkey_core::{DesiredState, DesiredStateInput, HistoryEntry, InvalidDesiredState, Outcome};
 use redis::AsyncCommands;
 
 use crate::{
@@ -82,12 +82,37 @@ pub enum Waited {
 #[derive(Debug, Clone)]
 pub struct Reconciliations {
     queue: Queue,
+    /// How long the records of a code whose life is over (deleted, expired)
+    /// are kept before Redis forgets them.
+    retention: Duration,
 }
+
+/// Most entries kept in an access code's history (`lua/common.lua` has the same).
+pub const HISTORY_CAP: usize = 50;
+
+/// Default of [`Reconciliations::with_retention`]: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Reconciliations {
     /// On this Redis, with this queue configuration (its prefix applies).
     pub fn new(redis: Redis, config: QueueConfig) -> Result<Self> {
-        Ok(Self { queue: Queue::new(redis, RECONCILE_QUEUE, config)? })
+        Ok(Self { queue: Queue::new(redis, RECONCILE_QUEUE, config)?, retention: DEFAULT_RETENTION })
+    }
+
+    /// Keeps the records of a code whose life is over (deleted, or expired)
+    /// for `retention` after that, then lets Redis forget them. Live codes
+    /// are never forgotten.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The history of an access code, newest first (at most [`HISTORY_CAP`]
+    /// state changes).
+    pub async fn history(&self, access_code_id: &str) -> Result<Vec<HistoryEntry>> {
+        let mut conn = self.queue.redis.conn();
+        let raw: Vec<String> = conn.lrange(self.queue.keys().history(access_code_id), 0, -1).await?;
+        raw.iter().map(|r| decode("history entry", r)).collect()
     }
 
     /// The queue the reconciliation jobs run on.
@@ -190,6 +215,8 @@ impl Reconciliations {
             .arg(&*lease.worker)
             .arg(lease.fence)
             .arg(lease.duration.as_millis() as u64)
+            .arg(serde_json::to_string(&HistoryEntry::of(outcome)).map_err(Error::Encode)?)
+            .arg(if outcome.is_forgettable() { self.retention.as_millis() as u64 } else { 0 })
             .invoke_async(&mut conn)
             .await?;
         Ok(match r {

@@ -17,7 +17,10 @@ pub const GUARD_BAND: Duration = Duration::from_millis(250);
 pub struct Limits {
     /// Updates allowed per device in any `device_window` (Seam: 10 per minute).
     pub device_limit: u32,
-    /// The sliding window of `device_limit`.
+    /// Deletes allowed per device in any `device_window` (Seam: 20 per minute),
+    /// counted apart from updates.
+    pub delete_limit: u32,
+    /// The sliding window of `device_limit` and `delete_limit`.
     pub device_window: Duration,
     /// Requests per second for the whole API key; 0 for no budget.
     pub key_rate: u32,
@@ -27,11 +30,19 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { device_limit: 10, device_window: Duration::from_secs(60), key_rate: 0, key_burst: 1 }
+        Self { device_limit: 10, delete_limit: 20, device_window: Duration::from_secs(60), key_rate: 0, key_burst: 1 }
     }
 }
 
 impl Reconciliations {
+    /// Takes a slot for one delete of a code on `device` when Seam's delete
+    /// limit for it and the key budget allow it now; otherwise takes nothing and
+    /// returns how long to wait.
+    pub async fn admit_delete(&self, device: &str, limits: &Limits) -> Result<Option<Duration>> {
+        let deletes = Limits { device_limit: limits.delete_limit, ..*limits };
+        self.admit(Some(&format!("delete:{device}")), &deletes).await
+    }
+
     /// Takes a slot for one request (an update to `device`, if given) when the
     /// limits allow it now; otherwise takes nothing and returns how long to wait.
     pub async fn admit(&self, device: Option<&str>, limits: &Limits) -> Result<Option<Duration>> {

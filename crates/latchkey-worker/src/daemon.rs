@@ -70,6 +70,17 @@ pub struct WorkerArgs {
     /// code itself, milliseconds.
     #[arg(long, env = "LATCHKEY_ATTEMPT_PATIENCE_MS", default_value_t = 10_000)]
     pub attempt_patience_ms: u64,
+    /// How long after a time-bound code's ends_at Seam may take to remove it
+    /// before the outcome says it was not removed, seconds.
+    #[arg(long, env = "LATCHKEY_REMOVAL_GRACE_SECS", default_value_t = 900)]
+    pub removal_grace_secs: u64,
+    /// How long the records of a code whose life is over (deleted, or
+    /// expired) are kept before Redis forgets them, seconds.
+    #[arg(long, env = "LATCHKEY_RETENTION_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_secs: u64,
+    /// Access-code deletes allowed per device in any window (Seam: 20 per minute).
+    #[arg(long, env = "LATCHKEY_DEVICE_DELETE_LIMIT", default_value_t = 20)]
+    pub device_delete_limit: u32,
     /// Access-code updates allowed per device in any window (Seam: 10 per minute).
     #[arg(long, env = "LATCHKEY_DEVICE_LIMIT", default_value_t = 10)]
     pub device_limit: u32,
@@ -117,6 +128,9 @@ impl fmt::Debug for WorkerArgs {
             .field("min_update_interval_ms", &self.min_update_interval_ms)
             .field("attempt_patience_ms", &self.attempt_patience_ms)
             .field("device_limit", &self.device_limit)
+            .field("device_delete_limit", &self.device_delete_limit)
+            .field("removal_grace_secs", &self.removal_grace_secs)
+            .field("retention_secs", &self.retention_secs)
             .field("device_window_secs", &self.device_window_secs)
             .field("key_rate", &self.key_rate)
             .field("key_burst", &self.key_burst)
@@ -162,8 +176,10 @@ impl WorkerArgs {
             max_reapplies: self.max_reapplies,
             min_update_interval: Duration::from_millis(self.min_update_interval_ms),
             attempt_patience: Duration::from_millis(self.attempt_patience_ms),
+            removal_grace: Duration::from_secs(self.removal_grace_secs),
             limits: latchkey_store::Limits {
                 device_limit: self.device_limit,
+                delete_limit: self.device_delete_limit,
                 device_window: Duration::from_secs(self.device_window_secs),
                 key_rate: self.key_rate,
                 key_burst: self.key_burst,
@@ -246,7 +262,8 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     let ops_addr = args.ops_addr()?;
     let redis_config = args.redis_config()?;
     let redis = Redis::connect(&redis_config).await?;
-    let store = Reconciliations::new(redis, args.queue_config())?;
+    let store =
+        Reconciliations::new(redis, args.queue_config())?.with_retention(Duration::from_secs(args.retention_secs));
     let identity = worker_identity();
     tracing::info!(%identity, redis = %redact_url(&redis_config.url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
     let options = args.worker_options(identity.clone());

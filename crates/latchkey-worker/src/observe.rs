@@ -19,6 +19,7 @@
 //! | `latchkey_seam_request_duration_seconds` | histogram | `endpoint` |
 //! | `latchkey_rate_limit_waits_total` | counter | `limit` (`device`, `api_key`, `seam`) |
 //! | `latchkey_outcomes_total` | counter | `state` (terminal states written by this worker) |
+//! | `latchkey_codes_not_removed_total` | counter | `after` (`cancellation`, `end_of_stay`): codes still on the lock that must be gone |
 //! | `latchkey_enqueue_to_outcome_seconds` | histogram | `state` |
 //! | `latchkey_worker_draining` | gauge | |
 //! | `latchkey_redis_up` | gauge | whether the last scrape could read the queue |
@@ -70,8 +71,11 @@ fn prometheus() -> &'static PrometheusHandle {
         for limit in ["device", "api_key", "seam"] {
             counter!("latchkey_rate_limit_waits_total", "limit" => limit).increment(0);
         }
-        for state in ["succeeded", "failed", "rejected", "timed_out"] {
+        for state in ["succeeded", "failed", "rejected", "timed_out", "expired"] {
             counter!("latchkey_outcomes_total", "state" => state).increment(0);
+        }
+        for after in ["cancellation", "end_of_stay"] {
+            counter!("latchkey_codes_not_removed_total", "after" => after).increment(0);
         }
         handle
     })
@@ -106,6 +110,10 @@ fn describe() {
         "Steps put off by a rate limit: latchkey's per-device or per-key limit, or a 429 from Seam."
     );
     describe_counter!("latchkey_outcomes_total", "Terminal outcomes written by this worker, by state.");
+    describe_counter!(
+        "latchkey_codes_not_removed_total",
+        "Codes still on the lock past their removal deadline, after a cancellation or their end of stay: a guest who should not get in still may."
+    );
     describe_histogram!(
         "latchkey_enqueue_to_outcome_seconds",
         metrics::Unit::Seconds,
@@ -141,6 +149,11 @@ pub(crate) fn outcome(state: &'static str, since_enqueue: Option<Duration>) {
     if let Some(d) = since_enqueue {
         histogram!("latchkey_enqueue_to_outcome_seconds", "state" => state).record(d.as_secs_f64());
     }
+}
+
+/// A code that had to go (cancelled, or past its stay) is still on the lock.
+pub(crate) fn not_removed(after: &'static str) {
+    counter!("latchkey_codes_not_removed_total", "after" => after).increment(1);
 }
 
 /// What the ops listener answers from.

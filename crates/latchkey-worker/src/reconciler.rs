@@ -12,11 +12,11 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
-    AccessCode, AttemptStatus, CodeIssue, DesiredState, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS,
-    KIND_GAVE_UP, Outcome, OutcomeError, OutcomeState, Schedule, Step, Verdict, Window, deadline, effective_schedule,
-    judge, poll_delay, pre_start_check_at,
+    AccessCode, ActionAttempt, AttemptStatus, CodeIssue, DesiredState, KIND_ACCESS_CODE_ERRORS,
+    KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome, OutcomeError, OutcomeState, Schedule, Step,
+    Verdict, Window, deadline, effective_schedule, judge, judge_gone, poll_delay, pre_start_check_at,
 };
-use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode, UpdateOutcome};
+use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
 use latchkey_store::{JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,9 @@ pub struct Settings {
     pub attempt_patience: Duration,
     /// Seam's rate limits, enforced across all workers.
     pub limits: Limits,
+    /// How long after a time-bound code's `ends_at` Seam may take to remove
+    /// it before the outcome says it was not removed.
+    pub removal_grace: Duration,
     /// Verifications of time-bound codes are spread over this window after
     /// `starts_at` (by access code), so a check-in minute is not one spike.
     pub verify_spread: Duration,
@@ -71,6 +74,7 @@ impl Default for Settings {
             min_update_interval: Duration::from_secs(1),
             attempt_patience: Duration::from_secs(10),
             limits: Limits::default(),
+            removal_grace: Duration::from_secs(15 * 60),
             verify_spread: Duration::from_secs(5),
         }
     }
@@ -154,13 +158,16 @@ impl Run<'_> {
             Step::Done => Ok(Next::Done),
             Step::Apply => self.apply(&desired, outcome).await,
             Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id).await,
+            Step::Verify if desired.absent => self.verify_gone(outcome).await,
             Step::Verify => self.verify(&desired, outcome).await,
+            Step::WatchEnd(ends_at) => self.watch_end(&desired, outcome, ends_at).await,
         }
     }
 
-    /// Sends the desired state. The record says `applying` (compare-and-set)
-    /// right before the call, so a stale run stops here instead of sending an
-    /// older state after a newer one.
+    /// Sends the desired state: an update, or a delete for an absent code.
+    /// The record says `applying` (compare-and-set) right before the call, so
+    /// a stale run stops here instead of sending an older state after a newer
+    /// one.
     async fn apply(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
         let now = Utc::now();
         if let Some(last) = outcome.last_update_at {
@@ -178,13 +185,21 @@ impl Run<'_> {
             // The device's rate limit needs the device: learn it once.
             None => match self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id)).await {
                 Ok(code) => code.device_id,
+                // A code that must not exist and does not: done.
+                Err(e) if desired.absent && e.is_not_found() => return self.gone(outcome, now).await,
                 Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Rejected).await,
             },
         };
         outcome.device_id = Some(device.clone());
-        if let Some(wait) = self.r.store.admit(Some(&device), &self.r.settings.limits).await? {
+        let limits = &self.r.settings.limits;
+        let wait = if desired.absent {
+            self.r.store.admit_delete(&device, limits).await?
+        } else {
+            self.r.store.admit(Some(&device), limits).await?
+        };
+        if let Some(wait) = wait {
             observe::rate_limit_wait("device");
-            tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; update rescheduled");
+            tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; call rescheduled");
             return self.save_then(&outcome, Next::after(wait)).await;
         }
         outcome.attempts += 1;
@@ -199,26 +214,35 @@ impl Run<'_> {
         if let Some(stop) = self.save(&outcome).await? {
             return Ok(stop);
         }
-        let Some(result) = self.send_update(&UpdateAccessCode::from(desired)).await? else {
-            tracing::warn!("this run lost the job's lease before retrying the update; another run carries on");
+        let sent = if desired.absent {
+            self.send_fenced(|| self.r.seam.delete_access_code(&desired.access_code_id)).await?
+        } else {
+            let update = UpdateAccessCode::from(desired);
+            self.send_fenced(|| async { Ok(self.r.seam.update_access_code(&update).await?.action_attempt) }).await?
+        };
+        let Some(result) = sent else {
+            tracing::warn!("this run lost the job's lease before retrying its call; another run carries on");
             return Ok(Next::Done);
         };
         match result {
+            // Already gone: what an absent code should be.
+            Err(e) if desired.absent && e.is_not_found() => self.gone(outcome, Utc::now()).await,
             Err(e) => {
                 if let ErrorClass::RateLimited(after) = e.class() {
                     // Seam says the device had enough: hold it, so no worker sends it more.
                     let hold = after.unwrap_or(self.r.settings.limits.device_window);
-                    self.r.store.hold_device(&device, hold, &self.r.settings.limits).await?;
+                    let key = if desired.absent { format!("delete:{device}") } else { device };
+                    self.r.store.hold_device(&key, hold, &self.r.settings.limits).await?;
                 }
                 self.on_seam_error(e, outcome, OutcomeState::Rejected).await
             }
-            Ok(answer) => match answer.action_attempt {
+            Ok(attempt) => match attempt {
                 Some(a) if a.status == AttemptStatus::Pending => {
                     let mut o = outcome.moved(OutcomeState::Applying, Utc::now());
                     o.action_attempt_id = Some(a.action_attempt_id);
                     self.save_then(&o, Next::after(self.r.settings.poll_base)).await
                 }
-                Some(a) if a.status == AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
+                Some(a) if a.status == AttemptStatus::Error => self.attempt_failed(desired, outcome, a.error).await,
                 _ => self.start_verifying(desired, outcome).await,
             },
         }
@@ -232,7 +256,7 @@ impl Run<'_> {
             Err(e) => self.on_seam_error(e, outcome, OutcomeState::Failed).await,
             Ok(a) => match a.status {
                 AttemptStatus::Success => self.start_verifying(desired, outcome).await,
-                AttemptStatus::Error => self.attempt_failed(outcome, a.error).await,
+                AttemptStatus::Error => self.attempt_failed(desired, outcome, a.error).await,
                 _ => {
                     // Still pending. Past the patience (or the deadline), judge
                     // the access code itself: its status is the truth.
@@ -302,7 +326,13 @@ impl Run<'_> {
             outcome.finished_at = None;
         }
         match verdict {
-            Verdict::Succeeded => self.finish(outcome.moved(OutcomeState::Succeeded, now)).await,
+            Verdict::Succeeded => {
+                let o = outcome.moved(OutcomeState::Succeeded, now);
+                // A time-bound code is looked at again when its stay ends.
+                let next =
+                    o.stay_ends_at().map_or(Next::Done, |e| Next::RunAt(self.spread(&desired.access_code_id, e)));
+                self.finish_then(o, next).await
+            }
             Verdict::Failed { issues } => {
                 let error = issues_error(&observed, issues);
                 // Seam keeps retrying after some failures: look again while the window is open.
@@ -358,7 +388,7 @@ impl Run<'_> {
             Verdict::TimedOut => {
                 let error = OutcomeError {
                     kind: "timed_out".into(),
-                    message: format!("not set as desired by the deadline; last seen {}", describe(&observed)),
+                    message: format!("not set as desired by the deadline; last seen {}", observed.summary()),
                     error_codes: observed.issues().map(|(_, i)| i.code.clone()).collect(),
                 };
                 self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await
@@ -366,7 +396,108 @@ impl Run<'_> {
         }
     }
 
-    async fn attempt_failed(&self, outcome: Outcome, error: Option<latchkey_core::CodeIssue>) -> RunResult {
+    /// The code is gone, as an absent desired state wants.
+    async fn gone(&self, outcome: Outcome, now: DateTime<Utc>) -> RunResult {
+        let mut o = outcome.moved(OutcomeState::Succeeded, now);
+        o.last_seen = None;
+        o.action_attempt_id = None;
+        o.deleted_at = Some(now);
+        self.finish(o).await
+    }
+
+    /// After a delete: polls until Seam answers 404.
+    async fn verify_gone(&self, mut outcome: Outcome) -> RunResult {
+        if let Some(wait) = self.key_budget_wait().await? {
+            return Ok(Next::after(wait));
+        }
+        let observed = match self.quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id)).await {
+            Ok(code) => code,
+            Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
+        };
+        let now = Utc::now();
+        outcome.polls += 1;
+        let since = outcome.applied_at.unwrap_or(outcome.enqueued_at);
+        let deadline = deadline(&Schedule::Unchanged, since, self.r.settings.verify_timeout);
+        outcome.verify_deadline = Some(deadline);
+        let verdict = judge_gone(observed.as_ref(), since, deadline, now);
+        outcome.last_seen = observed;
+        match verdict {
+            Verdict::Succeeded => self.gone(outcome, now).await,
+            Verdict::Failed { issues } => self.not_removed(outcome, issues, Removal::Cancellation).await,
+            Verdict::TimedOut => self.not_removed(outcome, vec![], Removal::Cancellation).await,
+            _ => {
+                let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(deadline));
+                self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
+            }
+        }
+    }
+
+    /// A time-bound code that succeeded: from its `ends_at`, polls until Seam
+    /// confirms it gone (`expired`), for at most the removal grace.
+    async fn watch_end(&self, desired: &DesiredState, mut outcome: Outcome, ends_at: DateTime<Utc>) -> RunResult {
+        let now = Utc::now();
+        if now < ends_at {
+            return Ok(Next::RunAt(self.spread(&desired.access_code_id, ends_at)));
+        }
+        if let Some(wait) = self.key_budget_wait().await? {
+            return Ok(Next::after(wait));
+        }
+        let observed = match self.quick_retry(|| self.r.seam.find_access_code(&desired.access_code_id)).await {
+            Ok(code) => code,
+            Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
+        };
+        let now = Utc::now();
+        outcome.polls += 1;
+        let grace = chrono::Duration::from_std(self.r.settings.removal_grace).unwrap_or(chrono::Duration::MAX);
+        let deadline = ends_at + grace;
+        match judge_gone(observed.as_ref(), ends_at, deadline, now) {
+            Verdict::Succeeded => {
+                let mut o = outcome.moved(OutcomeState::Expired, now);
+                o.deleted_at = Some(now);
+                self.finish(o).await
+            }
+            Verdict::Failed { issues } => {
+                outcome.last_seen = observed;
+                self.not_removed(outcome, issues, Removal::EndOfStay).await
+            }
+            Verdict::TimedOut => {
+                outcome.last_seen = observed;
+                self.not_removed(outcome, vec![], Removal::EndOfStay).await
+            }
+            _ => {
+                // Still `succeeded` (it was, for its stay) while Seam removes
+                // it: the record only counts the look.
+                outcome.updated_at = now;
+                let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(deadline));
+                self.save_then(&outcome, Next::RunAt(at)).await
+            }
+        }
+    }
+
+    /// A code that must be gone is still on the lock: loud, because a guest
+    /// who should not get in still may.
+    async fn not_removed(&self, outcome: Outcome, issues: Vec<String>, after: Removal) -> RunResult {
+        let seen = outcome.last_seen.as_ref().map_or("nothing".to_string(), AccessCode::summary);
+        let message = format!(
+            "still on the lock after its {} (last seen: {seen}); a guest who should not get in still may",
+            after.as_str().replace('_', " ")
+        );
+        tracing::error!(after = after.as_str(), %seen, "an access code that must be gone is still on the lock");
+        observe::not_removed(after.as_str());
+        let error = OutcomeError { kind: KIND_NOT_REMOVED.into(), message, error_codes: issues };
+        self.finish(outcome.ended(OutcomeState::Failed, error, Utc::now())).await
+    }
+
+    async fn attempt_failed(
+        &self,
+        desired: &DesiredState,
+        outcome: Outcome,
+        error: Option<latchkey_core::CodeIssue>,
+    ) -> RunResult {
+        if desired.absent {
+            let issues = error.map(|e| vec![e.code]).unwrap_or_default();
+            return self.not_removed(outcome, issues, Removal::Cancellation).await;
+        }
         let (kind, message) = error
             .map_or(("action_attempt_error".to_string(), "the update's action attempt failed".to_string()), |e| {
                 (e.code, e.message)
@@ -402,13 +533,18 @@ impl Run<'_> {
         }
         let (kind, message) = if err.is_not_found() {
             let seam_type = err.api_error().map_or("not_found", |e| e.error_type.as_str());
-            (
-                "access_code_not_found".to_string(),
-                format!(
+            let message = match outcome.deleted_at {
+                Some(at) => format!(
+                    "the access code {:?} was deleted at {} (cancelled, or its stay ended; HTTP 404 {seam_type}): an update cannot bring it back, create a new access code",
+                    outcome.access_code_id,
+                    at.to_rfc3339()
+                ),
+                None => format!(
                     "Seam has no access code {:?} (HTTP 404 {seam_type}): it was deleted, or never existed in this workspace",
                     outcome.access_code_id
                 ),
-            )
+            };
+            ("access_code_not_found".to_string(), message)
         } else {
             let kind = err.api_error().map_or_else(|| format!("{class:?}").to_lowercase(), |e| e.error_type.clone());
             (kind, error_chain(&err))
@@ -468,22 +604,26 @@ impl Run<'_> {
             .await
     }
 
-    /// Sends an update, retrying transient failures a couple of times in
-    /// process. The first call follows the `applying` record, which checked
-    /// this run's lease; before each retry the lease is checked (and renewed)
-    /// again, so a run cut off from Redis while its retries were pending,
-    /// whose job another run has taken over, never sends its older state
-    /// after the newer one. `None` when the lease is lost.
-    async fn send_update(
+    /// Sends a change (an update or a delete), retrying transient failures a
+    /// couple of times in process. The first call follows the `applying`
+    /// record, which checked this run's lease; before each retry the lease is
+    /// checked (and renewed) again, so a run cut off from Redis while its
+    /// retries were pending, whose job another run has taken over, never sends
+    /// its older state after the newer one. `None` when the lease is lost.
+    async fn send_fenced<F, Fut>(
         &self,
-        update: &UpdateAccessCode,
-    ) -> Result<Option<latchkey_seam::Result<UpdateOutcome>>, latchkey_store::Error> {
+        mut call: F,
+    ) -> Result<Option<latchkey_seam::Result<Option<ActionAttempt>>>, latchkey_store::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = latchkey_seam::Result<Option<ActionAttempt>>>,
+    {
         let mut delays = self.quick_backoff().build();
         loop {
-            let result = self.r.seam.update_access_code(update).await;
+            let result = call().await;
             match (&result, delays.next()) {
                 (Err(e), Some(delay)) if e.class() == ErrorClass::Transient => {
-                    tracing::warn!(error = %error_chain(e), retry_in_ms = delay.as_millis() as u64, "update failed; retrying");
+                    tracing::warn!(error = %error_chain(e), retry_in_ms = delay.as_millis() as u64, "Seam call failed; retrying");
                     tokio::time::sleep(delay).await;
                     if !self.r.store.hold(&self.info.id, &self.info.lease).await? {
                         return Ok(None);
@@ -564,17 +704,22 @@ impl Run<'_> {
     }
 }
 
-/// What Seam last showed, for a timeout's message (no PIN).
-fn describe(code: &AccessCode) -> String {
-    let mut s = format!("status {:?}", code.status).to_lowercase();
-    let list = |issues: &[CodeIssue]| issues.iter().map(|i| i.code.as_str()).collect::<Vec<_>>().join(", ");
-    if !code.errors.is_empty() {
-        s.push_str(&format!(", errors {}", list(&code.errors)));
+/// Why a code had to go.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    /// An absent desired state (a cancelled booking).
+    Cancellation,
+    /// A time-bound code's `ends_at` (check-out).
+    EndOfStay,
+}
+
+impl Removal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Removal::Cancellation => "cancellation",
+            Removal::EndOfStay => "end_of_stay",
+        }
     }
-    if !code.warnings.is_empty() {
-        s.push_str(&format!(", warnings {}", list(&code.warnings)));
-    }
-    s
 }
 
 /// The outcome error of a failure on the code's own issues: Seam's messages,

@@ -260,6 +260,17 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Waits until `n` reconciliations ended in `state`.
+    async fn wait_outcomes(&self, state: &str, n: u64, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let counter = format!("outcome_{state}");
+        while self.store.queue().counters().await?.get(&counter).copied().unwrap_or(0) < n {
+            anyhow::ensure!(Instant::now() < deadline, "reconciliations did not end {state} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The worker's peak resident memory so far, MB.
     fn worker_peak_mb(&self) -> f64 {
         proc_status_mb(&self.pid, "VmHWM:")
@@ -368,7 +379,9 @@ async fn scenario_starts_at(redis: &Redis, redis_url: &str, n: usize, rate: f64)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     anyhow::ensure!(per_code.is_some(), "{n} codes were not all applied before their start; use fewer");
-    p.wait_all(n as u64, Duration::from_secs(300)).await?;
+    // (a succeeded time-bound code's job stays, waiting for its end of stay:
+    // count outcomes, not acknowledged jobs)
+    p.wait_outcomes("succeeded", n as u64, Duration::from_secs(300)).await?;
     // Each code's verification poll is its first read at or after starts_at (an earlier read
     // learned the device at enqueue time).
     let mut reads: std::collections::HashMap<String, Vec<chrono::DateTime<Utc>>> = Default::default();

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use latchkey_core::{DesiredStateInput, Outcome};
+use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
 use latchkey_fake_seam::{AttemptResult, DeviceBehaviour, FakeSeam, SeedCode, SimConfig};
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
 use latchkey_worker::{WorkerArgs, run_worker};
@@ -73,6 +73,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         key_burst: 20,
         verify_spread_ms: 0,
         lease_secs: 30,
+        removal_grace_secs: 900,
+        retention_secs: 7 * 24 * 3600,
+        device_delete_limit: 20,
         drain_secs: 5,
     };
     let worker = tokio::spawn(run_worker(worker_args, async move {
@@ -163,6 +166,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         sim.set_device(&away, DeviceBehaviour::Normal { delay: Duration::from_millis(400) });
     });
+    // A booking cancelled: its code must be gone from the lock.
+    add("cancelled", "booking cancelled", seed("1212"), normal(), vec![json!({"absent": true})]).await?;
+    // A stay that ends 8 s from now: watched to its end, confirmed removed.
+    let checkout = (Utc::now() + chrono::Duration::seconds(8)).trunc_subsecs(0);
+    add(
+        "checked out",
+        "stay ends in 8 s",
+        seed("1313"),
+        normal(),
+        vec![json!({"code": "3030", "starts_at": (Utc::now() - chrono::Duration::hours(1)).trunc_subsecs(0).to_rfc3339(), "ends_at": checkout.to_rfc3339()})],
+    )
+    .await?;
     let burst: Vec<_> = (0..10).map(|i| json!({"code": format!("70{i:02}")})).collect();
     add("burst", "10 updates in a row", seed("6666"), normal(), burst).await?;
     println!("enqueued {} desired states; watching outcomes (Ctrl-C stops)\n", cases.len() + 9);
@@ -177,7 +192,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let states: Vec<&str> = outcomes.iter().map(|o| o.as_ref().map_or("-", |o| o.state.as_str())).collect();
         println!("  {:>5.1} s  {}", started.elapsed().as_secs_f64(), states.join(" | "));
-        if outcomes.iter().all(|o| o.as_ref().is_some_and(|o| o.state.is_terminal())) {
+        // Done when every case has ended, and no stay ends during the demo.
+        let horizon = Utc::now() + chrono::Duration::seconds(30);
+        let ended = |o: &Outcome| o.state.is_terminal() && o.stay_ends_at().is_none_or(|e| e > horizon);
+        if outcomes.iter().all(|o| o.as_ref().is_some_and(ended)) {
             break outcomes;
         }
         tokio::select! {
@@ -190,14 +208,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     println!(
         "\n{:<14} {:<32} {:>4} {:<10} {:>7} {:>6} {:>9}  DETAIL",
-        "CASE", "WHAT", "GEN", "OUTCOME", "UPDATES", "POLLS", "TOOK"
+        "CASE", "WHAT", "GEN", "OUTCOME", "CHANGES", "POLLS", "TOOK"
     );
     for (c, o) in cases.iter().zip(outcomes) {
         let Some(o) = o else { continue };
-        let updates = seam
+        // Update and delete calls: the changes latchkey asked of the lock.
+        let changes = seam
             .requests()
             .iter()
-            .filter(|r| r.path == "/access_codes/update" && r.access_code_id.as_deref() == Some(&c.access_code_id))
+            .filter(|r| matches!(r.path.as_str(), "/access_codes/update" | "/access_codes/delete"))
+            .filter(|r| r.access_code_id.as_deref() == Some(&c.access_code_id))
             .count();
         println!(
             "{:<14} {:<32} {:>4} {:<10} {:>7} {:>6} {:>9}  {}",
@@ -205,7 +225,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             c.what,
             c.generation,
             o.state.as_str(),
-            updates,
+            changes,
             o.polls,
             took(&o),
             detail(&o)
@@ -222,6 +242,13 @@ fn took(o: &Outcome) -> String {
 fn detail(o: &Outcome) -> String {
     if let Some(e) = &o.error {
         return format!("{}: {}", e.kind, e.message);
+    }
+    if let Some(at) = o.deleted_at {
+        let when = at.format("%H:%M:%S");
+        return match o.state {
+            OutcomeState::Expired => format!("stay over: removed from the lock at {when}"),
+            _ => format!("gone from the lock at {when}"),
+        };
     }
     match &o.last_seen {
         Some(c) => format!(

@@ -33,6 +33,8 @@ enum Command {
     Enqueue(producer::EnqueueArgs),
     /// Prints an access code's outcome record, optionally waiting for it to finish.
     Outcome(producer::OutcomeArgs),
+    /// Prints an access code's last state changes (why did the PIN not work on Tuesday?).
+    History(producer::HistoryArgs),
     /// Runs the Seam simulator (for trying latchkey and for tests).
     FakeSeam(latchkey_fake_seam::Args),
     /// Lists and re-queues dead letters.
@@ -126,5 +128,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Healthcheck(args) => ops::healthcheck(args).await,
         Command::Enqueue(args) => producer::enqueue(args).await,
         Command::Outcome(args) => producer::outcome(args).await,
+        Command::History(args) => producer::history(args).await,
     }
 }

@@ -1,5 +1,6 @@
-//! `latchkey enqueue` and `latchkey outcome`: what a producer or an operator
-//! runs to hand latchkey a desired state and to read how it went.
+//! `latchkey enqueue`, `latchkey outcome` and `latchkey history`: what a
+//! producer or an operator runs to hand latchkey a desired state and to read
+//! how it went.
 
 use std::{cmp::Ordering, io::Read, process::ExitCode, time::Duration};
 
@@ -30,7 +31,7 @@ pub struct EnqueueArgs {
     #[command(flatten)]
     conn: Conn,
     /// Read the whole desired state as JSON from this file (`-` for stdin).
-    #[arg(long, conflicts_with_all = ["access_code_id", "code", "name", "code_type", "starts_at", "ends_at", "device_id"])]
+    #[arg(long, conflicts_with_all = ["access_code_id", "code", "name", "code_type", "starts_at", "ends_at", "device_id", "absent"])]
     json: Option<String>,
     /// Seam's id of the access code.
     #[arg(long, required_unless_present = "json")]
@@ -53,6 +54,9 @@ pub struct EnqueueArgs {
     /// The device.
     #[arg(long)]
     device_id: Option<String>,
+    /// The code must not exist (a cancelled booking): latchkey deletes it.
+    #[arg(long, conflicts_with_all = ["code", "name", "code_type", "starts_at", "ends_at"])]
+    absent: bool,
 }
 
 pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
@@ -80,6 +84,7 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
             starts_at: args.starts_at.clone(),
             ends_at: args.ends_at.clone(),
             device_id: args.device_id.clone(),
+            absent: args.absent.then_some(true),
             options: Default::default(),
         },
     };
@@ -115,7 +120,8 @@ pub struct OutcomeArgs {
     json: bool,
 }
 
-/// `latchkey outcome`: the generation asked for succeeded.
+/// `latchkey outcome`: the generation asked for succeeded (and, for a
+/// time-bound code, may since have expired at its end of stay).
 const SUCCEEDED: u8 = 0;
 /// It ended otherwise: failed, rejected, timed out, or superseded by a newer one.
 const ENDED_OTHERWISE: u8 = 1;
@@ -180,7 +186,7 @@ fn exit_code(generation: u64, record: &Outcome) -> u8 {
         Ordering::Less => NOT_FINISHED,
         Ordering::Greater => ENDED_OTHERWISE,
         Ordering::Equal => match record.state {
-            OutcomeState::Succeeded => SUCCEEDED,
+            OutcomeState::Succeeded | OutcomeState::Expired => SUCCEEDED,
             s if s.is_terminal() => ENDED_OTHERWISE,
             _ => NOT_FINISHED,
         },
@@ -197,14 +203,52 @@ pub fn print_outcome(o: &Outcome) {
     }
     println!("update calls  {}   polls {}   re-applies {}", o.attempts, o.polls, o.reapplies);
     if let Some(seen) = &o.last_seen {
-        println!(
-            "last seen     status {:?}, code {}, type {:?}",
-            seen.status,
-            seen.code.as_deref().unwrap_or("-"),
-            seen.code_type
-        );
+        println!("last seen     {}, code {}", seen.summary(), seen.code.as_deref().unwrap_or("-"));
+    }
+    if let Some(at) = o.deleted_at {
+        println!("deleted       {}", at.to_rfc3339());
     }
     if let Some(e) = &o.error {
         println!("error         {}: {}", e.kind, e.message);
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The access code.
+    access_code_id: String,
+    /// Print the entries as JSON lines (newest first).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `latchkey history`: an access code's last state changes, oldest first (so
+/// it reads as a story), or as JSON lines, newest first. Exit 4 when there is
+/// none (never recorded, or forgotten after its retention).
+pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let store = args.conn.store().await?;
+    let entries = store.history(&args.access_code_id).await?;
+    if entries.is_empty() {
+        eprintln!("no history for access code {}", args.access_code_id);
+        return Ok(ExitCode::from(UNKNOWN));
+    }
+    if args.json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:>4}  {:<11} DETAIL", "AT", "GEN", "STATE");
+    for e in entries.iter().rev() {
+        let detail = [e.error.as_deref(), e.seen.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" | ");
+        println!(
+            "{:<24} {:>4}  {:<11} {detail}",
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            e.generation,
+            e.state.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,276 @@
+//! The rest of a code's life: a cancelled booking's code is deleted and
+//! confirmed gone; a time-bound code is watched to its end of stay and
+//! confirmed expired; a code that must be gone and is not is a loud failure;
+//! records of finished codes are forgotten in time; every state change is in
+//! the code's history.
+
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use latchkey_core::{KIND_NOT_REMOVED, OutcomeState};
+use latchkey_fake_seam::{DeviceBehaviour, SeedCode};
+use latchkey_store::Waited;
+use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
+use serde_json::json;
+
+use crate::{calls, finished, ops::until_status, reconcile, want};
+
+fn device(app: &TestApp, delay_ms: u64) -> String {
+    app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(delay_ms) })
+}
+
+/// Waits until `what` holds of `id`'s outcome record (or its absence).
+async fn until_record(
+    app: &TestApp,
+    id: &str,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(Option<&latchkey_core::Outcome>) -> bool,
+) -> Option<latchkey_core::Outcome> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let o = app.store.outcome(id).await.unwrap();
+        if pred(o.as_ref()) {
+            return o;
+        }
+        assert!(Instant::now() < deadline, "{id}: never {what} within {limit:?}: {o:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_code_is_deleted_and_confirmed_gone() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 200);
+    let id = app.seam.add_access_code(&d, SeedCode { code: Some("1234".into()), ..SeedCode::default() });
+    let o = reconcile(&app, json!({"access_code_id": id, "absent": true}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(o.last_seen.is_none() && o.deleted_at.is_some(), "{o:?}");
+    assert!(app.seam.access_code(&id).is_none(), "the code is gone from Seam");
+    assert_eq!(calls(&app, &id, "/access_codes/delete").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_before_or_after_the_update_landed_leaves_no_code() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 300);
+    // Before: the cancellation supersedes the update still waiting.
+    let early = app.seam.add_access_code(&d, SeedCode::default());
+    let update = app.store.enqueue(want(json!({"access_code_id": early, "code": "5555"}))).await.unwrap();
+    let cancel = app.store.enqueue(want(json!({"access_code_id": early, "absent": true}))).await.unwrap();
+    assert!(matches!(
+        app.store.wait_for_outcome(&early, update, Duration::from_secs(15)).await.unwrap(),
+        Waited::Superseded(_)
+    ));
+    assert_eq!(finished(&app, &early, cancel, Duration::from_secs(15)).await.state, OutcomeState::Succeeded);
+    assert!(app.seam.access_code(&early).is_none());
+    // After: the PIN was set, then the booking was cancelled.
+    let late = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": late, "code": "6666"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    let o = reconcile(&app, json!({"access_code_id": late, "absent": true}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(app.seam.access_code(&late).is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_of_a_deleted_code_is_rejected_saying_it_was_deleted() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "absent": true}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "7777"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Rejected, "{o:?}");
+    let e = o.error.unwrap();
+    assert_eq!(e.kind, "access_code_not_found");
+    assert!(e.message.contains("was deleted at"), "{}", e.message);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancellations_racing_updates_across_two_workers_end_as_the_newest_generation_says() {
+    let app = spawn_app(AppOptions { workers: 2, ..AppOptions::default() }).await;
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let d = device(&app, 30);
+        let id = app.seam.add_access_code(&d, SeedCode::default());
+        // Even codes: set, then cancelled. Odd codes: cancelled, then set again.
+        let (first, second) = if i % 2 == 0 {
+            (
+                json!({"access_code_id": id, "code": format!("{}", 3000 + i)}),
+                json!({"access_code_id": id, "absent": true}),
+            )
+        } else {
+            (
+                json!({"access_code_id": id, "absent": true}),
+                json!({"access_code_id": id, "code": format!("{}", 3000 + i)}),
+            )
+        };
+        app.store.enqueue(want(first)).await.unwrap();
+        let newest = app.store.enqueue(want(second)).await.unwrap();
+        codes.push((id, i, newest));
+    }
+    for (id, i, newest) in &codes {
+        let o = finished(&app, id, *newest, Duration::from_secs(30)).await;
+        let on_seam = app.seam.access_code(id);
+        if i % 2 == 0 {
+            assert_eq!(o.state, OutcomeState::Succeeded, "{id}: {o:?}");
+            assert!(on_seam.is_none(), "{id}: cancelled last, gone: {on_seam:?}");
+        } else if o.state == OutcomeState::Succeeded {
+            // The cancellation was superseded before it ran: the code stayed, with the newest PIN.
+            assert_eq!(on_seam.unwrap()["code"], format!("{}", 3000 + i), "{id}");
+        } else {
+            // The cancellation ran first: the update cannot bring the code back, and says why.
+            assert_eq!(o.state, OutcomeState::Rejected, "{id}: {o:?}");
+            assert!(o.error.unwrap().message.contains("was deleted"), "{id}");
+            assert!(on_seam.is_none(), "{id}");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_removal_the_lock_refuses_is_a_loud_failure() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    app.seam.set_device(&d, DeviceBehaviour::fails(Duration::from_millis(100)));
+    let o = reconcile(&app, json!({"access_code_id": id, "absent": true}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    let e = o.error.unwrap();
+    assert_eq!(
+        (e.kind.as_str(), e.error_codes.as_slice()),
+        (KIND_NOT_REMOVED, &["failed_to_remove_from_device".to_string()][..])
+    );
+    assert!(e.message.contains("a guest who should not get in still may"), "{}", e.message);
+    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
+    assert_eq!(
+        crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="cancellation"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(app.seam.access_code(&id).is_some(), "it really is still there");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_time_bound_code_is_watched_to_its_end_of_stay_and_expires() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 200);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    // Checked in a minute ago; checks out in 3 seconds.
+    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
+    let ends_at = (Utc::now() + chrono::Duration::seconds(3)).trunc_subsecs(0);
+    let dates = json!({"access_code_id": id, "code": "4242", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    let o = reconcile(&app, dates, Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(Utc::now() < ends_at, "verified during the stay");
+    let o = until_record(&app, &id, Duration::from_secs(20), "expired", |o| {
+        o.is_some_and(|o| o.state == OutcomeState::Expired)
+    })
+    .await
+    .unwrap();
+    assert!(o.deleted_at.unwrap() >= ends_at, "{o:?}");
+    assert!(app.seam.access_code(&id).is_none());
+    let states: Vec<OutcomeState> = app.store.history(&id).await.unwrap().into_iter().rev().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        [
+            OutcomeState::Pending,
+            OutcomeState::Applying,
+            OutcomeState::Verifying,
+            OutcomeState::Succeeded,
+            OutcomeState::Expired
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
+    let app = spawn_app(AppOptions { removal_grace: Duration::from_secs(2), ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
+    let ends_at = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
+    let dates = json!({"access_code_id": id, "code": "4343", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    assert_eq!(reconcile(&app, dates, Duration::from_secs(15)).await.state, OutcomeState::Succeeded);
+    // The lock stops answering removals: the code stays after check-out.
+    app.seam.set_device(&d, DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(300) });
+    let o = until_record(&app, &id, Duration::from_secs(20), "failed", |o| {
+        o.is_some_and(|o| o.state == OutcomeState::Failed)
+    })
+    .await
+    .unwrap();
+    let e = o.error.unwrap();
+    assert_eq!(e.kind, KIND_NOT_REMOVED, "{e:?}");
+    assert!(e.message.contains("end of stay"), "{}", e.message);
+    assert!(o.finished_at.unwrap() >= ends_at + chrono::Duration::seconds(2), "only after the grace");
+    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
+    assert_eq!(crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="end_of_stay"}"#), Some(1.0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn records_of_a_finished_code_are_forgotten_in_time_and_a_live_code_is_kept() {
+    let app = spawn_app(AppOptions { retention: Duration::from_secs(2), ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let cancelled = app.seam.add_access_code(&d, SeedCode::default());
+    let live = app.seam.add_access_code(&d, SeedCode::default());
+    assert_eq!(
+        reconcile(&app, json!({"access_code_id": live, "code": "8181"}), Duration::from_secs(15)).await.state,
+        OutcomeState::Succeeded
+    );
+    assert_eq!(
+        reconcile(&app, json!({"access_code_id": cancelled, "absent": true}), Duration::from_secs(15)).await.state,
+        OutcomeState::Succeeded
+    );
+    until_record(&app, &cancelled, Duration::from_secs(10), "forgotten", |o| o.is_none()).await;
+    assert!(app.store.history(&cancelled).await.unwrap().is_empty(), "its history is forgotten too");
+    assert!(app.store.load(&cancelled).await.unwrap().is_none(), "and its desired state");
+    let keys = app.redis.cli(&["--scan", "--pattern", &format!("*{cancelled}*")]);
+    assert!(keys.trim().is_empty(), "nothing of it is left: {keys}");
+    let kept = app.store.outcome(&live).await.unwrap().expect("a live code is never forgotten");
+    assert_eq!(kept.state, OutcomeState::Succeeded);
+    assert!(!app.store.history(&live).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+/// 100 bookings cancelled at once on 3 locks: Seam allows 20 deletes per
+/// lock per minute, so this takes two minutes' windows on the busiest lock.
+#[tokio::test]
+async fn a_burst_of_cancellations_keeps_to_seams_delete_limit_on_every_lock() {
+    let app =
+        spawn_app(AppOptions { workers: 2, verify_timeout: Duration::from_secs(120), ..AppOptions::default() }).await;
+    let devices: Vec<String> = (0..3).map(|_| device(&app, 30)).collect();
+    let mut cancelled = Vec::new();
+    for i in 0..100 {
+        let d = &devices[i % 3];
+        let id = app.seam.add_access_code(d, SeedCode::default());
+        let g = app.store.enqueue(want(json!({"access_code_id": id, "device_id": d, "absent": true}))).await.unwrap();
+        cancelled.push((id, g));
+    }
+    for (id, g) in &cancelled {
+        let o = finished(&app, id, *g, Duration::from_secs(150)).await;
+        assert_eq!(o.state, OutcomeState::Succeeded, "{id}: {o:?}");
+    }
+    let requests = app.seam.requests();
+    let deletes: Vec<_> = requests.iter().filter(|r| r.path == "/access_codes/delete").collect();
+    assert!(deletes.iter().all(|r| r.status < 400), "no delete refused (no 429 from Seam's own limit)");
+    for d in &devices {
+        let times: Vec<_> =
+            deletes.iter().filter(|r| r.device_id.as_deref() == Some(d.as_str())).map(|r| r.at).collect();
+        for (i, t) in times.iter().enumerate() {
+            let in_minute = times[i..].iter().filter(|u| **u - *t < chrono::Duration::seconds(60)).count();
+            assert!(in_minute <= 20, "device {d}: {in_minute} deletes in a minute");
+        }
+    }
+    println!(
+        "100 cancellations on 3 locks: {} delete calls, none refused, at most 20 per lock per minute",
+        deletes.len()
+    );
+    app.stop().await;
+}
