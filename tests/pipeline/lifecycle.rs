@@ -1,6 +1,7 @@
 //! The rest of a code's life: a cancelled booking's code is deleted and
 //! confirmed gone; a time-bound code is watched to its end of stay and
 //! confirmed expired; a code that must be gone and is not is a loud failure;
+//! a code that drifts after it was verified is repaired, within bounds;
 //! records of finished codes are forgotten in time; every state change is in
 //! the code's history.
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use latchkey_core::{KIND_NOT_REMOVED, OutcomeState};
-use latchkey_fake_seam::{DeviceBehaviour, SeedCode};
+use latchkey_fake_seam::{DeviceBehaviour, Modification, SeedCode};
 use latchkey_store::Waited;
 use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
 use serde_json::json;
@@ -272,5 +273,86 @@ async fn a_burst_of_cancellations_keeps_to_seams_delete_limit_on_every_lock() {
         "100 cancellations on 3 locks: {} delete calls, none refused, at most 20 per lock per minute",
         deletes.len()
     );
+    app.stop().await;
+}
+
+/// Someone changes the PIN at the lock after it was verified: the next
+/// resync look finds it and applies the desired state again.
+#[tokio::test]
+async fn drift_after_success_is_repaired_within_one_resync_interval() {
+    let app = spawn_app(AppOptions { resync: Duration::from_secs(2), ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "5150"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    let changed = Instant::now();
+    assert!(app.seam.modify_access_code(&id, Modification { code: Some("9999".into()), ..Modification::default() }));
+    let o = until_record(&app, &id, Duration::from_secs(15), "repaired", |o| {
+        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
+    })
+    .await
+    .unwrap();
+    let took = changed.elapsed();
+    assert_eq!(app.seam.access_code(&id).unwrap()["code"], "5150", "the desired PIN is back on the lock");
+    assert_eq!(o.last_drift.unwrap().differences, ["code"]);
+    assert!(took < Duration::from_secs(2 * 2 + 3), "within a resync interval (and the repair): {took:?}");
+    println!("drift repaired {took:?} after the change (resync every 2 s)");
+    app.stop().await;
+}
+
+/// A lock that keeps changing the code (a faulty integration) is not fought
+/// in a loop: after the allowed repairs, the outcome says it drifted.
+#[tokio::test]
+async fn a_code_that_keeps_drifting_ends_drifted_instead_of_looping() {
+    let app =
+        spawn_app(AppOptions { resync: Duration::from_secs(1), max_drift_repairs: 2, ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "6262"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    let sim = (*app.seam).clone();
+    let meddler = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            loop {
+                sim.modify_access_code(&id, Modification { code: Some("0000".into()), ..Modification::default() });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let o = until_record(&app, &id, Duration::from_secs(30), "failed", |o| {
+        o.is_some_and(|o| o.state == OutcomeState::Failed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.error.as_ref().unwrap().kind, "drifted", "{o:?}");
+    let updates = calls(&app, &id, "/access_codes/update").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    meddler.abort();
+    assert_eq!(calls(&app, &id, "/access_codes/update").len(), updates, "not repaired in a loop after it ended");
+    assert!(updates <= 1 + 2 * 3, "{updates} update calls: the first, then at most 2 repairs with their re-applies");
+    app.stop().await;
+}
+
+/// The lock (or someone in Seam's console) dropped the code: the repair
+/// cannot bring it back (an update of a missing code is refused), and the
+/// outcome says so instead of believing it is still there.
+#[tokio::test]
+async fn a_code_dropped_behind_latchkeys_back_is_found_by_resync() {
+    let app = spawn_app(AppOptions { resync: Duration::from_secs(1), ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    assert_eq!(
+        reconcile(&app, json!({"access_code_id": id, "code": "7171"}), Duration::from_secs(15)).await.state,
+        OutcomeState::Succeeded
+    );
+    assert!(app.seam.remove_access_code(&id));
+    let o = until_record(&app, &id, Duration::from_secs(15), "rejected", |o| {
+        o.is_some_and(|o| o.state == OutcomeState::Rejected)
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.last_drift.unwrap().differences, ["missing"]);
+    assert_eq!(o.error.unwrap().kind, "access_code_not_found");
     app.stop().await;
 }

@@ -58,12 +58,14 @@ async fn probes_and_metrics_tell_liveness_from_readiness_and_count_the_work() {
     let text = until_status(&format!("{ops}/metrics"), 200, Duration::from_secs(5)).await;
     for series in [
         r#"latchkey_jobs_started_total{queue="reconcile"}"#,
-        r#"latchkey_jobs_finished_total{queue="reconcile",result="done"}"#,
+        // The code succeeded and stays watched (resync): its run continues.
+        r#"latchkey_jobs_finished_total{queue="reconcile",result="continued"}"#,
         r#"latchkey_outcomes_total{state="succeeded"}"#,
         r#"latchkey_seam_requests_total{endpoint="/access_codes/update",status_class="2xx"}"#,
         r#"latchkey_seam_requests_total{endpoint="/access_codes/get",status_class="2xx"}"#,
         r#"latchkey_enqueue_to_outcome_seconds_count{state="succeeded"}"#,
-        r#"latchkey_job_duration_seconds_count{queue="reconcile",result="done"}"#,
+        r#"latchkey_job_duration_seconds_count{queue="reconcile",result="continued"}"#,
+        r#"latchkey_queue_jobs{queue="reconcile",state="scheduled"}"#,
     ] {
         assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{series} missing or zero in:\n{text}");
     }

@@ -43,6 +43,10 @@ pub struct AppOptions {
     /// least 3): shorter than production's 30 s, so the tests that kill
     /// workers see their jobs taken over quickly.
     pub lease: Duration,
+    /// How often a code that succeeded is read again for drift (0: never).
+    pub resync: Duration,
+    /// Drift repairs allowed per code per day.
+    pub max_drift_repairs: u32,
     /// How long Seam may take to remove a code after its ends_at.
     pub removal_grace: Duration,
     /// How long the records of a finished code (deleted, expired) are kept.
@@ -66,6 +70,8 @@ impl Default for AppOptions {
             through_proxy: false,
             verify_spread: Duration::ZERO,
             lease: Duration::from_secs(10),
+            resync: Duration::from_secs(6 * 3600),
+            max_drift_repairs: 3,
             removal_grace: Duration::from_secs(15 * 60),
             retention: Duration::from_secs(7 * 24 * 3600),
             device_delete_limit: 20,
@@ -171,6 +177,8 @@ impl TestApp {
             verify_spread_ms: self.options.verify_spread.as_millis() as u64,
             lease_secs: self.options.lease.as_secs(),
             removal_grace_secs: self.options.removal_grace.as_secs(),
+            resync_secs: self.options.resync.as_secs(),
+            max_drift_repairs: self.options.max_drift_repairs,
             retention_secs: self.options.retention.as_secs().max(1),
             device_delete_limit: self.options.device_delete_limit,
             drain_secs: 5,
@@ -198,6 +206,8 @@ impl TestApp {
             ("LATCHKEY_DRAIN_SECS", a.drain_secs.to_string()),
             ("LATCHKEY_LEASE_SECS", a.lease_secs.to_string()),
             ("LATCHKEY_REMOVAL_GRACE_SECS", a.removal_grace_secs.to_string()),
+            ("LATCHKEY_RESYNC_SECS", a.resync_secs.to_string()),
+            ("LATCHKEY_MAX_DRIFT_REPAIRS", a.max_drift_repairs.to_string()),
             ("LATCHKEY_RETENTION_SECS", a.retention_secs.to_string()),
             ("LATCHKEY_DEVICE_DELETE_LIMIT", a.device_delete_limit.to_string()),
             ("LATCHKEY_HTTP_ADDR", a.http_addr),

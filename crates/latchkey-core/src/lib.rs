@@ -12,10 +12,10 @@ pub use desired::{DesiredState, DesiredStateInput, InvalidDesiredState, Schedule
 pub use issue::{IssueEffect, IssueKind, IssueRule};
 pub use observed::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
 pub use outcome::{
-    HistoryEntry, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome,
+    Drift, HistoryEntry, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome,
     OutcomeError, OutcomeState, Step,
 };
 pub use verify::{
     PRE_START_LEAD, Verdict, Window, deadline, differences, effective_schedule, first_poll_at, judge, judge_gone,
-    poll_delay, pre_start_check_at,
+    next_resync, phase_of, poll_delay, pre_start_check_at,
 };

@@ -127,6 +127,13 @@ pub struct Outcome {
     /// Why it did not succeed.
     #[serde(default)]
     pub error: Option<OutcomeError>,
+    /// Drift repaired since the code was verified: re-applies after a resync
+    /// look found it changed or missing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_repairs: u32,
+    /// The last drift a resync look found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drift: Option<Drift>,
     /// When Seam confirmed the code gone (a cancellation, or its end of stay);
     /// carried over to later generations, so an update of a deleted code says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +160,8 @@ impl Outcome {
             verify_deadline: None,
             last_seen: None,
             error: None,
+            drift_repairs: 0,
+            last_drift: None,
             deleted_at: None,
         }
     }
@@ -188,6 +197,27 @@ impl Outcome {
         o.error = Some(error);
         o
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A difference between the lock and the desired state found after the code
+/// was verified: someone changed it at the lock or in another app, or the
+/// lock dropped it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// When the resync look found it.
+    pub at: DateTime<Utc>,
+    /// What differed (`code`, `name`, `starts_at`..., an issue code, or `missing`).
+    pub differences: Vec<String>,
+    /// When the repairs of the current day started being counted, and how
+    /// many were made since (a code that keeps drifting is not repaired in a
+    /// loop).
+    pub window_start: DateTime<Utc>,
+    /// Repairs since `window_start`.
+    pub repairs_in_window: u32,
 }
 
 /// `error.kind` of a reconciliation that failed on errors Seam reports on the code.
@@ -259,8 +289,12 @@ pub enum Step {
     FollowAttempt(String),
     /// Poll the access code.
     Verify,
-    /// A time-bound code that succeeded: at `ends_at`, confirm it goes.
-    WatchEnd(DateTime<Utc>),
+    /// A code that succeeded: look again (a resync, for drift) and, for a
+    /// time-bound code, from its `ends_at` confirm it goes.
+    Watch {
+        /// The end of its stay, for a time-bound code.
+        ends_at: Option<DateTime<Utc>>,
+    },
     /// Finished: nothing to do.
     Done,
 }
@@ -275,7 +309,8 @@ impl Step {
                 None => Step::Apply,
             },
             OutcomeState::Verifying | OutcomeState::Scheduled => Step::Verify,
-            OutcomeState::Succeeded => outcome.stay_ends_at().map_or(Step::Done, Step::WatchEnd),
+            // (an absent code that succeeded is gone: nothing to watch)
+            OutcomeState::Succeeded if outcome.last_seen.is_some() => Step::Watch { ends_at: outcome.stay_ends_at() },
             _ if outcome.may_recover() => Step::Verify,
             // latchkey stopped trying (attempts ran out, or the job became a
             // dead letter); its job runs again only when an operator re-queues
@@ -337,7 +372,13 @@ mod tests {
             is_scheduled_on_device: None,
             is_offline_access_code: None,
         });
-        assert_eq!(Step::of(&stay), Step::WatchEnd(ends), "a time-bound code is watched to its end of stay");
+        assert_eq!(
+            Step::of(&stay),
+            Step::Watch { ends_at: Some(ends) },
+            "a time-bound code is watched to its end of stay"
+        );
+        stay.last_seen.as_mut().unwrap().code_type = CodeType::Ongoing;
+        assert_eq!(Step::of(&stay), Step::Watch { ends_at: None }, "an ongoing code is watched for drift");
         stay.state = OutcomeState::Expired;
         assert_eq!(Step::of(&stay), Step::Done);
         for s in [

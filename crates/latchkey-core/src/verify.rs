@@ -136,6 +136,24 @@ pub fn pre_start_check_at(starts_at: DateTime<Utc>, now: DateTime<Utc>) -> DateT
     if now < early { early } else { starts_at }
 }
 
+/// A stable number for an access code (FNV-1a of its id): its place in a
+/// spread window, the same in every worker and every run.
+pub fn phase_of(access_code_id: &str) -> u64 {
+    access_code_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The next resync look at a live code after `now`: each code at its own
+/// phase of the interval (from [`phase_of`]), so a million codes come due
+/// evenly spread over it, never in the same second, and a code's looks stay
+/// one interval apart whenever its job runs.
+pub fn next_resync(access_code_id: &str, now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let interval_ms = (interval.as_millis() as i64).max(1);
+    let phase = (phase_of(access_code_id) % interval_ms as u64) as i64;
+    let now_ms = now.timestamp_millis();
+    let next = (now_ms - phase).div_euclid(interval_ms) * interval_ms + phase + interval_ms;
+    DateTime::from_timestamp_millis(next).unwrap_or(now)
+}
+
 /// Delay before poll number `poll` (from 1): full jitter over
 /// `min(cap, base * 2^(poll-1))`; `jitter` is uniform in `[0, 1)`.
 pub fn poll_delay(poll: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
@@ -568,6 +586,23 @@ mod tests {
         old.errors.push(issue("failed_to_remove_from_device", Some("2026-03-01T11:00:00Z")));
         old.errors.push(issue("no_space_for_access_code_on_device", Some(NOW)));
         assert!(matches!(judge_gone(Some(&old), since, deadline, t(NOW)), Verdict::PollAgain { .. }));
+    }
+
+    #[test]
+    fn resync_looks_are_spread_over_the_interval_and_one_interval_apart() {
+        let interval = Duration::from_secs(6 * 3600);
+        let now = t(NOW);
+        let next = next_resync("ac_1", now, interval);
+        assert!(next > now && next <= now + chrono::Duration::hours(6), "{next}");
+        assert_eq!(next_resync("ac_1", next, interval), next + chrono::Duration::hours(6), "one interval apart");
+        assert_eq!(next_resync("ac_1", now + chrono::Duration::minutes(1), interval), next, "a stable phase");
+        // A thousand codes land all over the interval, not in one spike.
+        let mut hours = [0u32; 6];
+        for i in 0..1000 {
+            let at = next_resync(&format!("ac_{i}"), now, interval);
+            hours[((at - now).num_minutes() / 60).clamp(0, 5) as usize] += 1;
+        }
+        assert!(hours.iter().all(|n| (100..=250).contains(n)), "{hours:?}");
     }
 
     #[test]

@@ -398,11 +398,8 @@ fn named_device_exists(w: &World, p: &Map<String, Value>) -> Result<(), Answer> 
 /// The code an update or delete names must exist (404
 /// `access_code_not_found`), unless `auto_create` makes it now.
 fn code_exists(w: &mut World, id: &str, now: DateTime<Utc>) -> Result<(), Answer> {
-    if !w.codes.contains_key(id) {
-        if !w.config.auto_create {
-            return Err(error(404, "access_code_not_found", "Access code not found"));
-        }
-        w.auto_created(id, now);
+    if !w.exists_or_auto_created(id, now) {
+        return Err(error(404, "access_code_not_found", "Access code not found"));
     }
     Ok(())
 }
@@ -434,9 +431,7 @@ fn get_code(w: &mut World, p: &Map<String, Value>, now: DateTime<Utc>) -> Answer
         }
         _ => return invalid("access_code_id", "Required unless device_id and code are given"),
     };
-    if !w.codes.contains_key(&id) && w.config.auto_create {
-        w.auto_created(&id, now);
-    }
+    w.exists_or_auto_created(&id, now);
     match w.codes.get(&id) {
         Some(c) => ok(json!({"access_code": c.to_json(&w.workspace_id), "ok": true})),
         None => code_not_found(),

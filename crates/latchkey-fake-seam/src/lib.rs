@@ -231,7 +231,8 @@ pub struct SimConfig {
     /// Delay of devices created without a behaviour (auto-created, `--devices`).
     pub device_delay: Duration,
     /// Unknown access code ids are created on first touch instead of 404
-    /// (for benchmark peers that invent their ids).
+    /// (for benchmark peers that invent their ids). Only the first: a code
+    /// removed since (deleted, or past its stay) stays gone.
     pub auto_create: bool,
     /// Faults from the start.
     pub faults: Faults,

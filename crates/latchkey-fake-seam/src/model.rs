@@ -44,7 +44,7 @@
 //!   `access_code.failed_to_remove_from_device` although Seam keeps trying, as
 //!   a change waiting for one emits `access_code.failed_to_set_on_device`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, SecondsFormat, Utc};
 use rand::Rng;
@@ -349,6 +349,8 @@ pub(crate) struct World {
     pub updates: RateLimit,
     /// Seam's per-device limit on access-code deletes, counted apart.
     pub deletes: RateLimit,
+    /// Ids `auto_create` has made: a removed one is not made again.
+    auto_created: HashSet<String>,
     webhook: Option<UnboundedSender<Value>>,
 }
 
@@ -358,6 +360,7 @@ impl World {
             faults: config.faults.clone(),
             updates: RateLimit::new(config.rate_limit_per_device_per_minute),
             deletes: RateLimit::new(config.delete_rate_limit_per_device_per_minute),
+            auto_created: HashSet::new(),
             config,
             fault_toggle: false,
             workspace_id: uuid(),
@@ -436,8 +439,16 @@ impl World {
         id
     }
 
-    /// A code created on first touch (`auto_create`), on its own device.
-    pub fn auto_created(&mut self, id: &str, now: DateTime<Utc>) {
+    /// Whether code `id` exists, creating it on its first touch when
+    /// `auto_create` is on (on a device of its own). Only the first touch: a
+    /// code that was removed since stays gone, as on Seam.
+    pub fn exists_or_auto_created(&mut self, id: &str, now: DateTime<Utc>) -> bool {
+        if self.codes.contains_key(id) {
+            return true;
+        }
+        if !self.config.auto_create || !self.auto_created.insert(id.to_string()) {
+            return false;
+        }
         let device = self.add_device(DeviceBehaviour::Normal { delay: self.config.device_delay });
         let new_id = self.seed_code(&device, SeedCode::default(), now);
         self.unindex(&new_id);
@@ -445,6 +456,7 @@ impl World {
         code.id = id.to_string();
         self.codes.insert(id.to_string(), code);
         self.reindex(id, now);
+        true
     }
 
     /// Puts an injected error or warning on a code; false if there is none.

@@ -1097,3 +1097,24 @@ async fn an_unset_code_whose_window_passes_without_it_ever_starting_is_removed_a
     assert_eq!(&types[types.len() - 2..], ["access_code.removed_from_device", "access_code.deleted"], "{types:?}");
     assert!(!types.iter().any(|t| t == "access_code.set_on_device"), "never set: {types:?}");
 }
+
+#[tokio::test]
+async fn an_auto_created_code_with_instant_devices_is_removed_at_its_end() {
+    let seam = FakeSeam::spawn(SimConfig { device_delay: Duration::ZERO, auto_create: true, ..SimConfig::default() })
+        .await
+        .unwrap();
+    let (status, _, _) = call(&seam, "/access_codes/get", json!({"access_code_id": "life-1"})).await;
+    assert_eq!(status, 200);
+    let starts = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let ends = Utc::now() + chrono::Duration::milliseconds(700);
+    let (status, _, _) = call(
+        &seam,
+        "/access_codes/update",
+        json!({"access_code_id": "life-1", "code": "2468", "starts_at": starts, "ends_at": ends.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _, body) = call(&seam, "/access_codes/get", json!({"access_code_id": "life-1"})).await;
+    assert_eq!(status, 404, "gone after its end: {body}");
+}

@@ -78,6 +78,13 @@ pub struct WorkerArgs {
     /// expired) are kept before Redis forgets them, seconds.
     #[arg(long, env = "LATCHKEY_RETENTION_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_secs: u64,
+    /// How often a code that succeeded is read again to catch drift, seconds
+    /// (each code at its own moment of the interval); 0 turns resync off.
+    #[arg(long, env = "LATCHKEY_RESYNC_SECS", default_value_t = 6 * 3600)]
+    pub resync_secs: u64,
+    /// Drift repairs allowed per code per day before it ends `failed` (`drifted`).
+    #[arg(long, env = "LATCHKEY_MAX_DRIFT_REPAIRS", default_value_t = 3)]
+    pub max_drift_repairs: u32,
     /// Access-code deletes allowed per device in any window (Seam: 20 per minute).
     #[arg(long, env = "LATCHKEY_DEVICE_DELETE_LIMIT", default_value_t = 20)]
     pub device_delete_limit: u32,
@@ -130,6 +137,8 @@ impl fmt::Debug for WorkerArgs {
             .field("device_limit", &self.device_limit)
             .field("device_delete_limit", &self.device_delete_limit)
             .field("removal_grace_secs", &self.removal_grace_secs)
+            .field("resync_secs", &self.resync_secs)
+            .field("max_drift_repairs", &self.max_drift_repairs)
             .field("retention_secs", &self.retention_secs)
             .field("device_window_secs", &self.device_window_secs)
             .field("key_rate", &self.key_rate)
@@ -177,6 +186,8 @@ impl WorkerArgs {
             min_update_interval: Duration::from_millis(self.min_update_interval_ms),
             attempt_patience: Duration::from_millis(self.attempt_patience_ms),
             removal_grace: Duration::from_secs(self.removal_grace_secs),
+            resync: (self.resync_secs > 0).then(|| Duration::from_secs(self.resync_secs)),
+            max_drift_repairs: self.max_drift_repairs,
             limits: latchkey_store::Limits {
                 device_limit: self.device_limit,
                 delete_limit: self.device_delete_limit,

@@ -12,9 +12,10 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
-    AccessCode, ActionAttempt, AttemptStatus, CodeIssue, DesiredState, KIND_ACCESS_CODE_ERRORS,
+    AccessCode, ActionAttempt, AttemptStatus, CodeIssue, DesiredState, Drift, KIND_ACCESS_CODE_ERRORS,
     KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome, OutcomeError, OutcomeState, Schedule, Step,
-    Verdict, Window, deadline, effective_schedule, judge, judge_gone, poll_delay, pre_start_check_at,
+    Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, phase_of, poll_delay,
+    pre_start_check_at,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
 use latchkey_store::{JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
@@ -58,6 +59,11 @@ pub struct Settings {
     /// How long after a time-bound code's `ends_at` Seam may take to remove
     /// it before the outcome says it was not removed.
     pub removal_grace: Duration,
+    /// How often a code that succeeded is read again to catch drift (changed
+    /// at the lock or in another app, dropped by the lock); `None`: never.
+    pub resync: Option<Duration>,
+    /// Drift repairs allowed per code per day before it ends `drifted`.
+    pub max_drift_repairs: u32,
     /// Verifications of time-bound codes are spread over this window after
     /// `starts_at` (by access code), so a check-in minute is not one spike.
     pub verify_spread: Duration,
@@ -75,6 +81,8 @@ impl Default for Settings {
             attempt_patience: Duration::from_secs(10),
             limits: Limits::default(),
             removal_grace: Duration::from_secs(15 * 60),
+            resync: Some(Duration::from_secs(6 * 3600)),
+            max_drift_repairs: 3,
             verify_spread: Duration::from_secs(5),
         }
     }
@@ -160,7 +168,7 @@ impl Run<'_> {
             Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id).await,
             Step::Verify if desired.absent => self.verify_gone(outcome).await,
             Step::Verify => self.verify(&desired, outcome).await,
-            Step::WatchEnd(ends_at) => self.watch_end(&desired, outcome, ends_at).await,
+            Step::Watch { ends_at } => self.watch(&desired, outcome, ends_at).await,
         }
     }
 
@@ -328,9 +336,8 @@ impl Run<'_> {
         match verdict {
             Verdict::Succeeded => {
                 let o = outcome.moved(OutcomeState::Succeeded, now);
-                // A time-bound code is looked at again when its stay ends.
-                let next =
-                    o.stay_ends_at().map_or(Next::Done, |e| Next::RunAt(self.spread(&desired.access_code_id, e)));
+                // Watched from now on: resync looks for drift, and its end of stay.
+                let next = self.next_watch(&o);
                 self.finish_then(o, next).await
             }
             Verdict::Failed { issues } => {
@@ -430,6 +437,100 @@ impl Run<'_> {
                 self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
             }
         }
+    }
+
+    /// When a code that succeeded is looked at next: its next resync look
+    /// (when resync is on) or its end of stay, whichever comes first.
+    fn next_watch(&self, o: &Outcome) -> Next {
+        let id = &o.access_code_id;
+        let end = o.stay_ends_at().map(|e| self.spread(id, e));
+        let resync = self.r.settings.resync.map(|interval| ms(next_resync(id, Utc::now(), interval)));
+        match (end, resync) {
+            (Some(e), Some(r)) => Next::RunAt(e.min(r)),
+            (Some(at), None) | (None, Some(at)) => Next::RunAt(at),
+            (None, None) => Next::Done,
+        }
+    }
+
+    /// A code that succeeded, looked at again: past its `ends_at`, it must go
+    /// (`watch_end`); otherwise a resync look compares the lock with the
+    /// desired state and repairs drift.
+    async fn watch(&self, desired: &DesiredState, mut outcome: Outcome, ends_at: Option<DateTime<Utc>>) -> RunResult {
+        if let Some(ends_at) = ends_at
+            && Utc::now() >= ends_at
+        {
+            return self.watch_end(desired, outcome, ends_at).await;
+        }
+        if self.r.settings.resync.is_none() {
+            return Ok(self.next_watch(&outcome));
+        }
+        if let Some(wait) = self.resync_budget_wait().await? {
+            return Ok(Next::after(wait));
+        }
+        let observed = match self.quick_retry(|| self.r.seam.find_access_code(&desired.access_code_id)).await {
+            Ok(code) => code,
+            Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
+        };
+        let now = Utc::now();
+        outcome.polls += 1;
+        let drift = match &observed {
+            None => vec!["missing".to_string()],
+            Some(code) => {
+                let window = Window {
+                    applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
+                    timeout: self.r.settings.verify_timeout,
+                    reapplies: 0,
+                    max_reapplies: 1,
+                };
+                match judge(desired, code, window, now) {
+                    Verdict::Reapply { reasons } | Verdict::Drifted { reasons } => reasons,
+                    Verdict::Failed { issues } => issues,
+                    // As desired, or the lock is out of reach: nothing to repair now.
+                    _ => vec![],
+                }
+            }
+        };
+        if observed.is_some() {
+            outcome.last_seen = observed;
+        }
+        if drift.is_empty() {
+            outcome.updated_at = now;
+            let next = self.next_watch(&outcome);
+            return self.save_then(&outcome, next).await;
+        }
+        self.repair_drift(outcome, drift, now).await
+    }
+
+    /// The lock no longer matches a code that succeeded: apply it again, at
+    /// most `max_drift_repairs` times a day; a code that keeps drifting ends
+    /// `failed` (`drifted`) instead of being repaired in a loop.
+    async fn repair_drift(&self, mut outcome: Outcome, differences: Vec<String>, now: DateTime<Utc>) -> RunResult {
+        let day = chrono::Duration::hours(24);
+        let (window_start, repairs) = match &outcome.last_drift {
+            Some(d) if now - d.window_start < day => (d.window_start, d.repairs_in_window),
+            _ => (now, 0),
+        };
+        let mut drift = Drift { at: now, differences: differences.clone(), window_start, repairs_in_window: repairs };
+        if repairs >= self.r.settings.max_drift_repairs {
+            outcome.last_drift = Some(drift);
+            let error = OutcomeError {
+                kind: "drifted".into(),
+                message: format!(
+                    "the lock keeps drifting from the desired state ({}): {repairs} repairs since {}; not repaired again",
+                    differences.join(", "),
+                    window_start.to_rfc3339()
+                ),
+                error_codes: vec![],
+            };
+            return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
+        }
+        tracing::warn!(?differences, repairs = repairs + 1, "the lock drifted from the desired state; applying again");
+        drift.repairs_in_window += 1;
+        outcome.last_drift = Some(drift);
+        outcome.drift_repairs += 1;
+        outcome.reapplies = 0;
+        outcome.finished_at = None;
+        self.save_then(&outcome.moved(OutcomeState::Pending, now), Next::RunAt(ms(now))).await
     }
 
     /// A time-bound code that succeeded: from its `ends_at`, polls until Seam
@@ -634,6 +735,21 @@ impl Run<'_> {
         }
     }
 
+    /// The key budget's wait before a resync look: it may use only half the
+    /// burst, so resync never starves fresh work of the budget.
+    async fn resync_budget_wait(&self) -> Result<Option<Duration>, latchkey_store::Error> {
+        let limits = &self.r.settings.limits;
+        if limits.key_rate == 0 {
+            return Ok(None);
+        }
+        let background = Limits { key_burst: (limits.key_burst / 2).max(1), ..*limits };
+        let wait = self.r.store.admit(None, &background).await?;
+        if wait.is_some() {
+            observe::rate_limit_wait("api_key");
+        }
+        Ok(wait)
+    }
+
     /// The key budget's wait before a poll, if any (no Redis call without a budget).
     async fn key_budget_wait(&self) -> Result<Option<Duration>, latchkey_store::Error> {
         if self.r.settings.limits.key_rate == 0 {
@@ -652,9 +768,7 @@ impl Run<'_> {
         if window == 0 {
             return ms(at);
         }
-        let hash =
-            access_code_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        ms(at) + hash % window
+        ms(at) + phase_of(access_code_id) % window
     }
 
     fn poll_delay(&self, polls: u32) -> Duration {

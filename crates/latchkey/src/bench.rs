@@ -9,7 +9,10 @@
 //!    each waiting time-bound code takes (job, desired state and outcome);
 //! 5. a million scheduled verifications waiting: Redis memory per waiting job,
 //!    and scenario 3's latency with them present;
-//! 6. the worker's peak resident memory during scenarios 2 and 5.
+//! 6. the worker's peak resident memory during scenarios 2 and 5;
+//! 7. Redis memory after N codes have lived (created, verified, expired) and
+//!    their retention passed, against the memory before: what a code leaves
+//!    behind for good.
 //!
 //! Scenarios 2 to 5 run the worker as its own process (`latchkey worker`, as
 //! in production), so its memory is its own; the simulator and the load
@@ -57,6 +60,9 @@ pub struct Args {
     /// Waiting verifications for scenario 5.
     #[arg(long, default_value_t = 1_000_000)]
     waiting: usize,
+    /// Codes that live a whole life (created, verified, expired, forgotten) in scenario 7.
+    #[arg(long, default_value_t = 100_000)]
+    lived: usize,
     /// A folder holding `shared/peers` with `npm install bullmq@5` done; BullMQ
     /// runs side by side when given.
     #[arg(long, env = "LATCHKEY_BENCH_PEERS")]
@@ -206,6 +212,11 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(redis_url: &str, tag: &str) -> anyhow::Result<Self> {
+        Self::start_with(redis_url, tag, &[]).await
+    }
+
+    /// Like `start`, with more worker settings (environment variables).
+    async fn start_with(redis_url: &str, tag: &str, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let seam = instant_seam().await?;
         let prefix = bench_prefix(tag);
         let store = Reconciliations::new(
@@ -233,6 +244,7 @@ impl Pipeline {
         let worker = tokio::process::Command::new(std::env::current_exe()?)
             .arg("worker")
             .envs(env)
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -251,20 +263,16 @@ impl Pipeline {
         Ok(self.store.enqueue(serde_json::from_value::<DesiredStateInput>(json)?).await?)
     }
 
-    async fn wait_all(&self, n: u64, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        while self.store.queue().counters().await?.get("completed").copied().unwrap_or(0) < n {
-            anyhow::ensure!(Instant::now() < deadline, "reconciliations did not finish within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+    /// Reconciliations ended in `state` so far (a code that succeeded stays
+    /// watched, its job not acknowledged: outcomes are what is counted).
+    async fn outcomes(&self, state: &str) -> anyhow::Result<u64> {
+        Ok(self.store.queue().counters().await?.get(&format!("outcome_{state}")).copied().unwrap_or(0))
     }
 
-    /// Waits until `n` reconciliations ended in `state`.
+    /// Waits until `n` reconciliations ended in `state` in all.
     async fn wait_outcomes(&self, state: &str, n: u64, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        let counter = format!("outcome_{state}");
-        while self.store.queue().counters().await?.get(&counter).copied().unwrap_or(0) < n {
+        while self.outcomes(state).await? < n {
             anyhow::ensure!(Instant::now() < deadline, "reconciliations did not end {state} within {limit:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -296,7 +304,7 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
         });
         futures::future::try_join_all(sends).await?;
     }
-    p.wait_all(n as u64, Duration::from_secs(600)).await?;
+    p.wait_outcomes("succeeded", n as u64, Duration::from_secs(600)).await?;
     let per_s = n as f64 / t.elapsed().as_secs_f64();
     // Where the time goes: CPU per 1,000 reconciliations, by process.
     let per_k = |after: f64, before: f64| (after - before) * 1000.0 / n as f64;
@@ -324,13 +332,14 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
 async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::Result<Spread> {
     let n = (rate as u64 * secs) as usize;
     let id = |i: usize| format!("lat-{tag}-{rate}-{i}");
+    let before = p.outcomes("succeeded").await?;
     let start = Instant::now();
     for i in 0..n {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         p.enqueue(json!({"access_code_id": id(i), "code": "4321"})).await?;
     }
-    p.wait_all(n as u64, Duration::from_secs(300)).await?;
+    p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         if let Some(o) = p.store.outcome(&id(i)).await?
@@ -379,8 +388,6 @@ async fn scenario_starts_at(redis: &Redis, redis_url: &str, n: usize, rate: f64)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     anyhow::ensure!(per_code.is_some(), "{n} codes were not all applied before their start; use fewer");
-    // (a succeeded time-bound code's job stays, waiting for its end of stay:
-    // count outcomes, not acknowledged jobs)
     p.wait_outcomes("succeeded", n as u64, Duration::from_secs(300)).await?;
     // Each code's verification poll is its first read at or after starts_at (an earlier read
     // learned the device at enqueue time).
@@ -473,6 +480,72 @@ fn peer(dir: &std::path::Path, script: &str, args: &[String], env: &[(&str, Stri
     Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
 }
 
+/// Scenario 7: `n` time-bound codes live a whole life (set, verified, watched
+/// to their end of stay, expired) and their 2 s retention passes; then Redis'
+/// memory is compared with before. The event stream is a fixed-size structure
+/// (capped, not per code): its size is reported apart.
+async fn scenario_lived(redis: &Redis, redis_url: &str, n: usize, rate: f64) -> anyhow::Result<Vec<Row>> {
+    // Retention 2 s; rate-limit windows of 1 s (their keys expire with them);
+    // no resync (these codes expire before one would come due).
+    let extra = [("LATCHKEY_RETENTION_SECS", "2"), ("LATCHKEY_DEVICE_WINDOW_SECS", "1"), ("LATCHKEY_RESYNC_SECS", "0")];
+    let p = Pipeline::start_with(redis_url, "lived", &extra).await?;
+    let events = format!("{}:{{reconcile}}:events", bench_prefix("lived"));
+    let stream_bytes = async || -> anyhow::Result<u64> {
+        let used: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(&events).query_async(&mut redis.conn()).await?;
+        Ok(used.unwrap_or(0))
+    };
+    let before = redis.used_memory().await?.saturating_sub(stream_bytes().await?);
+    let lead_ms = 3_000 + (3_000.0 * n as f64 / rate.max(100.0)) as i64;
+    let starts = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let ends = (Utc::now() + chrono::Duration::milliseconds(lead_ms)).to_rfc3339();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let sends = chunk.iter().map(|&i| {
+            p.enqueue(
+                json!({"access_code_id": format!("life-{i}"), "code": "2468", "starts_at": starts, "ends_at": ends}),
+            )
+        });
+        futures::future::try_join_all(sends).await?;
+    }
+    p.wait_outcomes("succeeded", n as u64, Duration::from_secs(600)).await?;
+    let alive = redis.used_memory().await?.saturating_sub(stream_bytes().await?).saturating_sub(before);
+    p.wait_outcomes("expired", n as u64, Duration::from_secs(600)).await?;
+    // Retention passes; Redis expires the keys (SCAN meets every key, so an
+    // expired one is dropped when met rather than left to the sampling).
+    let pattern = format!("{}:*", bench_prefix("lived"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut left = 0u64;
+        let mut conn = redis.conn();
+        let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
+        while let Some(k) = futures::StreamExt::next(&mut iter).await {
+            let k = k?;
+            if k.contains(":outcome:") || k.contains(":desired:") || k.contains(":history:") || k.contains(":job:") {
+                left += 1;
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{left} records of finished codes were not forgotten within 120 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // the last rate-limit windows
+    let stream = stream_bytes().await?;
+    let after = redis.used_memory().await?.saturating_sub(stream);
+    p.stop().await;
+    let left = after as i64 - before as i64;
+    let pct = 100.0 * left as f64 / before.max(1) as f64;
+    Ok(vec![Row::new(
+        format!("7. Redis memory after {n} codes lived and were forgotten"),
+        format!(
+            "{before} -> {after} bytes ({pct:+.2}%, {:.1} bytes left per code; {} bytes per code while alive; event stream, capped, {stream} bytes apart)",
+            left as f64 / n as f64,
+            alive / n as u64
+        ),
+        json!({"scenario": "lived_memory", "codes": n, "before_bytes": before, "after_bytes": after, "change_pct": (pct * 100.0).round() / 100.0, "left_per_code_bytes": left as f64 / n as f64, "alive_per_code_bytes": alive / n as u64, "stream_bytes": stream}),
+    )])
+}
+
 /// Deletes the benchmark's keys from a Redis it did not start.
 async fn clean_up(redis: &Redis) -> anyhow::Result<u64> {
     let mut conn = redis.conn();
@@ -492,10 +565,10 @@ async fn clean_up(redis: &Redis) -> anyhow::Result<u64> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (jobs, recs, rates, rate_secs, scheduled, waiting) = if args.smoke {
-        (2_000, 200, vec![50], 1, 200, 20_000)
+    let (jobs, recs, rates, rate_secs, scheduled, waiting, lived) = if args.smoke {
+        (2_000, 200, vec![50], 1, 200, 20_000, 200)
     } else {
-        (args.jobs, args.reconciliations, args.rates.clone(), args.rate_secs, args.scheduled, args.waiting)
+        (args.jobs, args.reconciliations, args.rates.clone(), args.rate_secs, args.scheduled, args.waiting, args.lived)
     };
     let started_redis = args.redis_url.is_none();
     let local = crate::local_redis::resolve(args.redis_url.clone())?;
@@ -516,6 +589,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("scenario 4: {scheduled} time-bound codes...");
     rows.extend(scenario_starts_at(&redis, &local.url, scheduled, rec_rate).await?);
+    eprintln!("scenario 7: {lived} codes live a whole life...");
+    rows.extend(scenario_lived(&redis, &local.url, lived, rec_rate).await?);
     eprintln!("scenario 5: {waiting} waiting verifications...");
     let (scale_rows, rss_scale) = scenario_scale(&redis, &local.url, waiting, rate_secs, &latencies).await?;
     rows.extend(scale_rows);

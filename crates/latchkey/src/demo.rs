@@ -74,6 +74,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         verify_spread_ms: 0,
         lease_secs: 30,
         removal_grace_secs: 900,
+        resync_secs: 6 * 3600,
+        max_drift_repairs: 3,
         retention_secs: 7 * 24 * 3600,
         device_delete_limit: 20,
         drain_secs: 5,

@@ -23,6 +23,7 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "waiting_memory",
         "latency_with_waiting",
         "worker_rss",
+        "lived_memory",
     ] {
         let line = stdout
             .lines()
