@@ -387,9 +387,7 @@ impl Run<'_> {
             }
             Verdict::PollAgain { reason } => {
                 tracing::debug!(reason, polls = outcome.polls, "not set yet");
-                let delay = self.poll_delay(outcome.polls);
-                let at = ms(now) + delay.as_millis() as u64;
-                let at = at.min(ms(deadline)).max(ms(now));
+                let at = self.next_poll(now, outcome.polls, deadline);
                 self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
             }
             Verdict::TimedOut => {
@@ -417,7 +415,7 @@ impl Run<'_> {
         if let Some(wait) = self.key_budget_wait().await? {
             return Ok(Next::after(wait));
         }
-        let observed = match self.quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id)).await {
+        let observed = match self.find(&outcome.access_code_id).await {
             Ok(code) => code,
             Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
         };
@@ -433,7 +431,7 @@ impl Run<'_> {
             Verdict::Failed { issues } => self.not_removed(outcome, issues, Removal::Cancellation).await,
             Verdict::TimedOut => self.not_removed(outcome, vec![], Removal::Cancellation).await,
             _ => {
-                let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(deadline));
+                let at = self.next_poll(now, outcome.polls, deadline);
                 self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
             }
         }
@@ -467,7 +465,7 @@ impl Run<'_> {
         if let Some(wait) = self.resync_budget_wait().await? {
             return Ok(Next::after(wait));
         }
-        let observed = match self.quick_retry(|| self.r.seam.find_access_code(&desired.access_code_id)).await {
+        let observed = match self.find(&desired.access_code_id).await {
             Ok(code) => code,
             Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
         };
@@ -543,7 +541,7 @@ impl Run<'_> {
         if let Some(wait) = self.key_budget_wait().await? {
             return Ok(Next::after(wait));
         }
-        let observed = match self.quick_retry(|| self.r.seam.find_access_code(&desired.access_code_id)).await {
+        let observed = match self.find(&desired.access_code_id).await {
             Ok(code) => code,
             Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
         };
@@ -569,7 +567,7 @@ impl Run<'_> {
                 // Still `succeeded` (it was, for its stay) while Seam removes
                 // it: the record only counts the look.
                 outcome.updated_at = now;
-                let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(deadline));
+                let at = self.next_poll(now, outcome.polls, deadline);
                 self.save_then(&outcome, Next::RunAt(at)).await
             }
         }
@@ -769,6 +767,17 @@ impl Run<'_> {
             return ms(at);
         }
         ms(at) + phase_of(access_code_id) % window
+    }
+
+    /// The code as Seam has it now, `None` once it is gone (404), with the
+    /// quick in-process retries.
+    async fn find(&self, access_code_id: &str) -> latchkey_seam::Result<Option<AccessCode>> {
+        self.quick_retry(|| self.r.seam.find_access_code(access_code_id)).await
+    }
+
+    /// When to poll next (backing off with `polls`), never past `deadline`.
+    fn next_poll(&self, now: DateTime<Utc>, polls: u32, deadline: DateTime<Utc>) -> u64 {
+        (ms(now) + self.poll_delay(polls).as_millis() as u64).min(ms(deadline)).max(ms(now))
     }
 
     fn poll_delay(&self, polls: u32) -> Duration {
