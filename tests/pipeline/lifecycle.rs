@@ -11,33 +11,10 @@ use chrono::{SubsecRound, Utc};
 use latchkey_core::{KIND_NOT_REMOVED, OutcomeState};
 use latchkey_fake_seam::{DeviceBehaviour, Modification, SeedCode};
 use latchkey_store::Waited;
-use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
+use latchkey_tests::app::{AppOptions, spawn_app};
 use serde_json::json;
 
-use crate::{calls, finished, ops::until_status, reconcile, want};
-
-fn device(app: &TestApp, delay_ms: u64) -> String {
-    app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(delay_ms) })
-}
-
-/// Waits until `what` holds of `id`'s outcome record (or its absence).
-async fn until_record(
-    app: &TestApp,
-    id: &str,
-    limit: Duration,
-    what: &str,
-    pred: impl Fn(Option<&latchkey_core::Outcome>) -> bool,
-) -> Option<latchkey_core::Outcome> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let o = app.store.outcome(id).await.unwrap();
-        if pred(o.as_ref()) {
-            return o;
-        }
-        assert!(Instant::now() < deadline, "{id}: never {what} within {limit:?}: {o:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::{calls, device, finished, ops::until_status, reconcile, record_in, until_record, want};
 
 #[tokio::test]
 async fn a_cancelled_code_is_deleted_and_confirmed_gone() {
@@ -169,11 +146,7 @@ async fn a_time_bound_code_is_watched_to_its_end_of_stay_and_expires() {
     let o = reconcile(&app, dates, Duration::from_secs(15)).await;
     assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
     assert!(Utc::now() < ends_at, "verified during the stay");
-    let o = until_record(&app, &id, Duration::from_secs(20), "expired", |o| {
-        o.is_some_and(|o| o.state == OutcomeState::Expired)
-    })
-    .await
-    .unwrap();
+    let o = record_in(&app, &id, OutcomeState::Expired, Duration::from_secs(20)).await;
     assert!(o.deleted_at.unwrap() >= ends_at, "{o:?}");
     assert!(app.seam.access_code(&id).is_none());
     let states: Vec<OutcomeState> = app.store.history(&id).await.unwrap().into_iter().rev().map(|e| e.state).collect();
@@ -201,11 +174,7 @@ async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
     assert_eq!(reconcile(&app, dates, Duration::from_secs(15)).await.state, OutcomeState::Succeeded);
     // The lock stops answering removals: the code stays after check-out.
     app.seam.set_device(&d, DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(300) });
-    let o = until_record(&app, &id, Duration::from_secs(20), "failed", |o| {
-        o.is_some_and(|o| o.state == OutcomeState::Failed)
-    })
-    .await
-    .unwrap();
+    let o = record_in(&app, &id, OutcomeState::Failed, Duration::from_secs(20)).await;
     let e = o.error.unwrap();
     assert_eq!(e.kind, KIND_NOT_REMOVED, "{e:?}");
     assert!(e.message.contains("end of stay"), "{}", e.message);
@@ -320,11 +289,7 @@ async fn a_code_that_keeps_drifting_ends_drifted_instead_of_looping() {
             }
         })
     };
-    let o = until_record(&app, &id, Duration::from_secs(30), "failed", |o| {
-        o.is_some_and(|o| o.state == OutcomeState::Failed)
-    })
-    .await
-    .unwrap();
+    let o = record_in(&app, &id, OutcomeState::Failed, Duration::from_secs(30)).await;
     assert_eq!(o.error.as_ref().unwrap().kind, "drifted", "{o:?}");
     let updates = calls(&app, &id, "/access_codes/update").len();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -347,11 +312,7 @@ async fn a_code_dropped_behind_latchkeys_back_is_found_by_resync() {
         OutcomeState::Succeeded
     );
     assert!(app.seam.remove_access_code(&id));
-    let o = until_record(&app, &id, Duration::from_secs(15), "rejected", |o| {
-        o.is_some_and(|o| o.state == OutcomeState::Rejected)
-    })
-    .await
-    .unwrap();
+    let o = record_in(&app, &id, OutcomeState::Rejected, Duration::from_secs(15)).await;
     assert_eq!(o.last_drift.unwrap().differences, ["missing"]);
     assert_eq!(o.error.unwrap().kind, "access_code_not_found");
     app.stop().await;

@@ -15,7 +15,7 @@ mod truth;
 
 use std::time::Duration;
 
-use latchkey_core::{DesiredStateInput, Outcome};
+use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
 use latchkey_store::Waited;
 use latchkey_tests::app::TestApp;
 
@@ -61,4 +61,43 @@ pub async fn seed_codes(app: &TestApp, n: usize, delay: Duration, pin_base: usiz
 /// Seam API requests the simulator received for an access code, by path.
 pub fn calls(app: &TestApp, id: &str, path: &str) -> Vec<latchkey_fake_seam::LoggedRequest> {
     app.seam.requests().into_iter().filter(|r| r.path == path && r.access_code_id.as_deref() == Some(id)).collect()
+}
+
+/// A device on the simulator that takes `delay_ms` to apply a change.
+pub fn device(app: &TestApp, delay_ms: u64) -> String {
+    app.seam.add_device(latchkey_fake_seam::DeviceBehaviour::Normal { delay: Duration::from_millis(delay_ms) })
+}
+
+/// Waits until the simulator has received an update for `id`.
+pub async fn update_landed(app: &TestApp, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while calls(app, id, "/access_codes/update").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no update reached Seam");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `what` holds of `id`'s outcome record (or its absence).
+pub async fn until_record(
+    app: &TestApp,
+    id: &str,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(Option<&Outcome>) -> bool,
+) -> Option<Outcome> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let o = app.store.outcome(id).await.unwrap();
+        if pred(o.as_ref()) {
+            return o;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id}: never {what} within {limit:?}: {o:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the outcome record of `id` is in `state`; returns it.
+pub async fn record_in(app: &TestApp, id: &str, state: OutcomeState, limit: Duration) -> Outcome {
+    let what = format!("{state:?}");
+    until_record(app, id, limit, &what, |o| o.is_some_and(|o| o.state == state)).await.expect("a record")
 }

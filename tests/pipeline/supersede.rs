@@ -9,7 +9,7 @@ use latchkey_fake_seam::{DeviceBehaviour, SeedCode};
 use latchkey_tests::app::{AppOptions, spawn_app};
 use serde_json::json;
 
-use crate::{calls, finished, want};
+use crate::{calls, finished, update_landed, want};
 
 #[tokio::test]
 async fn ten_updates_of_one_code_in_a_second_cost_at_most_two_update_calls() {
@@ -19,11 +19,7 @@ async fn ten_updates_of_one_code_in_a_second_cost_at_most_two_update_calls() {
     app.store.enqueue(want(json!({"access_code_id": id, "code": "1000"}))).await.unwrap();
     // The first update is on its way to the lock; the next nine arrive within
     // the update spacing (1 s) and must coalesce into one more update.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while calls(&app, &id, "/access_codes/update").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the first update never reached Seam");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    update_landed(&app, &id).await;
     let mut last = 0;
     for i in 1..10 {
         last = app.store.enqueue(want(json!({"access_code_id": id, "code": format!("{}", 1000 + i)}))).await.unwrap();

@@ -14,7 +14,7 @@ use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{calls, finished, ops::until_status, reconcile, want};
+use crate::{calls, device, finished, ops::until_status, reconcile, record_in, update_landed, want};
 
 /// Calls the simulator's admin API; returns the status.
 async fn admin(app: &TestApp, method: Method, path: &str, body: Value) -> u16 {
@@ -31,32 +31,6 @@ async fn admin(app: &TestApp, method: Method, path: &str, body: Value) -> u16 {
 async fn add_issue(app: &TestApp, id: &str, issue: Value) {
     let status = admin(app, Method::POST, &format!("/access_codes/{id}/issues"), issue).await;
     assert!((200..300).contains(&status), "issue not added: {status}");
-}
-
-/// Waits until the simulator has received an update for `id`.
-async fn update_landed(app: &TestApp, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while calls(app, id, "/access_codes/update").is_empty() {
-        assert!(Instant::now() < deadline, "no update reached Seam");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the outcome record of `id` is in `state`; returns it.
-async fn record_in(app: &TestApp, id: &str, state: OutcomeState, limit: Duration) -> Outcome {
-    let deadline = Instant::now() + limit;
-    loop {
-        let o = app.store.outcome(id).await.unwrap().expect("a record");
-        if o.state == state {
-            return o;
-        }
-        assert!(Instant::now() < deadline, "never {state:?} within {limit:?}: {o:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn device(app: &TestApp, delay_ms: u64) -> String {
-    app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(delay_ms) })
 }
 
 /// Sets `pin` on a fresh code whose lock takes `delay_ms`; once the update

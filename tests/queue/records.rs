@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
-use latchkey_store::{JobInfo, Lease, QueueConfig, Reconciliations, Recorded, Redis, RedisConfig, Waited};
+use latchkey_store::{Change, JobInfo, Lease, QueueConfig, Reconciliations, Recorded, Redis, RedisConfig, Waited};
 use latchkey_tests::{
     RedisServer, unique,
     worker::{spawn_probe_worker, test_options},
@@ -173,17 +173,21 @@ async fn the_device_limit_is_an_exact_sliding_window_shared_by_every_handle() {
         Reconciliations::new(Redis::connect(&RedisConfig::new(redis.url())).await.unwrap(), a.queue().config().clone())
             .unwrap();
     let limits = Limits { device_limit: 3, device_window: Duration::from_millis(800), ..Limits::default() };
-    assert_eq!(a.admit(Some("d1"), &limits).await.unwrap(), None);
-    assert_eq!(b.admit(Some("d1"), &limits).await.unwrap(), None);
-    assert_eq!(a.admit(Some("d1"), &limits).await.unwrap(), None);
-    let wait = b.admit(Some("d1"), &limits).await.unwrap().expect("the fourth in the window waits");
+    assert_eq!(a.admit(Some((Change::Update, "d1")), &limits).await.unwrap(), None);
+    assert_eq!(b.admit(Some((Change::Update, "d1")), &limits).await.unwrap(), None);
+    assert_eq!(a.admit(Some((Change::Update, "d1")), &limits).await.unwrap(), None);
+    let wait = b.admit(Some((Change::Update, "d1")), &limits).await.unwrap().expect("the fourth in the window waits");
     assert!(
         wait > Duration::from_millis(600) && wait <= Duration::from_millis(1050),
         "{wait:?} (800 ms window + guard band)"
     );
-    assert_eq!(a.admit(Some("d2"), &limits).await.unwrap(), None, "the limit is per device");
+    assert_eq!(a.admit(Some((Change::Update, "d2")), &limits).await.unwrap(), None, "the limit is per device");
     tokio::time::sleep(wait).await;
-    assert_eq!(b.admit(Some("d1"), &limits).await.unwrap(), None, "a slot frees when the oldest leaves the window");
+    assert_eq!(
+        b.admit(Some((Change::Update, "d1")), &limits).await.unwrap(),
+        None,
+        "a slot frees when the oldest leaves the window"
+    );
 }
 
 #[tokio::test]
@@ -198,8 +202,8 @@ async fn the_key_budget_allows_its_burst_then_paces_and_a_429_holds_the_device()
     assert!(wait <= Duration::from_millis(100), "{wait:?}");
 
     let device = Limits::default();
-    r.hold_device("d9", Duration::from_millis(700), &device).await.unwrap();
-    let wait = r.admit(Some("d9"), &device).await.unwrap().expect("held after a 429");
+    r.hold_device(Change::Update, "d9", Duration::from_millis(700), &device).await.unwrap();
+    let wait = r.admit(Some((Change::Update, "d9")), &device).await.unwrap().expect("held after a 429");
     assert!(wait > Duration::from_millis(500) && wait <= Duration::from_millis(700), "{wait:?}");
 }
 

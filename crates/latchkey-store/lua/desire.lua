@@ -39,9 +39,13 @@ if prev then
   o.deleted_at = prev.deleted_at
 end
 redis.call('SET', K_OUTCOME, cjson.encode(o))
-redis.call('PERSIST', K_DESIRED)
-redis.call('PERSIST', K_OUTCOME)
-redis.call('PERSIST', base .. ':history:' .. id)
+-- Only the final record of a deleted or expired code (it has `deleted_at`)
+-- sets its keys to expire (record.lua): a new generation keeps them. (SET
+-- already cleared the outcome's.)
+if o.deleted_at then
+  redis.call('PERSIST', K_DESIRED)
+  redis.call('PERSIST', base .. ':history:' .. id)
+end
 note_change(id, gen, 'pending', cjson.encode({at = rfc3339_ms(now), generation = gen, state = 'pending'}))
 
 local jk = job_key(id)

@@ -33,4 +33,4 @@ pub use reconcile::{
     Waited,
 };
 pub use scripts::PUSH_LUA;
-pub use throttle::{GUARD_BAND, Limits};
+pub use throttle::{Change, GUARD_BAND, Limits};

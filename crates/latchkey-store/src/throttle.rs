@@ -34,25 +34,47 @@ impl Default for Limits {
     }
 }
 
-impl Reconciliations {
-    /// Takes a slot for one delete of a code on `device` when Seam's delete
-    /// limit for it and the key budget allow it now; otherwise takes nothing and
-    /// returns how long to wait.
-    pub async fn admit_delete(&self, device: &str, limits: &Limits) -> Result<Option<Duration>> {
-        let deletes = Limits { device_limit: limits.delete_limit, ..*limits };
-        self.admit(Some(&format!("delete:{device}")), &deletes).await
+/// A change to an access code on a device. Seam limits each kind per device
+/// in its own window: 10 updates and 20 deletes a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `/access_codes/update`.
+    Update,
+    /// `/access_codes/delete`.
+    Delete,
+}
+
+impl Change {
+    /// This kind's allowance per device and window.
+    fn limit(self, limits: &Limits) -> u32 {
+        match self {
+            Change::Update => limits.device_limit,
+            Change::Delete => limits.delete_limit,
+        }
     }
 
-    /// Takes a slot for one request (an update to `device`, if given) when the
-    /// limits allow it now; otherwise takes nothing and returns how long to wait.
-    pub async fn admit(&self, device: Option<&str>, limits: &Limits) -> Result<Option<Duration>> {
+    /// The part of the key naming this kind's window of `device`.
+    fn window_of(self, device: &str) -> String {
+        match self {
+            Change::Update => device.to_string(),
+            Change::Delete => format!("delete:{device}"),
+        }
+    }
+}
+
+impl Reconciliations {
+    /// Takes a slot for one request when the limits allow it now: the key
+    /// budget, and, for a change to a code on a device, that device's window
+    /// for its kind. Otherwise takes nothing and returns how long to wait.
+    pub async fn admit(&self, change: Option<(Change, &str)>, limits: &Limits) -> Result<Option<Duration>> {
         let interval_ms = if limits.key_rate == 0 { 0 } else { (1000 / limits.key_rate.max(1)).max(1) };
+        let (window, limit) = change.map_or((String::new(), 0), |(c, device)| (c.window_of(device), c.limit(limits)));
         let mut conn = self.queue().redis.conn();
         let wait_ms: u64 = SCRIPTS
             .throttle
             .key(self.queue().keys().base())
-            .arg(device.unwrap_or(""))
-            .arg(limits.device_limit)
+            .arg(window)
+            .arg(limit)
             .arg((limits.device_window + GUARD_BAND).as_millis() as u64)
             .arg(interval_ms)
             .arg(limits.key_burst.max(1))
@@ -61,14 +83,15 @@ impl Reconciliations {
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
     }
 
-    /// After Seam answered 429 for `device`: send it nothing more for `hold`.
-    pub async fn hold_device(&self, device: &str, hold: Duration, limits: &Limits) -> Result<()> {
+    /// After Seam answered 429 to a `change` on `device`: send that device no
+    /// more changes of that kind for `hold`.
+    pub async fn hold_device(&self, change: Change, device: &str, hold: Duration, limits: &Limits) -> Result<()> {
         let mut conn = self.queue().redis.conn();
         let _: i64 = SCRIPTS
             .backoff_device
             .key(self.queue().keys().base())
-            .arg(device)
-            .arg(limits.device_limit)
+            .arg(change.window_of(device))
+            .arg(change.limit(limits))
             .arg(hold.as_millis() as u64)
             .arg((limits.device_window + GUARD_BAND).as_millis() as u64)
             .invoke_async(&mut conn)

@@ -18,7 +18,7 @@ use latchkey_core::{
     pre_start_check_at,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
-use latchkey_store::{JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
+use latchkey_store::{Change, JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -199,13 +199,8 @@ impl Run<'_> {
             },
         };
         outcome.device_id = Some(device.clone());
-        let limits = &self.r.settings.limits;
-        let wait = if desired.absent {
-            self.r.store.admit_delete(&device, limits).await?
-        } else {
-            self.r.store.admit(Some(&device), limits).await?
-        };
-        if let Some(wait) = wait {
+        let change = if desired.absent { Change::Delete } else { Change::Update };
+        if let Some(wait) = self.r.store.admit(Some((change, &device)), &self.r.settings.limits).await? {
             observe::rate_limit_wait("device");
             tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; call rescheduled");
             return self.save_then(&outcome, Next::after(wait)).await;
@@ -239,8 +234,7 @@ impl Run<'_> {
                 if let ErrorClass::RateLimited(after) = e.class() {
                     // Seam says the device had enough: hold it, so no worker sends it more.
                     let hold = after.unwrap_or(self.r.settings.limits.device_window);
-                    let key = if desired.absent { format!("delete:{device}") } else { device };
-                    self.r.store.hold_device(&key, hold, &self.r.settings.limits).await?;
+                    self.r.store.hold_device(change, &device, hold, &self.r.settings.limits).await?;
                 }
                 self.on_seam_error(e, outcome, OutcomeState::Rejected).await
             }
@@ -257,7 +251,7 @@ impl Run<'_> {
     }
 
     async fn follow_attempt(&self, desired: &DesiredState, mut outcome: Outcome, id: &str) -> RunResult {
-        if let Some(wait) = self.key_budget_wait().await? {
+        if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
             return Ok(Next::after(wait));
         }
         match self.quick_retry(|| self.r.seam.get_action_attempt(id)).await {
@@ -305,7 +299,7 @@ impl Run<'_> {
             // The window closed on a failure: it stands.
             return Ok(Next::Done);
         }
-        if let Some(wait) = self.key_budget_wait().await? {
+        if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
             return Ok(Next::after(wait));
         }
         let observed = match self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id)).await {
@@ -412,12 +406,9 @@ impl Run<'_> {
 
     /// After a delete: polls until Seam answers 404.
     async fn verify_gone(&self, mut outcome: Outcome) -> RunResult {
-        if let Some(wait) = self.key_budget_wait().await? {
-            return Ok(Next::after(wait));
-        }
-        let observed = match self.find(&outcome.access_code_id).await {
+        let observed = match self.look(&outcome, Share::Fresh).await {
             Ok(code) => code,
-            Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
+            Err(stop) => return stop,
         };
         let now = Utc::now();
         outcome.polls += 1;
@@ -462,12 +453,9 @@ impl Run<'_> {
         if self.r.settings.resync.is_none() {
             return Ok(self.next_watch(&outcome));
         }
-        if let Some(wait) = self.resync_budget_wait().await? {
-            return Ok(Next::after(wait));
-        }
-        let observed = match self.find(&desired.access_code_id).await {
+        let observed = match self.look(&outcome, Share::Background).await {
             Ok(code) => code,
-            Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
+            Err(stop) => return stop,
         };
         let now = Utc::now();
         outcome.polls += 1;
@@ -538,12 +526,9 @@ impl Run<'_> {
         if now < ends_at {
             return Ok(Next::RunAt(self.spread(&desired.access_code_id, ends_at)));
         }
-        if let Some(wait) = self.key_budget_wait().await? {
-            return Ok(Next::after(wait));
-        }
-        let observed = match self.find(&desired.access_code_id).await {
+        let observed = match self.look(&outcome, Share::Fresh).await {
             Ok(code) => code,
-            Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Failed).await,
+            Err(stop) => return stop,
         };
         let now = Utc::now();
         outcome.polls += 1;
@@ -733,27 +718,19 @@ impl Run<'_> {
         }
     }
 
-    /// The key budget's wait before a resync look: it may use only half the
-    /// burst, so resync never starves fresh work of the budget.
-    async fn resync_budget_wait(&self) -> Result<Option<Duration>, latchkey_store::Error> {
+    /// The key budget's wait before a read, if any (no Redis call without a
+    /// budget). A resync look may use only half the burst, so it never
+    /// starves fresh work of the budget.
+    async fn key_budget_wait(&self, share: Share) -> Result<Option<Duration>, latchkey_store::Error> {
         let limits = &self.r.settings.limits;
         if limits.key_rate == 0 {
             return Ok(None);
         }
-        let background = Limits { key_burst: (limits.key_burst / 2).max(1), ..*limits };
-        let wait = self.r.store.admit(None, &background).await?;
-        if wait.is_some() {
-            observe::rate_limit_wait("api_key");
-        }
-        Ok(wait)
-    }
-
-    /// The key budget's wait before a poll, if any (no Redis call without a budget).
-    async fn key_budget_wait(&self) -> Result<Option<Duration>, latchkey_store::Error> {
-        if self.r.settings.limits.key_rate == 0 {
-            return Ok(None);
-        }
-        let wait = self.r.store.admit(None, &self.r.settings.limits).await?;
+        let limits = match share {
+            Share::Fresh => *limits,
+            Share::Background => Limits { key_burst: (limits.key_burst / 2).max(1), ..*limits },
+        };
+        let wait = self.r.store.admit(None, &limits).await?;
         if wait.is_some() {
             observe::rate_limit_wait("api_key");
         }
@@ -769,10 +746,20 @@ impl Run<'_> {
         ms(at) + phase_of(access_code_id) % window
     }
 
-    /// The code as Seam has it now, `None` once it is gone (404), with the
-    /// quick in-process retries.
-    async fn find(&self, access_code_id: &str) -> latchkey_seam::Result<Option<AccessCode>> {
-        self.quick_retry(|| self.r.seam.find_access_code(access_code_id)).await
+    /// The code as Seam has it now, `None` once it is gone (404), read within
+    /// the key budget (`share` of it) and with the quick in-process retries.
+    /// `Err` is what the run returns instead: a wait for the budget, or what
+    /// the one error policy decided.
+    async fn look(&self, outcome: &Outcome, share: Share) -> Result<Option<AccessCode>, RunResult> {
+        match self.key_budget_wait(share).await {
+            Ok(Some(wait)) => return Err(Ok(Next::after(wait))),
+            Ok(None) => {}
+            Err(e) => return Err(Err(e.into())),
+        }
+        match self.quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id)).await {
+            Ok(code) => Ok(code),
+            Err(e) => Err(self.on_seam_error(e, outcome.clone(), OutcomeState::Failed).await),
+        }
     }
 
     /// When to poll next (backing off with `polls`), never past `deadline`.
@@ -825,6 +812,15 @@ impl Run<'_> {
             }
         })
     }
+}
+
+/// How much of the key budget a read may use.
+#[derive(Debug, Clone, Copy)]
+enum Share {
+    /// Verifying a change: all of it.
+    Fresh,
+    /// A resync look at a code that succeeded: half the burst.
+    Background,
 }
 
 /// Why a code had to go.

@@ -480,20 +480,23 @@ fn peer(dir: &std::path::Path, script: &str, args: &[String], env: &[(&str, Stri
     Ok(serde_json::from_str(text.lines().last().unwrap_or("{}"))?)
 }
 
+/// Every key under `prefix`.
+async fn keys_under(redis: &Redis, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = redis.conn();
+    let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, format!("{prefix}:*")).await?;
+    let mut keys = Vec::new();
+    while let Some(k) = futures::StreamExt::next(&mut iter).await {
+        keys.push(k?);
+    }
+    Ok(keys)
+}
+
 /// The keys under `prefix` (but the capped event stream) and the bytes they
 /// take (`MEMORY USAGE`), and the stream's bytes apart.
 async fn footprint(redis: &Redis, prefix: &str) -> anyhow::Result<(u64, u64, u64)> {
     let mut conn = redis.conn();
-    let mut keys = Vec::new();
-    {
-        let mut iter: redis::AsyncIter<String> =
-            redis::AsyncCommands::scan_match(&mut conn, format!("{prefix}:*")).await?;
-        while let Some(k) = futures::StreamExt::next(&mut iter).await {
-            keys.push(k?);
-        }
-    }
     let (mut n, mut bytes, mut stream) = (0, 0, 0);
-    for k in keys {
+    for k in keys_under(redis, prefix).await? {
         let used: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(&k).query_async(&mut conn).await?;
         if k.ends_with(":events") {
             stream = used.unwrap_or(0);
@@ -507,17 +510,9 @@ async fn footprint(redis: &Redis, prefix: &str) -> anyhow::Result<(u64, u64, u64
 
 /// Keys of single access codes under `prefix`: desired states, outcomes,
 /// histories, jobs.
-async fn per_code_keys(redis: &Redis, prefix: &str) -> anyhow::Result<u64> {
-    let mut conn = redis.conn();
-    let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, format!("{prefix}:*")).await?;
-    let mut n = 0;
-    while let Some(k) = futures::StreamExt::next(&mut iter).await {
-        let k = k?;
-        if [":desired:", ":outcome:", ":history:", ":job:"].iter().any(|part| k.contains(part)) {
-            n += 1;
-        }
-    }
-    Ok(n)
+async fn per_code_keys(redis: &Redis, prefix: &str) -> anyhow::Result<usize> {
+    let keys = keys_under(redis, prefix).await?;
+    Ok(keys.iter().filter(|k| [":desired:", ":outcome:", ":history:", ":job:"].iter().any(|p| k.contains(p))).count())
 }
 
 /// Scenario 7: `n` time-bound codes live a whole life (set, verified, watched
@@ -576,16 +571,8 @@ async fn scenario_lived(redis: &Redis, redis_url: &str, n: usize, rate: f64) -> 
 
 /// Deletes the benchmark's keys from a Redis it did not start.
 async fn clean_up(redis: &Redis) -> anyhow::Result<u64> {
+    let keys = keys_under(redis, &format!("bench-*-{}", std::process::id())).await?;
     let mut conn = redis.conn();
-    let pattern = format!("bench-*-{}:*", std::process::id());
-    let keys: Vec<String> = {
-        let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut conn, &pattern).await?;
-        let mut keys = Vec::new();
-        while let Some(k) = futures::StreamExt::next(&mut iter).await {
-            keys.push(k?);
-        }
-        keys
-    };
     for chunk in keys.chunks(1000) {
         let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await?;
     }
