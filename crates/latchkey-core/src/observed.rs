@@ -1,6 +1,10 @@
 //! The observed state of an access code and of an action attempt, as Seam
-//! reports them. Enums keep an `Unknown` variant so that a value Seam adds
-//! later is seen, not a parse failure.
+//! reports them. The statuses ([`CodeStatus`], [`AttemptStatus`]) keep an
+//! `Unknown` variant so that a value Seam adds later is seen, not a parse
+//! failure. [`CodeType`] has none yet (the desired-state parser matches it
+//! exhaustively); the Seam client reads a type it does not know as a code
+//! whose status is `Unknown`, which is never taken for a success.
+//! An [`AccessCode`]'s `Debug` never shows its PIN.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,6 +42,8 @@ impl CodeStatus {
 }
 
 /// Whether a code works always or only between `starts_at` and `ends_at`.
+/// Exactly Seam's two values, which is also what a desired state may ask for;
+/// see the module docs for a type Seam adds later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeType {
@@ -70,8 +76,9 @@ pub struct CodeIssue {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-/// An access code as Seam last reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An access code as Seam last reported it. Its `Debug` shows `code` (the
+/// PIN) as `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessCode {
     /// Seam's id of the access code.
     pub access_code_id: String,
@@ -99,6 +106,25 @@ pub struct AccessCode {
     /// An offline (algorithmic) code, whose times Seam rounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_offline_access_code: Option<bool>,
+}
+
+impl std::fmt::Debug for AccessCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessCode")
+            .field("access_code_id", &self.access_code_id)
+            .field("device_id", &self.device_id)
+            .field("name", &self.name)
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("code_type", &self.code_type)
+            .field("status", &self.status)
+            .field("starts_at", &self.starts_at)
+            .field("ends_at", &self.ends_at)
+            .field("errors", &self.errors)
+            .field("warnings", &self.warnings)
+            .field("is_scheduled_on_device", &self.is_scheduled_on_device)
+            .field("is_offline_access_code", &self.is_offline_access_code)
+            .finish()
+    }
 }
 
 impl AccessCode {
@@ -166,5 +192,47 @@ mod tests {
         assert_eq!(s, CodeStatus::Unknown);
         let a: AttemptStatus = serde_json::from_str("\"later\"").unwrap();
         assert_eq!(a, AttemptStatus::Unknown);
+    }
+
+    #[test]
+    fn known_values_keep_their_names_both_ways() {
+        for s in [CodeStatus::Setting, CodeStatus::Set, CodeStatus::Unset, CodeStatus::Removing, CodeStatus::Unknown] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<CodeStatus>(&json).unwrap(), s);
+        }
+        for t in [CodeType::Ongoing, CodeType::TimeBound] {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<CodeType>(&json).unwrap(), t);
+        }
+        for (a, name) in
+            [(AttemptStatus::Pending, "pending"), (AttemptStatus::Success, "success"), (AttemptStatus::Error, "error")]
+        {
+            assert_eq!(serde_json::from_str::<AttemptStatus>(&format!("\"{name}\"")).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn debug_of_an_access_code_hides_the_pin() {
+        let code = AccessCode {
+            access_code_id: "ac_1".into(),
+            device_id: "d".into(),
+            name: Some("Guest".into()),
+            code: Some("86420".into()),
+            code_type: CodeType::Ongoing,
+            status: CodeStatus::Set,
+            starts_at: None,
+            ends_at: None,
+            errors: vec![],
+            warnings: vec![],
+            is_scheduled_on_device: None,
+            is_offline_access_code: None,
+        };
+        let shown = format!("{code:?} {code:#?}");
+        assert!(!shown.contains("86420"), "{shown}");
+        assert!(shown.contains("[redacted]") && shown.contains("ac_1") && shown.contains("Guest"), "{shown}");
+        let none = AccessCode { code: None, ..code };
+        assert!(format!("{none:?}").contains("code: None"));
     }
 }

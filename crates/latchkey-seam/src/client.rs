@@ -1,8 +1,14 @@
 //! The Seam client: one pooled reqwest client (rustls), timeouts on connect
-//! and on the whole request, Bearer auth with a key that can be replaced at
-//! run time (a rotated Kubernetes secret), and every failure classified by
+//! and on the whole request (response body included, so a body dripping in
+//! byte by byte is cut off too), Bearer auth with a key that can be replaced
+//! at run time (a rotated Kubernetes secret), and every failure classified by
 //! [`crate::error::classify`]. It remembers whether Seam accepted the key on
 //! the last answer, for the worker's readiness and an alert.
+//!
+//! It trusts no answer further than it must: bodies are read up to
+//! [`MAX_BODY_BYTES`], redirects are never followed (the request body holds
+//! the PIN), and an access code or action attempt read by id must carry the
+//! id asked for.
 
 use std::{
     sync::{
@@ -13,13 +19,14 @@ use std::{
 };
 
 use latchkey_core::{AccessCode, ActionAttempt};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::Instrument;
 
 use crate::{
     config::{ApiKey, SeamConfig},
     error::{Error, Result, classify, excerpt},
+    redact::{redact, scrub},
     request::UpdateAccessCode,
     wire,
 };
@@ -27,13 +34,22 @@ use crate::{
 /// `latchkey/<version>`, sent as the User-Agent.
 pub const USER_AGENT_VALUE: &str = concat!("latchkey/", env!("CARGO_PKG_VERSION"));
 
+/// The largest response body the client reads: 1 MiB, far above any Seam
+/// access-code or action-attempt answer (a few KiB). A 2xx answer whose
+/// `Content-Length` says more is refused before its body is read, and one
+/// without (or with a wrong) `Content-Length` is read only until it passes
+/// the cap: both are [`Error::Malformed`] ("body over 1 MiB"). A non-2xx
+/// answer is classified by its status from at most this much of its body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// What an update returned: an action attempt to follow (current API), the
 /// access code (some versions), or neither (`{ok: true}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateOutcome {
     /// The `UPDATE_ACCESS_CODE` attempt, when Seam returned one.
     pub action_attempt: Option<ActionAttempt>,
-    /// The access code, when Seam returned it. Do not rely on it.
+    /// The access code, when Seam returned it (always the one updated: another
+    /// one makes the update [`Error::Malformed`]). Do not rely on it.
     pub access_code: Option<AccessCode>,
 }
 
@@ -67,6 +83,9 @@ impl SeamClient {
             .default_headers(headers)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
+            // A redirect would send the body (the PIN) and the key wherever
+            // it points; Seam's API never redirects. A 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
@@ -103,13 +122,15 @@ impl SeamClient {
         }
     }
 
-    /// `POST /access_codes/update`.
+    /// `POST /access_codes/update`. An access code in the answer must be the
+    /// one updated, or the answer is [`Error::Malformed`].
     pub async fn update_access_code(&self, update: &UpdateAccessCode) -> Result<UpdateOutcome> {
-        let r: wire::UpdateResponse = self.post("/access_codes/update", update).await?;
-        Ok(UpdateOutcome {
-            action_attempt: r.action_attempt.map(Into::into),
-            access_code: r.access_code.map(Into::into),
-        })
+        let (status, r): (u16, wire::UpdateResponse) = self.post("/access_codes/update", update).await?;
+        let access_code: Option<AccessCode> = r.access_code.map(Into::into);
+        if let Some(code) = &access_code {
+            same_id(status, "access code", &update.access_code_id, &code.access_code_id)?;
+        }
+        Ok(UpdateOutcome { action_attempt: r.action_attempt.map(Into::into), access_code })
     }
 
     /// `POST /access_codes/delete`: the `DELETE_ACCESS_CODE` action attempt,
@@ -117,7 +138,7 @@ impl SeamClient {
     /// [`Error::is_not_found`] holds (callers that want it gone may treat it so).
     pub async fn delete_access_code(&self, access_code_id: &str) -> Result<Option<ActionAttempt>> {
         let body = serde_json::json!({ "access_code_id": access_code_id });
-        let r: wire::DeleteResponse = self.post("/access_codes/delete", &body).await?;
+        let (_, r): (u16, wire::DeleteResponse) = self.post("/access_codes/delete", &body).await?;
         Ok(r.action_attempt.map(Into::into))
     }
 
@@ -130,21 +151,28 @@ impl SeamClient {
         }
     }
 
-    /// `POST /access_codes/get`.
+    /// `POST /access_codes/get`. An answer about another access code is
+    /// [`Error::Malformed`]: verifying a code against another's data would
+    /// report a success (or a failure) that never happened.
     pub async fn get_access_code(&self, access_code_id: &str) -> Result<AccessCode> {
         let body = serde_json::json!({ "access_code_id": access_code_id });
-        let r: wire::GetAccessCodeResponse = self.post("/access_codes/get", &body).await?;
-        Ok(r.access_code.into())
+        let (status, r): (u16, wire::GetAccessCodeResponse) = self.post("/access_codes/get", &body).await?;
+        let code = AccessCode::from(r.access_code);
+        same_id(status, "access code", access_code_id, &code.access_code_id)?;
+        Ok(code)
     }
 
-    /// `POST /action_attempts/get`.
+    /// `POST /action_attempts/get`. An answer about another action attempt is
+    /// [`Error::Malformed`].
     pub async fn get_action_attempt(&self, action_attempt_id: &str) -> Result<ActionAttempt> {
         let body = serde_json::json!({ "action_attempt_id": action_attempt_id });
-        let r: wire::GetActionAttemptResponse = self.post("/action_attempts/get", &body).await?;
-        Ok(r.action_attempt.into())
+        let (status, r): (u16, wire::GetActionAttemptResponse) = self.post("/action_attempts/get", &body).await?;
+        let attempt = ActionAttempt::from(r.action_attempt);
+        same_id(status, "action attempt", action_attempt_id, &attempt.action_attempt_id)?;
+        Ok(attempt)
     }
 
-    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &'static str, body: &B) -> Result<T> {
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &'static str, body: &B) -> Result<(u16, T)> {
         let started = Instant::now();
         let result = self.exchange(path, body).instrument(tracing::info_span!("seam request", endpoint = path)).await;
         let elapsed = started.elapsed();
@@ -162,17 +190,20 @@ impl SeamClient {
         metrics::counter!("latchkey_seam_requests_total", "endpoint" => path, "status_class" => class).increment(1);
         metrics::histogram!("latchkey_seam_request_duration_seconds", "endpoint" => path).record(elapsed.as_secs_f64());
         let (status, bytes) = result?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Malformed { status, detail: format!("{e}; body: {}", excerpt(&bytes)) })
+        match serde_json::from_slice(&bytes) {
+            Ok(parsed) => Ok((status, parsed)),
+            Err(e) => Err(Error::Malformed { status, detail: unreadable(&e, &bytes) }),
+        }
     }
 
-    /// Sends the request and reads the whole body; non-2xx answers become errors.
+    /// Sends the request and reads the body (at most [`MAX_BODY_BYTES`]);
+    /// non-2xx answers become errors.
     async fn exchange<B: Serialize + ?Sized>(&self, path: &'static str, body: &B) -> Result<(u16, Vec<u8>)> {
         let transport = |e: reqwest::Error| {
             if e.is_timeout() { Error::Timeout(self.request_timeout, e) } else { Error::Connect(e) }
         };
         let auth = self.auth.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let response = self
+        let mut response = self
             .http
             .post(format!("{}{path}", self.endpoint))
             .header(AUTHORIZATION, auth)
@@ -182,14 +213,70 @@ impl SeamClient {
             .map_err(transport)?;
         let status = response.status().as_u16();
         self.set_key_refused(status == 401 || status == 403);
-        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bytes = response.bytes().await.map_err(transport)?;
-        if (200..300).contains(&status) {
-            Ok((status, bytes.to_vec()))
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (retry_after, location) = (header(RETRY_AFTER), header(LOCATION));
+        let success = (200..300).contains(&status);
+        let announced = response.content_length().filter(|&n| n > MAX_BODY_BYTES as u64);
+        let bytes = match announced {
+            // Refused unread: the connection is dropped, not drained.
+            Some(n) if success => {
+                return Err(Error::Malformed { status, detail: format!("{} (Content-Length {n})", over_cap()) });
+            }
+            // An error page this big is not Seam's envelope: its status says enough.
+            Some(_) => Vec::new(),
+            None => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                    if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                        if success {
+                            return Err(Error::Malformed { status, detail: over_cap() });
+                        }
+                        bytes.extend_from_slice(&chunk[..MAX_BODY_BYTES - bytes.len()]);
+                        break;
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                bytes
+            }
+        };
+        if success {
+            Ok((status, bytes))
         } else {
-            Err(classify(status, retry_after.as_deref(), &bytes, chrono::Utc::now()))
+            Err(classify(status, retry_after.as_deref(), location.as_deref(), &bytes, chrono::Utc::now()))
         }
     }
+}
+
+/// Why a body over the cap is refused: "body over 1 MiB".
+fn over_cap() -> String {
+    format!("body over {} MiB", MAX_BODY_BYTES >> 20)
+}
+
+/// The detail of a 2xx body that does not parse: the parser's message and an
+/// excerpt of the body, with the PINs hidden from both (the parser quotes the
+/// value it choked on, which may be the PIN).
+fn unreadable(e: &serde_json::Error, body: &[u8]) -> String {
+    let redacted = redact(&String::from_utf8_lossy(body));
+    // Scrub the message without its position, so a short PIN does not eat the
+    // digits of the line and column.
+    let message = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let message = match message.strip_suffix(&position) {
+        Some(m) => format!("{}{position}", scrub(m, &redacted.secrets)),
+        None => scrub(&message, &redacted.secrets),
+    };
+    format!("the body could not be read: {message}; body: {}", excerpt(body))
+}
+
+/// An answer about another object than the one asked for is malformed.
+fn same_id(status: u16, what: &str, asked: &str, answered: &str) -> Result<()> {
+    if asked == answered {
+        return Ok(());
+    }
+    Err(Error::Malformed {
+        status,
+        detail: format!("asked for {what} {asked:?}, Seam answered about {what} {answered:?}"),
+    })
 }
 
 /// `2xx`, `4xx`, `5xx`: the `status_class` label of `latchkey_seam_requests_total`.

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use latchkey_core::CodeType;
 use serde::Serialize;
 
-/// An update of one access code. Only `access_code_id` is required.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// An update of one access code. Only `access_code_id` is required. Its
+/// `Debug` hides the PIN.
+#[derive(Clone, Default, PartialEq, Serialize)]
 pub struct UpdateAccessCode {
     /// The access code to update.
     pub access_code_id: String,
@@ -62,6 +63,17 @@ pub struct UpdateAccessCode {
     /// Try even when the device is offline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_for_offline_device: Option<bool>,
+}
+
+impl std::fmt::Debug for UpdateAccessCode {
+    /// The parameters sent, as Seam would see them, with `code` as `[redacted]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        if let Some(code) = shown.get_mut("code") {
+            *code = serde_json::Value::from(crate::redact::REDACTED);
+        }
+        write!(f, "UpdateAccessCode {shown}")
+    }
 }
 
 impl From<&latchkey_core::DesiredState> for UpdateAccessCode {
@@ -124,6 +136,13 @@ mod tests {
         let v = serde_json::to_value(&tb).unwrap();
         assert_eq!(v["starts_at"], "2025-02-01T16:00:00Z");
         assert!(v.get("type").is_none(), "dates alone convert to time-bound (seed 000, special case 1)");
+    }
+
+    #[test]
+    fn debug_hides_the_pin() {
+        let req = UpdateAccessCode { access_code_id: "ac".into(), code: Some("975310".into()), ..Default::default() };
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("975310") && shown.contains("[redacted]") && shown.contains("\"ac\""), "{shown}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Seam's JSON, private to this crate. These structs follow Seam's OpenAPI
 //! document (`shared/seam-openapi-extract.json`) and turn into the core's
 //! types at the edge. Unknown fields are ignored; fields Seam has not always
-//! sent default to empty.
+//! sent default to empty; a status Seam adds later is the core's `Unknown`,
+//! and so, in effect, is a code `type` it adds later (see [`code_type`]).
+//! None of these structs derives `Debug`: an access code's holds its PIN.
 
 use chrono::{DateTime, Utc};
 use latchkey_core::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
@@ -15,8 +17,10 @@ pub(crate) struct AccessCodeWire {
     name: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    /// Read as text so that a type Seam adds later does not make the whole
+    /// answer unreadable; see [`code_type`].
     #[serde(rename = "type")]
-    code_type: CodeType,
+    code_type: String,
     status: CodeStatus,
     #[serde(default)]
     starts_at: Option<DateTime<Utc>>,
@@ -96,15 +100,41 @@ pub(crate) struct GetActionAttemptResponse {
     pub action_attempt: ActionAttemptWire,
 }
 
+/// The core's type and status for Seam's `type` and `status`.
+///
+/// The core's `CodeType` has no `Unknown` yet, so a type this version does not
+/// know (Seam may add one) is read as what its dates suggest (time-bound with
+/// both `starts_at` and `ends_at`, ongoing otherwise) with the status `Unknown`:
+/// the answer stays readable (a removal can still be watched to its end), and
+/// verification never takes the code for a success, since only a `set` code
+/// succeeds. Once `CodeType` has an `Unknown` variant this becomes a plain
+/// field again.
+fn code_type(w: &AccessCodeWire) -> (CodeType, CodeStatus) {
+    match w.code_type.as_str() {
+        "ongoing" => (CodeType::Ongoing, w.status),
+        "time_bound" => (CodeType::TimeBound, w.status),
+        other => {
+            tracing::warn!(
+                access_code_id = %w.access_code_id,
+                seam_type = other,
+                "Seam reports an access code type this version does not know; its status is taken as unknown"
+            );
+            let dated = w.starts_at.is_some() && w.ends_at.is_some();
+            (if dated { CodeType::TimeBound } else { CodeType::Ongoing }, CodeStatus::Unknown)
+        }
+    }
+}
+
 impl From<AccessCodeWire> for AccessCode {
     fn from(w: AccessCodeWire) -> Self {
+        let (code_type, status) = code_type(&w);
         AccessCode {
             access_code_id: w.access_code_id,
             device_id: w.device_id,
             name: w.name,
             code: w.code,
-            code_type: w.code_type,
-            status: w.status,
+            code_type,
+            status,
             starts_at: w.starts_at,
             ends_at: w.ends_at,
             errors: w
@@ -176,5 +206,36 @@ mod tests {
         assert_eq!(c.errors[0].created_at.unwrap().to_rfc3339(), "2025-01-01T00:00:00+00:00");
         assert!(c.has_warning("delay_in_setting_on_device"));
         assert_eq!(c.starts_at.unwrap().to_rfc3339(), "2025-02-01T16:00:00+00:00");
+    }
+
+    #[test]
+    fn a_code_type_seam_adds_later_is_read_with_an_unknown_status() {
+        let parse = |json: &str| AccessCode::from(serde_json::from_str::<AccessCodeWire>(json).unwrap());
+        let undated = parse(
+            r#"{"access_code_id":"a","device_id":"d","code":"1234","type":"recurring","status":"set","errors":[],"warnings":[]}"#,
+        );
+        assert_eq!((undated.code_type, undated.status), (CodeType::Ongoing, CodeStatus::Unknown));
+        assert_eq!(undated.code.as_deref(), Some("1234"), "the rest of the code is read as usual");
+        let dated = parse(
+            r#"{"access_code_id":"a","device_id":"d","type":"weekly","status":"set",
+                "starts_at":"2025-02-01T16:00:00Z","ends_at":"2025-02-22T12:00:00Z"}"#,
+        );
+        assert_eq!((dated.code_type, dated.status), (CodeType::TimeBound, CodeStatus::Unknown));
+        let known = parse(r#"{"access_code_id":"a","device_id":"d","type":"time_bound","status":"set"}"#);
+        assert_eq!(
+            (known.code_type, known.status),
+            (CodeType::TimeBound, CodeStatus::Set),
+            "known types are unchanged"
+        );
+        let new_status = parse(r#"{"access_code_id":"a","device_id":"d","type":"ongoing","status":"melting"}"#);
+        assert_eq!((new_status.code_type, new_status.status), (CodeType::Ongoing, CodeStatus::Unknown));
+    }
+
+    #[test]
+    fn an_action_attempt_status_seam_adds_later_is_unknown() {
+        let w: ActionAttemptWire =
+            serde_json::from_str(r#"{"action_attempt_id":"x","action_type":"UPDATE_ACCESS_CODE","status":"queued"}"#)
+                .unwrap();
+        assert_eq!(ActionAttempt::from(w).status, AttemptStatus::Unknown);
     }
 }
