@@ -2,6 +2,7 @@
 //! listener (probes and Prometheus metrics).
 
 mod daemon;
+pub mod listener;
 mod observe;
 mod reconciler;
 

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `latchkey_build_info` | gauge (1) | `version` |
 //! | `latchkey_jobs_started_total` | counter | `queue` |
-//! | `latchkey_jobs_finished_total` | counter | `queue`, `result` (`done`, `continued`, `failed`) |
+//! | `latchkey_jobs_finished_total` | counter | `queue`, `result` (`done`, `continued`, `waiting`, `failed`) |
 //! | `latchkey_job_duration_seconds` | histogram | `queue`, `result` |
 //! | `latchkey_queue_jobs` | gauge | `queue`, `state` (`ready`, `scheduled`, `leased`, `dead`) |
 //! | `latchkey_queue_due_jobs` | gauge | `queue`: ready plus scheduled whose time has come |
@@ -42,6 +42,8 @@ use latchkey_seam::SeamClient;
 use latchkey_store::{Queue, error_chain};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::listener::{self, Limits};
 
 /// Histogram buckets, seconds: from a fast job to a code that starts a day later.
 const BUCKETS: &[f64] = &[
@@ -86,7 +88,7 @@ fn describe() {
     describe_counter!("latchkey_jobs_started_total", "Job runs started.");
     describe_counter!(
         "latchkey_jobs_finished_total",
-        "Job runs finished: done (reconciliation over), continued (scheduled its next step), failed (the queue retries or dead-letters it)."
+        "Job runs finished: done (reconciliation over), continued (scheduled its next step), waiting (a rate limit or the gap between updates; no attempt used), failed (the queue retries or dead-letters it)."
     );
     describe_histogram!("latchkey_job_duration_seconds", metrics::Unit::Seconds, "How long one job run took.");
     describe_gauge!("latchkey_queue_jobs", "Jobs in the queue by state (read from Redis at scrape time).");
@@ -193,7 +195,11 @@ impl Ops {
         gauge!("latchkey_worker_draining").set(1.0);
     }
 
-    /// Binds `addr` (failing now if it cannot) and serves until `shutdown`.
+    /// Binds `addr` (failing now if it cannot) and serves until `shutdown`,
+    /// within the listener's default [`Limits`]: at most 256 connections,
+    /// headers within 5 s, an answer within 10 s, a connection dropped after
+    /// 30 s without a byte moving. A client cannot starve the probes or take
+    /// the file descriptors the Seam and Redis clients need.
     pub(crate) async fn serve(
         self,
         addr: SocketAddr,
@@ -206,11 +212,7 @@ impl Ops {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_text))
             .with_state(self);
-        Ok(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "ops listener stopped");
-            }
-        }))
+        Ok(tokio::spawn(listener::serve(listener, app, Limits::default(), shutdown)))
     }
 }
 
