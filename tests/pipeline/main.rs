@@ -4,6 +4,7 @@
 mod chaos;
 mod failures;
 mod faults;
+mod hostile;
 mod input;
 mod lifecycle;
 mod limits;
@@ -11,6 +12,7 @@ mod ops;
 mod redis_faults;
 mod seeds;
 mod supersede;
+mod tamper;
 mod truth;
 
 use std::time::Duration;
@@ -18,6 +20,12 @@ use std::time::Duration;
 use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
 use latchkey_store::Waited;
 use latchkey_tests::app::TestApp;
+
+/// A plain connection to the app's Redis, for a test to look at or tamper
+/// with keys the way someone else's client would.
+pub async fn raw(app: &TestApp) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(app.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.expect("connect")
+}
 
 /// Parses a desired state written as JSON in a test.
 pub fn want(json: serde_json::Value) -> DesiredStateInput {

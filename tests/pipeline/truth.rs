@@ -180,7 +180,12 @@ async fn a_set_code_with_a_warning_that_it_does_not_work_is_not_success() {
         (e.kind.as_str(), e.error_codes.as_slice()),
         ("access_code_warnings", &["ultraloq_access_code_disabled".to_string()][..])
     );
-    assert_eq!(o.last_seen.unwrap().status, latchkey_core::CodeStatus::Set, "Seam said set, and it was not enough");
+    // Whether the worker saw the warning while the code was still `setting`
+    // or once it was `set` depends on timing (it fails either way); that a
+    // `set` status is not enough against it is the core's per-row test of
+    // the issue table.
+    let seen = o.last_seen.unwrap();
+    assert!(seen.warnings.iter().any(|w| w.code == "ultraloq_access_code_disabled"), "{seen:?}");
     app.stop().await;
 }
 

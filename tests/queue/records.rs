@@ -66,7 +66,7 @@ async fn an_invalid_desired_state_is_refused_naming_the_field_and_nothing_is_sto
     let redis = RedisServer::start();
     let r = store(&redis.url()).await;
     let err = r.enqueue(want(r#"{"access_code_id":"ac1","code":"12ab"}"#)).await.unwrap_err();
-    assert_eq!(err.to_string(), r#"invalid desired state: code: "12ab" must be 4 to 9 digits"#);
+    assert_eq!(err.to_string(), "invalid desired state: code: must be 4 to 9 digits");
     assert!(r.outcome("ac1").await.unwrap().is_none());
     assert_eq!(r.queue().depth().await.unwrap().ready, 0);
 }

@@ -2,6 +2,8 @@
 //! into a form that cannot be wrong: a `DesiredState` exists only if every rule
 //! holds, and a refusal names the field and the rule.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +11,8 @@ use crate::observed::CodeType;
 
 /// What a producer sends: every field optional but `access_code_id`, times as
 /// ISO 8601 strings. Unknown fields are refused, so a typo is not silently lost.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows no PIN.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredStateInput {
     /// Seam's id of the access code to reconcile.
@@ -107,8 +110,8 @@ pub enum Schedule {
     },
 }
 
-/// A desired state that satisfies every rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A desired state that satisfies every rule. `Debug` shows no PIN.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
     /// Seam's id of the access code.
     pub access_code_id: String,
@@ -125,6 +128,85 @@ pub struct DesiredState {
     pub absent: bool,
     /// Other update parameters.
     pub options: UpdateOptions,
+}
+
+/// How `Debug` shows a PIN: whether there is one, never what it is.
+fn pin_shown(code: &Option<String>) -> Option<&'static str> {
+    code.as_ref().map(|_| "[redacted]")
+}
+
+impl fmt::Debug for DesiredStateInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DesiredStateInput")
+            .field("access_code_id", &self.access_code_id)
+            .field("code", &pin_shown(&self.code))
+            .field("name", &self.name)
+            .field("code_type", &self.code_type)
+            .field("starts_at", &self.starts_at)
+            .field("ends_at", &self.ends_at)
+            .field("device_id", &self.device_id)
+            .field("absent", &self.absent)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DesiredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DesiredState")
+            .field("access_code_id", &self.access_code_id)
+            .field("code", &pin_shown(&self.code))
+            .field("name", &self.name)
+            .field("schedule", &self.schedule)
+            .field("device_id", &self.device_id)
+            .field("absent", &self.absent)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Whether `c` is invisible or reorders text around it: format characters
+/// (zero-width spaces and joiners, the byte order mark, soft hyphen) and the
+/// bidirectional embeddings, overrides and isolates. An id holding one can
+/// look exactly like another id in a log line or on a page.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// An id from outside, safe to put in a message: at most 64 characters, and
+/// every control or invisible character escaped (`\u{202e}`).
+pub fn shown(id: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in id.chars().enumerate() {
+        if i == 64 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || is_invisible(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The rule of an id (an access code's, a device's, a job's), or `None` when
+/// `id` keeps it: 1 to 200 bytes, no whitespace, control or invisible
+/// characters (see [`is_invisible`]).
+pub fn id_rule_broken(id: &str) -> Option<&'static str> {
+    if id.is_empty() || id.len() > 200 {
+        Some("must be 1 to 200 bytes")
+    } else if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("must not contain whitespace or control characters")
+    } else if id.chars().any(is_invisible) {
+        Some("must not contain invisible or text-direction characters (zero-width, bidirectional overrides)")
+    } else {
+        None
+    }
 }
 
 /// Why a desired state was refused: the field and the rule it breaks.
@@ -155,8 +237,13 @@ impl DesiredStateInput {
     /// `now` decides whether `ends_at` is in the future.
     pub fn validate(self, now: DateTime<Utc>) -> Result<DesiredState, InvalidDesiredState> {
         let id = self.access_code_id.trim();
-        if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid("access_code_id", "must be 1 to 200 characters without whitespace"));
+        if let Some(rule) = id_rule_broken(id) {
+            return Err(invalid("access_code_id", rule));
+        }
+        if let Some(device) = &self.device_id
+            && let Some(rule) = id_rule_broken(device)
+        {
+            return Err(invalid("device_id", rule));
         }
         let absent = self.absent == Some(true);
         if absent {
@@ -178,12 +265,19 @@ impl DesiredStateInput {
         if let Some(code) = &self.code
             && (!(4..=9).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(invalid("code", format!("{code:?} must be 4 to 9 digits")));
+            // (the value is not repeated: it may be close to a guest's PIN)
+            return Err(invalid("code", "must be 4 to 9 digits"));
         }
-        if let Some(name) = &self.name
-            && name.chars().count() > 200
-        {
-            return Err(invalid("name", "must be at most 200 characters"));
+        if let Some(name) = &self.name {
+            if name.chars().count() > 200 {
+                return Err(invalid("name", "must be at most 200 characters"));
+            }
+            if name.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')) {
+                return Err(invalid(
+                    "name",
+                    "must not contain control characters or bidirectional overrides (U+202A to U+202E, U+2066 to U+2069)",
+                ));
+            }
         }
         let code_type = match self.code_type.as_deref() {
             None => None,
@@ -291,6 +385,41 @@ mod tests {
             let err = input(json).validate(now()).unwrap_err();
             assert_eq!(err.field, field, "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn hostile_ids_names_and_devices_are_refused_by_field() {
+        let huge = "d".repeat(40 << 20);
+        let cases = [
+            (format!(r#"{{"access_code_id":"a","device_id":"{huge}"}}"#), "device_id", "1 to 200 bytes"),
+            (r#"{"access_code_id":"a","device_id":""}"#.to_string(), "device_id", "1 to 200 bytes"),
+            (r#"{"access_code_id":"a","device_id":"d 1"}"#.to_string(), "device_id", "whitespace"),
+            (r#"{"access_code_id":"ac\u200b1"}"#.to_string(), "access_code_id", "invisible"),
+            (r#"{"access_code_id":"ac\u202e1"}"#.to_string(), "access_code_id", "invisible"),
+            (r#"{"access_code_id":"ac1","device_id":"\ufeffd1"}"#.to_string(), "device_id", "invisible"),
+            (r#"{"access_code_id":"a","name":"Guest\u0007"}"#.to_string(), "name", "control"),
+            (r#"{"access_code_id":"a","name":"Guest\u202eevil"}"#.to_string(), "name", "bidirectional"),
+            (r#"{"access_code_id":"a","name":"Guest\ninjected log line"}"#.to_string(), "name", "control"),
+        ];
+        for (json, field, rule) in cases {
+            let err = input(&json).validate(now()).unwrap_err();
+            assert_eq!(err.field, field, "{}: {err}", &json[..json.len().min(80)]);
+            assert!(err.rule.contains(rule), "{err}");
+        }
+        // Names people really use stay accepted: accents, other scripts, emoji joined by ZWJ.
+        for name in ["Zoë & Anaïs", "שלום", "👨\u{200d}👩\u{200d}👧 family"] {
+            let json = serde_json::json!({"access_code_id": "a", "name": name}).to_string();
+            assert!(input(&json).validate(now()).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn no_pin_in_a_refusal_or_in_debug() {
+        let err = input(r#"{"access_code_id":"a","code":"98765432109"}"#).validate(now()).unwrap_err();
+        assert!(!err.to_string().contains("98765"), "{err}");
+        let raw = input(r#"{"access_code_id":"a","code":"918273"}"#);
+        assert!(!format!("{raw:?}").contains("918273"));
+        assert!(!format!("{:?}", raw.validate(now()).unwrap()).contains("918273"));
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub mod observed;
 pub mod outcome;
 pub mod verify;
 
-pub use desired::{DesiredState, DesiredStateInput, InvalidDesiredState, Schedule, UpdateOptions};
+pub use desired::{
+    DesiredState, DesiredStateInput, InvalidDesiredState, Schedule, UpdateOptions, id_rule_broken, is_invisible, shown,
+};
 pub use issue::{IssueEffect, IssueKind, IssueRule};
 pub use observed::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
 pub use outcome::{
@@ -17,5 +19,5 @@ pub use outcome::{
 };
 pub use verify::{
     PRE_START_LEAD, Verdict, Window, deadline, differences, effective_schedule, first_poll_at, judge, judge_gone,
-    next_resync, phase_of, poll_delay, pre_start_check_at,
+    next_resync, not_about, phase_of, poll_delay, pre_start_check_at,
 };

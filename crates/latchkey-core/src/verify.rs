@@ -225,6 +225,30 @@ fn reapply_or_drift(reasons: Vec<String>, window: Window) -> Verdict {
     if window.reapplies < window.max_reapplies { Verdict::Reapply { reasons } } else { Verdict::Drifted { reasons } }
 }
 
+/// Why `observed` cannot be Seam's answer about access code `access_code_id`
+/// on `device` (the device the code is known to be on, when known), or `None`
+/// when it can: an answer about another code, or from another device, or
+/// naming its device with an id latchkey would refuse from a producer, is not
+/// evidence of anything and must never count as success.
+pub fn not_about(access_code_id: &str, device: Option<&str>, observed: &AccessCode) -> Option<String> {
+    if observed.access_code_id != access_code_id {
+        return Some(format!(
+            "Seam answered about access code \"{}\", not {access_code_id:?}",
+            crate::desired::shown(&observed.access_code_id)
+        ));
+    }
+    if let Some(rule) = crate::desired::id_rule_broken(&observed.device_id) {
+        return Some(format!("Seam's device_id for the access code {rule}"));
+    }
+    match device {
+        Some(device) if device != observed.device_id => Some(format!(
+            "Seam answered that the access code is on device {:?}, not on {device:?} where it is known to be",
+            observed.device_id
+        )),
+        _ => None,
+    }
+}
+
 /// Decides what to do with what Seam reports.
 pub fn judge(desired: &DesiredState, observed: &AccessCode, window: Window, now: DateTime<Utc>) -> Verdict {
     let issues: Vec<_> = current_issues(observed, window.applied_at).collect();
@@ -367,6 +391,21 @@ mod tests {
 
     fn issue(code: &str, created_at: Option<&str>) -> CodeIssue {
         CodeIssue { code: code.into(), message: format!("{code} happened"), created_at: created_at.map(t) }
+    }
+
+    #[test]
+    fn an_answer_about_another_code_or_device_is_not_about_this_code() {
+        let set = code(CodeStatus::Set);
+        assert_eq!(not_about("ac", Some("d"), &set), None);
+        assert_eq!(not_about("ac", None, &set), None);
+        let why = not_about("ac_other", None, &set).unwrap();
+        assert!(why.contains("\"ac\"") && why.contains("ac_other"), "{why}");
+        assert!(not_about("ac", Some("d_other"), &set).unwrap().contains("d_other"));
+        let forged = AccessCode { device_id: "d\u{202e}x".into(), ..set.clone() };
+        assert!(not_about("ac", None, &forged).unwrap().contains("invisible"));
+        let spoofed = AccessCode { access_code_id: "ac\u{200b}".into(), ..set };
+        let why = not_about("ac", None, &spoofed).unwrap();
+        assert!(why.contains("\\u{200b}"), "the look-alike is shown escaped: {why}");
     }
 
     /// Applied at NOW, 15 minutes to verify, two re-applies allowed.

@@ -13,5 +13,5 @@ if keep_ms > 0 then
 else
   redis.call('DEL', jk)
 end
-redis.call('HINCRBY', K_STATS, 'completed', 1)
+count('completed', 1)
 return 1

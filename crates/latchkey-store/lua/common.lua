@@ -11,6 +11,8 @@ local K_STATS = base .. ':stats'          -- HASH of counters
 local K_WORKERS = base .. ':workers'      -- ZSET worker id -> last heartbeat (ms)
 local K_WAKE = base .. ':wake'            -- pub/sub channel: message = earliest due time (ms)
 local function job_key(id) return base .. ':job:' .. id end
+-- Where a key that latchkey cannot read is moved (see set_aside).
+local function aside_key(what, id) return base .. ':unreadable:' .. what .. ':' .. id end
 
 -- Redis' clock is the queue's one clock: every worker and producer agree on it.
 local t = redis.call('TIME')
@@ -21,8 +23,127 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- increments `fence`). A run that lost its lease, even to a later run of the
 -- same worker, fails this and must change nothing.
 local function holds(jk, worker, fence)
-  local f = redis.call('HMGET', jk, 'lease', 'fence')
-  return f[1] == worker and f[2] == fence
+  -- A key of another type (tampered with) is held by nobody: pcall, not call.
+  local f = redis.pcall('HMGET', jk, 'lease', 'fence')
+  return type(f) == 'table' and not f.err and f[1] == worker and f[2] == fence
+end
+
+-- --- Reading what others may have written --------------------------------
+-- Redis keeps the writes a script made before it failed, so every script
+-- checks what it reads before its first write. Anything in Redis may have been
+-- written by hand, by another version, or by a hostile client: these helpers
+-- decide what is readable, and what to do with what is not.
+
+-- A value for an error message: at most 40 bytes, printable ASCII.
+local function excerpt(v)
+  v = tostring(v)
+  if #v > 40 then v = v:sub(1, 40) .. '...' end
+  return (v:gsub('[^%w%p ]', '?'))
+end
+
+-- Whether `v` is a decimal integer Redis' counters accept (HINCRBY).
+local function is_int(v)
+  return type(v) == 'string' and #v <= 18 and v:match('^%-?%d+$') ~= nil
+end
+
+-- The type of a key ('none' when missing).
+local function key_type(k) return redis.call('TYPE', k).ok end
+
+-- The queue's own keys must have their types. The lists of job ids cannot
+-- be rebuilt: if one has another type (written by something else), every
+-- script refuses before writing anything, naming it. The counters, the worker
+-- registry and the event stream can start over: one of another type is set
+-- aside (see set_aside) by the first script that meets it.
+local JOB_LISTS = {{K_READY, 'list'}, {K_SCHED, 'zset'}, {K_LEASED, 'zset'}, {K_DEAD, 'zset'}}
+local REBUILT = {{K_STATS, 'hash', 'stats'}, {K_WORKERS, 'zset', 'workers'}, {base .. ':events', 'stream', 'events'}}
+local function structure_error()
+  for _, kt in ipairs(JOB_LISTS) do
+    local kind = key_type(kt[1])
+    if kind ~= 'none' and kind ~= kt[2] then
+      return redis.error_reply('UNREADABLE ' .. kt[1] .. ' is a ' .. kind .. ', not a ' .. kt[2]
+        .. ': a queue key was written by something other than latchkey; rename it to look at it, then delete it')
+    end
+  end
+  return nil
+end
+local broken = structure_error()
+if broken then return broken end
+for _, kt in ipairs(REBUILT) do
+  local kind = key_type(kt[1])
+  if kind ~= 'none' and kind ~= kt[2] then redis.call('RENAME', kt[1], aside_key(kt[3], now)) end
+end
+
+-- Adds n to a queue counter. A counter that is not a number (written by hand)
+-- starts over at n rather than failing the script.
+local function count(field, n)
+  local r = redis.pcall('HINCRBY', K_STATS, field, n)
+  if type(r) == 'table' and r.err then redis.call('HSET', K_STATS, field, n) end
+end
+
+-- Moves a key latchkey cannot read out of the way, to `<base>:unreadable:<what>:<id>`
+-- (kept for an operator to look at, never read again), and counts it.
+local function set_aside(k, what, id)
+  if key_type(k) == 'none' then return end
+  redis.call('RENAME', k, aside_key(what, id))
+  count('unreadable', 1)
+end
+
+-- The most bytes of a job's payload a fetch hands to a worker.
+local MAX_PAYLOAD = 1048576
+-- The most bytes of a desired state or an outcome record a script reads (a
+-- real one is a few KB). Keep equal to MAX_RECORD_BYTES in reconcile.rs.
+local MAX_RECORD = 1048576
+-- Fields of a job hash that must be integers when present.
+local JOB_INTS = {'attempts', 'fence', 'max_attempts', 'enqueued_at'}
+local JOB_STATES = {ready = true, scheduled = true, leased = true, dead = true, done = true}
+
+-- Whether a job id can be handed to a worker: 1 to 200 bytes of UTF-8 (no
+-- overlong forms or surrogates) without ASCII control characters or spaces.
+local function valid_id(id)
+  if #id == 0 or #id > 200 or id:find('[%c ]') then return false end
+  local i, n = 1, #id
+  while i <= n do
+    local c = id:byte(i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else return false end
+    if i + len - 1 > n then return false end
+    for j = i + 1, i + len - 1 do
+      local b = id:byte(j)
+      if j == i + 1 then
+        if b < lo or b > hi then return false end
+      elseif b < 0x80 or b > 0xBF then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- What makes job `id`'s record unreadable, or nil when it can be read (or is
+-- missing): it must be a hash, its counters integers and its payload at most
+-- MAX_PAYLOAD bytes. Read-only.
+local function unreadable(id)
+  if not valid_id(id) then return 'its id is not 1 to 200 bytes of UTF-8 without control characters or spaces' end
+  local jk = job_key(id)
+  local kind = key_type(jk)
+  if kind == 'none' then return nil end
+  if kind ~= 'hash' then return 'the job record is a ' .. kind .. ', not a hash' end
+  local f = redis.call('HMGET', jk, unpack(JOB_INTS))
+  for i, name in ipairs(JOB_INTS) do
+    if f[i] and not is_int(f[i]) then return 'its ' .. name .. ' is not an integer: ' .. excerpt(f[i]) end
+  end
+  local state = redis.call('HGET', jk, 'state')
+  if state and not JOB_STATES[state] then return 'its state is not one of ready, scheduled, leased, dead, done: ' .. excerpt(state) end
+  local len = redis.call('HSTRLEN', jk, 'payload')
+  if len > MAX_PAYLOAD then return 'its payload is ' .. len .. ' bytes, over the cap of ' .. MAX_PAYLOAD end
+  return nil
 end
 
 -- A job touched while leased (a newer desired state arrived mid-run) must run
@@ -34,7 +155,7 @@ local function rerun_if_touched(id, jk)
   redis.call('ZREM', K_LEASED, id)
   redis.call('HSET', jk, 'state', 'ready', 'attempts', 0)
   redis.call('RPUSH', K_READY, id)
-  redis.call('HINCRBY', K_STATS, 'requeued', 1)
+  count('requeued', 1)
   redis.call('PUBLISH', K_WAKE, now)
   return true
 end
@@ -58,6 +179,8 @@ local function note_change(id, generation, state, entry)
   redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
     'access_code_id', id, 'generation', generation, 'state', state)
   local K_HISTORY = base .. ':history:' .. id
+  local kind = key_type(K_HISTORY)
+  if kind ~= 'none' and kind ~= 'list' then set_aside(K_HISTORY, 'history', id) end
   redis.call('LPUSH', K_HISTORY, entry)
   redis.call('LTRIM', K_HISTORY, 0, HISTORY_CAP - 1)
 end
@@ -131,16 +254,46 @@ local function bury(id, err, cap)
   redis.call('HSET', jk, 'state', 'dead', 'error', err, 'finished_at', now)
   redis.call('HDEL', jk, 'lease')
   redis.call('ZADD', K_DEAD, now, id)
-  redis.call('HINCRBY', K_STATS, 'dead', 1)
+  count('dead', 1)
   local over = redis.call('ZCARD', K_DEAD) - cap
   if over > 0 then
     local old = redis.call('ZPOPMIN', K_DEAD, over)
     for i = 1, #old, 2 do redis.call('DEL', job_key(old[i])) end
-    redis.call('HINCRBY', K_STATS, 'dead_dropped', over)
+    count('dead_dropped', over)
   end
   if outcome then
     redis.call('SET', base .. ':outcome:' .. id, outcome)
     note_change(id, generation, 'failed', cjson.encode({at = rfc3339_ms(now), generation = generation,
       state = 'failed', error = 'gave_up: ' .. err}))
   end
+end
+
+-- Job `id` cannot be read (`why`, from unreadable): it becomes a dead letter
+-- with the reason, and nothing else in the batch that found it is held up. A
+-- key of another type is set aside (kept for an operator) and replaced by a
+-- job hash with an empty payload; a counter that is not an integer is kept
+-- as `unreadable_<field>` and starts over (the fence from Redis' clock in ms,
+-- above any count a fetch reached, so no run of before can match it). For
+-- the reconciliation queue, enqueueing the access code again rewrites the
+-- payload and runs it (desire.lua).
+local function quarantine(id, why, cap)
+  local jk = job_key(id)
+  if key_type(jk) ~= 'hash' then
+    set_aside(jk, 'job', id)
+    redis.call('HSET', jk, 'payload', '', 'attempts', 0, 'enqueued_at', now)
+  else
+    local f = redis.call('HMGET', jk, unpack(JOB_INTS))
+    for i, name in ipairs(JOB_INTS) do
+      if f[i] and not is_int(f[i]) then
+        redis.call('HSET', jk, 'unreadable_' .. name, f[i])
+        redis.call('HDEL', jk, name)
+      end
+    end
+    redis.call('HSET', jk, 'fence', now)
+    local state = redis.call('HGET', jk, 'state')
+    if state and not JOB_STATES[state] then redis.call('HSET', jk, 'unreadable_state', state) end
+  end
+  redis.call('ZREM', K_SCHED, id)
+  redis.call('ZREM', K_LEASED, id)
+  bury(id, 'unreadable job record: ' .. why, cap)
 end

@@ -5,9 +5,14 @@
 --          id, payload, attempts, max_attempts, enqueued_at, fence, ...}
 -- Each lease gets a new fence token (the job's `fence` counter): settling and
 -- recording require it, so a run that lost its lease, even to a later run of
--- the same worker, can change nothing.
+-- the same worker, can change nothing. A job whose record cannot be read
+-- (see `unreadable`) is dead-lettered with the reason wherever it is met,
+-- and the rest of the batch goes on.
 local worker, lease_ms, max_jobs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local chunk, default_max, dead_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if not (lease_ms and max_jobs and chunk and default_max and dead_cap) then
+  return redis.error_reply('fetch.lua: lease_ms, max_jobs, chunk, default_max_attempts and dead_cap must be numbers')
+end
 local more = 0
 
 -- 1. Leases that expired: their worker is gone (or stalled). Back to the front
@@ -17,19 +22,24 @@ if #expired == chunk then more = 1 end
 for _, id in ipairs(expired) do
   redis.call('ZREM', K_LEASED, id)
   local jk = job_key(id)
-  local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'lease')
-  if f[1] then
-    local max = tonumber(f[2]) or default_max
-    if tonumber(f[1]) >= max then
-      bury(id, 'lease expired on attempt ' .. f[1] .. ' of ' .. max .. ' (worker ' .. tostring(f[3]) .. ' presumed dead)', dead_cap)
-    else
-      redis.call('HSET', jk, 'state', 'ready')
-      redis.call('HDEL', jk, 'lease')
-      redis.call('RPUSH', K_READY, id)
+  local why = unreadable(id)
+  if why then
+    quarantine(id, why, dead_cap)
+  else
+    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'lease')
+    if f[1] then
+      local max = tonumber(f[2]) or default_max
+      if tonumber(f[1]) >= max then
+        bury(id, 'lease expired on attempt ' .. f[1] .. ' of ' .. max .. ' (worker ' .. excerpt(f[3]) .. ' presumed dead)', dead_cap)
+      else
+        redis.call('HSET', jk, 'state', 'ready')
+        redis.call('HDEL', jk, 'lease')
+        redis.call('RPUSH', K_READY, id)
+      end
     end
   end
 end
-if #expired > 0 then redis.call('HINCRBY', K_STATS, 'recovered', #expired) end
+if #expired > 0 then count('recovered', #expired) end
 
 -- 2. Promote due jobs, only while the ready list is short: a backlog of due jobs
 --    is moved a chunk at a time, never all at once.
@@ -38,8 +48,15 @@ if redis.call('LLEN', K_READY) < chunk then
   if #due == chunk then more = 1 end
   for _, id in ipairs(due) do
     redis.call('ZREM', K_SCHED, id)
-    redis.call('HSET', job_key(id), 'state', 'ready')
-    redis.call('LPUSH', K_READY, id)
+    local why = unreadable(id)
+    if why then
+      quarantine(id, why, dead_cap)
+    elseif key_type(job_key(id)) == 'hash' then
+      redis.call('HSET', job_key(id), 'state', 'ready')
+      redis.call('LPUSH', K_READY, id)
+    else
+      count('orphan_ids', 1)
+    end
   end
 end
 
@@ -50,7 +67,10 @@ if ids then
   local expiry = now + lease_ms
   for _, id in ipairs(ids) do
     local jk = job_key(id)
-    if redis.call('EXISTS', jk) == 1 then
+    local why = unreadable(id)
+    if why then
+      quarantine(id, why, dead_cap)
+    elseif redis.call('EXISTS', jk) == 1 then
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
       local fence = redis.call('HINCRBY', jk, 'fence', 1)
       redis.call('HSET', jk, 'state', 'leased', 'lease', worker)
@@ -65,7 +85,7 @@ if ids then
       out[#out + 1] = tonumber(f[3]) or now
       out[#out + 1] = fence
     else
-      redis.call('HINCRBY', K_STATS, 'orphan_ids', 1)
+      count('orphan_ids', 1)
     end
   end
 end

@@ -6,7 +6,7 @@ redis.call('ZREMRANGEBYSCORE', K_WORKERS, '-inf', now - 3600000)
 local lost = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  if redis.call('HGET', job_key(id), 'lease') == worker then
+  if redis.pcall('HGET', job_key(id), 'lease') == worker then
     redis.call('ZADD', K_LEASED, 'XX', now + lease_ms, id)
   else
     lost[#lost + 1] = id

@@ -17,11 +17,14 @@ if not gen or not lease_ms or not forget_ms then
 end
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
-if tonumber(redis.call('HGET', K_DESIRED, 'generation')) ~= gen then return 0 end
+-- (read with pcall: a key of another type, written by hand, is nobody's)
+if tonumber(redis.pcall('HGET', K_DESIRED, 'generation')) ~= gen then return 0 end
 if not holds(job_key(id), worker, fence) then return -1 end
 -- Decided before the write (Redis keeps the writes of a script that fails): a
 -- previous record that does not decode counts as a change of state.
-local prev_ok, prev = pcall(cjson.decode, redis.call('GET', K_OUTCOME) or 'null')
+local raw = redis.pcall('GET', K_OUTCOME)
+if type(raw) ~= 'string' or #raw > MAX_RECORD then raw = 'null' end
+local prev_ok, prev = pcall(cjson.decode, raw)
 local changed = not (prev_ok and type(prev) == 'table' and prev.state == state)
 redis.call('SET', K_OUTCOME, outcome)
 redis.call('ZADD', K_LEASED, 'XX', now + lease_ms, id)
@@ -29,7 +32,7 @@ if changed then
   note_change(id, gen, state, entry)
   -- Finished reconciliations by how they ended (`queue stats`; the benchmark
   -- waits on them, since a code watched to its end of stay is not acked).
-  if TERMINAL[state] then redis.call('HINCRBY', K_STATS, 'outcome_' .. state, 1) end
+  if TERMINAL[state] then count('outcome_' .. state, 1) end
 end
 if forget_ms > 0 then
   for _, k in ipairs({K_DESIRED, K_OUTCOME, base .. ':history:' .. id}) do redis.call('PEXPIRE', k, forget_ms) end

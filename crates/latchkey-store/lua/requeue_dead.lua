@@ -1,6 +1,7 @@
 -- Re-queue dead letters with a fresh attempt budget. The last error is kept.
 -- ARGV: limit, id... (no ids: the oldest `limit` dead letters). Returns the ids re-queued.
 local limit = tonumber(ARGV[1])
+if not limit then return redis.error_reply('requeue_dead.lua: limit must be a number') end
 local ids = {}
 if #ARGV > 1 then
   for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -9,7 +10,8 @@ else
 end
 local done = {}
 for _, id in ipairs(ids) do
-  if redis.call('ZREM', K_DEAD, id) == 1 and redis.call('EXISTS', job_key(id)) == 1 then
+  -- (a record that is no hash cannot be re-queued; it stays a dead letter)
+  if key_type(job_key(id)) == 'hash' and redis.call('ZREM', K_DEAD, id) == 1 then
     redis.call('HSET', job_key(id), 'state', 'ready', 'attempts', 0)
     redis.call('HDEL', job_key(id), 'finished_at')
     redis.call('LPUSH', K_READY, id)

@@ -8,8 +8,21 @@
 -- else how many ms to wait.
 local device, limit, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local interval, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+if not (limit and window and interval and burst) then
+  return redis.error_reply('throttle.lua: device_limit, device_window_ms, key_interval_ms and key_burst must be numbers')
+end
 local wait = 0
 local K_DEV = base .. ':rate:device:' .. device
+local K_KEY, K_SEQ = base .. ':rate:key', base .. ':rate:seq'
+-- Rate state of another type or value (written by hand) is set aside: the
+-- limits start over rather than fail every call.
+if device ~= '' and not ({none = true, zset = true})[key_type(K_DEV)] then set_aside(K_DEV, 'rate', device) end
+if key_type(K_KEY) ~= 'none' and (key_type(K_KEY) ~= 'string' or not tonumber(redis.call('GET', K_KEY))) then
+  set_aside(K_KEY, 'rate', 'key')
+end
+if key_type(K_SEQ) ~= 'none' and (key_type(K_SEQ) ~= 'string' or not is_int(redis.call('GET', K_SEQ))) then
+  set_aside(K_SEQ, 'rate', 'seq')
+end
 if device ~= '' then
   redis.call('ZREMRANGEBYSCORE', K_DEV, '-inf', now - window)
   if redis.call('ZCARD', K_DEV) >= limit then
@@ -17,7 +30,6 @@ if device ~= '' then
     wait = math.max(wait, tonumber(oldest[2]) + window - now)
   end
 end
-local K_KEY = base .. ':rate:key'
 local tat = now
 if interval > 0 then
   tat = math.max(tonumber(redis.call('GET', K_KEY) or now), now)
@@ -26,7 +38,7 @@ if interval > 0 then
 end
 if wait > 0 then return wait end
 if device ~= '' then
-  redis.call('ZADD', K_DEV, now, now .. ':' .. redis.call('INCR', base .. ':rate:seq'))
+  redis.call('ZADD', K_DEV, now, now .. ':' .. redis.call('INCR', K_SEQ))
   if redis.call('PTTL', K_DEV) < window then redis.call('PEXPIRE', K_DEV, window) end
 end
 if interval > 0 then

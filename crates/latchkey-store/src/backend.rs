@@ -135,22 +135,32 @@ pub struct RetryAt {
     pub source: BoxDynError,
 }
 
-/// What a handler returns to keep its job going rather than finish it: run
-/// again at a time (a verification poll, a wait for `starts_at`). Not a
-/// failure: the job's attempt count starts over. Any other response, and
-/// `Next::Done`, acknowledges the job.
+/// What a handler returns to keep its job going rather than finish it. Any
+/// other response, and `Next::Done`, acknowledges the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Next {
     /// Finished: acknowledge.
     Done,
-    /// Run this job again at this Unix time in milliseconds.
+    /// Progress was made; run this job again at this Unix time in
+    /// milliseconds (a verification poll, a wait for `starts_at`). Not a
+    /// failure: the job's attempt count starts over.
     RunAt(u64),
+    /// No progress and no failure (a rate limit, a minimum gap between
+    /// calls); run again at this Unix time in milliseconds. The attempt this
+    /// run used is given back and the failures counted so far stand, so a
+    /// job that keeps failing between waits still runs out of attempts.
+    Wait(u64),
 }
 
 impl Next {
-    /// Run again after `delay`.
+    /// Run again after `delay` (progress was made).
     pub fn after(delay: Duration) -> Self {
         Next::RunAt(now_ms() + delay.as_millis() as u64)
+    }
+
+    /// Wait `delay` and run again (no progress was made).
+    pub fn wait(delay: Duration) -> Self {
+        Next::Wait(now_ms() + delay.as_millis() as u64)
     }
 }
 
@@ -305,6 +315,7 @@ fn parse_fetch(reply: Value) -> Result<FetchReply> {
 enum Verdict {
     Ack,
     Continue { at_ms: u64 },
+    Defer { at_ms: u64 },
     Retry { at_ms: u64, error: String },
     Bury { error: String },
 }
@@ -505,6 +516,11 @@ impl Shared {
                     call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg("");
                     call
                 }
+                Verdict::Defer { at_ms } => {
+                    let mut call = SCRIPTS.retry.prepare_invoke();
+                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg("").arg("1");
+                    call
+                }
                 Verdict::Bury { error } => {
                     let mut call = SCRIPTS.bury.prepare_invoke();
                     call.arg(id).arg(&self.opts.identity).arg(fence).arg(error).arg(q.config.dead_letter_cap);
@@ -535,6 +551,9 @@ impl Shared {
             (Ok(1), Verdict::Ack) => tracing::debug!(queue = %q.name(), job_id = %id, "job done"),
             (Ok(1), Verdict::Continue { at_ms }) => {
                 tracing::debug!(queue = %q.name(), job_id = %id, run_at_ms = at_ms, "job continues later")
+            }
+            (Ok(1), Verdict::Defer { at_ms }) => {
+                tracing::debug!(queue = %q.name(), job_id = %id, run_at_ms = at_ms, "job waits")
             }
             (Ok(_), _) => {
                 tracing::warn!(queue = %q.name(), job_id = %id, "lease was lost before the job settled; another worker owns it now")
@@ -781,6 +800,7 @@ where
             };
             let verdict = match outcome {
                 Ok(Ok(Some(Next::RunAt(at_ms)))) => Verdict::Continue { at_ms },
+                Ok(Ok(Some(Next::Wait(at_ms)))) => Verdict::Defer { at_ms },
                 Ok(Ok(_)) => Verdict::Ack,
                 Ok(Err(e)) => shared.verdict(&info, e),
                 Err(panic) => {

@@ -1,5 +1,8 @@
 //! One Redis handle per process: a self-healing multiplexed connection (single
-//! node or cluster) plus the RESP3 push channel that carries queue wake-ups.
+//! node or cluster) for commands, and a second one for the subscriptions whose
+//! RESP3 push messages carry queue wake-ups. They are apart because Redis
+//! holds a subscribed client to its (small) pub/sub output buffer limit: a
+//! large reply on a shared connection would get it closed, commands and all.
 //!
 //! The connection reconnects on its own with exponential backoff; its response
 //! timeout is long enough to ride out a multi-second stall (`CLIENT PAUSE`,
@@ -70,21 +73,39 @@ fn certificates(ca_pem: &[u8]) -> redis::TlsCertificates {
     redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem.to_vec()) }
 }
 
-/// A URL with any password replaced by `[redacted]`, safe to log.
+/// A URL with any password replaced by `[redacted]`, safe to log: in the
+/// user info (`redis://user:pw@host`) and in the query (`redis+unix:///sock?pass=pw`).
 pub fn redact_url(url: &str) -> String {
     url.split(',')
-        .map(|one| match (one.find("://"), one.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                let userinfo = &one[s + 3..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                let shown =
-                    if userinfo.contains(':') { format!("{user}:[redacted]") } else { "[redacted]".to_string() };
-                format!("{}{}{}", &one[..s + 3], shown, &one[at..])
-            }
-            _ => one.to_string(),
+        .map(|one| match one.split_once('?') {
+            Some((head, query)) => format!("{}?{}", redact_userinfo(head), redact_query(query)),
+            None => redact_userinfo(one),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if ["pass", "password"].iter().any(|s| k.eq_ignore_ascii_case(s)) => format!("{k}=[redacted]"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn redact_userinfo(one: &str) -> String {
+    match (one.find("://"), one.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &one[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let shown = if userinfo.contains(':') { format!("{user}:[redacted]") } else { "[redacted]".to_string() };
+            format!("{}{}{}", &one[..s + 3], shown, &one[at..])
+        }
+        _ => one.to_string(),
+    }
 }
 
 /// The connection, single-node or cluster. Cheap to clone; clones share one
@@ -140,6 +161,8 @@ type Subscribers = Arc<Mutex<HashMap<String, Vec<Weak<Wake>>>>>;
 #[derive(Clone)]
 pub struct Redis {
     conn: RedisConn,
+    /// Carries only subscriptions (see the module's docs).
+    pubsub: RedisConn,
     subscribers: Subscribers,
 }
 
@@ -159,7 +182,7 @@ impl Redis {
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
         let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
-        let conn = if urls.len() == 1 {
+        let (conn, pubsub) = if urls.len() == 1 {
             let info = redis::IntoConnectionInfo::into_connection_info(urls[0])
                 .map_err(|e| Error::Config(format!("{} ({e})", redact_url(urls[0]))))?;
             let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
@@ -185,10 +208,12 @@ impl Redis {
                 .set_connection_timeout(Some(config.connection_timeout))
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_secs(2))
-                .set_number_of_retries(usize::MAX)
-                .set_automatic_resubscription()
-                .set_push_sender(tx);
-            RedisConn::Single(client.get_connection_manager_with_config(mgr_config).await?)
+                .set_number_of_retries(usize::MAX);
+            let commands = client.get_connection_manager_with_config(mgr_config.clone()).await?;
+            let subscriptions = client
+                .get_connection_manager_with_config(mgr_config.set_automatic_resubscription().set_push_sender(tx))
+                .await?;
+            (RedisConn::Single(commands), RedisConn::Single(subscriptions))
         } else {
             let mut builder = ClusterClientBuilder::new(urls.iter().copied());
             if let Some(ca) = &config.tls_ca_pem {
@@ -200,16 +225,17 @@ impl Redis {
                 .connection_timeout(config.connection_timeout)
                 .push_sender(tx)
                 .build()?;
-            RedisConn::Cluster(
+            let connect = || async {
                 client
                     .get_async_connection()
                     .await
-                    .map_err(|e| Error::Connect { url: redact_url(&config.url), source: e })?,
-            )
+                    .map_err(|e| Error::Connect { url: redact_url(&config.url), source: e })
+            };
+            (RedisConn::Cluster(connect().await?), RedisConn::Cluster(connect().await?))
         };
         let subscribers: Subscribers = Arc::default();
         tokio::spawn(route_pushes(rx, Arc::downgrade(&subscribers)));
-        Ok(Self { conn, subscribers })
+        Ok(Self { conn, pubsub, subscribers })
     }
 
     /// A clone of the connection, to run commands on.
@@ -237,7 +263,7 @@ impl Redis {
             list.len() == 1
         };
         if first {
-            match self.conn.clone() {
+            match self.pubsub.clone() {
                 RedisConn::Single(mut c) => c.subscribe(channel).await?,
                 RedisConn::Cluster(mut c) => c.subscribe(channel).await?,
             }
@@ -275,6 +301,27 @@ async fn route_pushes(
                 }
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted_wherever_a_url_carries_them() {
+        for (url, shown) in [
+            ("redis://:s3cret@host:6379/0", "redis://:[redacted]@host:6379/0"),
+            ("redis://app:s3cret@host:6379", "redis://app:[redacted]@host:6379"),
+            ("redis+unix:///run/redis.sock?db=1&pass=s3cret", "redis+unix:///run/redis.sock?db=1&pass=[redacted]"),
+            ("unix:///run/redis.sock?PASSWORD=s3cret", "unix:///run/redis.sock?PASSWORD=[redacted]"),
+            ("rediss://u:a@b@h1:1,rediss://u:c@h2:2", "rediss://u:[redacted]@h1:1,rediss://u:[redacted]@h2:2"),
+            ("redis://host:6379", "redis://host:6379"),
+        ] {
+            let out = redact_url(url);
+            assert_eq!(out, shown);
+            assert!(!out.contains("s3cret"), "{out}");
         }
     }
 }

@@ -86,15 +86,9 @@ impl QueueKeys {
 }
 
 /// Checks a caller-supplied job id against the wire format's rule.
+/// The rule is the one of every id latchkey takes (`latchkey_core::id_rule_broken`).
 pub fn validate_job_id(id: &str) -> Result<()> {
-    let rule = if id.is_empty() || id.len() > 200 {
-        Some("must be 1 to 200 bytes")
-    } else if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("must not contain whitespace or control characters")
-    } else {
-        None
-    };
-    match rule {
+    match latchkey_core::id_rule_broken(id) {
         Some(rule) => Err(Error::InvalidJobId { id: id.to_string(), rule }),
         None => Ok(()),
     }
@@ -122,7 +116,7 @@ mod tests {
     #[test]
     fn job_ids_are_checked() {
         assert!(validate_job_id("ac_123:gen:7").is_ok());
-        for bad in ["", "has space", "new\nline"] {
+        for bad in ["", "has space", "new\nline", "look\u{200b}alike", "rtl\u{202e}gnp.exe"] {
             let err = validate_job_id(bad).unwrap_err().to_string();
             assert!(err.contains("invalid job id"), "{err}");
         }

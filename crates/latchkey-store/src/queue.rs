@@ -253,9 +253,11 @@ impl Queue {
 
     /// The queue's counters since it was created: `pushed`, `completed`,
     /// `retried`, `dead`, `dead_dropped`, `recovered` (leases that expired).
+    /// A counter that is not a number (written by hand) is left out.
     pub async fn counters(&self) -> Result<HashMap<String, u64>> {
         let mut conn = self.redis.conn();
-        Ok(conn.hgetall(self.keys.stats()).await?)
+        let raw: HashMap<String, String> = conn.hgetall(self.keys.stats()).await?;
+        Ok(raw.into_iter().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect())
     }
 
     /// How long the oldest ready job has waited since it was pushed, if any.
@@ -293,24 +295,30 @@ impl Queue {
     /// The oldest `limit` dead letters.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let mut conn = self.redis.conn();
-        let entries: Vec<(String, f64)> =
+        // Ids as bytes: a dead letter may be a job whose id was not UTF-8
+        // (fetch.lua buries those); it is shown lossily.
+        let entries: Vec<(Vec<u8>, f64)> =
             conn.zrange_withscores(self.keys.dead(), 0, limit.max(1) as isize - 1).await?;
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for (id, _) in &entries {
-            pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&["payload", "attempts", "error"]);
+            let mut key = self.keys.job("").into_bytes();
+            key.extend_from_slice(id);
+            pipe.cmd("HMGET").arg(key).arg(&["payload", "attempts", "error"]);
         }
-        let fields: Vec<(Option<String>, Option<u32>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        type Bytes = Option<Vec<u8>>;
+        let fields: Vec<(Bytes, Bytes, Bytes)> = pipe.query_async(&mut conn).await?;
+        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         Ok(entries
             .into_iter()
             .zip(fields)
             .map(|((id, score), (payload, attempts, error))| DeadLetter {
-                id,
-                payload: payload.unwrap_or_default(),
-                attempts: attempts.unwrap_or(0),
-                error: error.unwrap_or_default(),
+                id: String::from_utf8_lossy(&id).into_owned(),
+                payload: text(payload),
+                attempts: text(attempts).parse().unwrap_or(0),
+                error: text(error),
                 dead_at_ms: score as u64,
             })
             .collect())

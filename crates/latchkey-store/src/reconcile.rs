@@ -90,6 +90,11 @@ pub struct Reconciliations {
 /// Most entries kept in an access code's history (`lua/common.lua` has the same).
 pub const HISTORY_CAP: usize = 50;
 
+/// The most bytes of a desired state or an outcome record the scripts read
+/// (`MAX_RECORD` in `lua/common.lua`); a real one is a few KB. Anything larger
+/// was not written by latchkey and is refused as unreadable.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
 /// Default of [`Reconciliations::with_retention`]: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 

@@ -63,6 +63,12 @@ mod tests {
     use crate::reconcile::EVENTS_CAP;
 
     #[test]
+    fn the_scripts_cap_records_at_max_record_bytes() {
+        let line = format!("\nlocal MAX_RECORD = {}\n", crate::reconcile::MAX_RECORD_BYTES);
+        assert!(COMMON.contains(&line), "common.lua must declare{line}");
+    }
+
+    #[test]
     fn the_scripts_cap_the_event_stream_at_events_cap() {
         let line = format!("\nlocal EVENTS_CAP = {EVENTS_CAP}\n");
         assert!(COMMON.contains(&line), "common.lua must declare{line}");

@@ -44,6 +44,9 @@ pub enum Change {
     Delete,
 }
 
+/// The longest a 429 holds a device, whatever Seam's `Retry-After` said.
+pub const MAX_DEVICE_HOLD: Duration = Duration::from_secs(15 * 60);
+
 impl Change {
     /// This kind's allowance per device and window.
     fn limit(self, limits: &Limits) -> u32 {
@@ -84,8 +87,10 @@ impl Reconciliations {
     }
 
     /// After Seam answered 429 to a `change` on `device`: send that device no
-    /// more changes of that kind for `hold`.
+    /// more changes of that kind for `hold`, at least 1 ms and at most
+    /// [`MAX_DEVICE_HOLD`] (Seam's `Retry-After` is not trusted further).
     pub async fn hold_device(&self, change: Change, device: &str, hold: Duration, limits: &Limits) -> Result<()> {
+        let hold = hold.clamp(Duration::from_millis(1), MAX_DEVICE_HOLD);
         let mut conn = self.queue().redis.conn();
         let _: i64 = SCRIPTS
             .backoff_device

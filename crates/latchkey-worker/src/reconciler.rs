@@ -9,12 +9,13 @@
 
 use std::time::Duration;
 
+use apalis::prelude::AbortError;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
     AccessCode, ActionAttempt, AttemptStatus, CodeIssue, DesiredState, Drift, KIND_ACCESS_CODE_ERRORS,
     KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome, OutcomeError, OutcomeState, Schedule, Step,
-    Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, phase_of, poll_delay,
+    Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, not_about, phase_of, poll_delay,
     pre_start_check_at,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
@@ -120,6 +121,7 @@ impl Reconciler {
         let how = match &result {
             Ok(Next::Done) => "done",
             Ok(Next::RunAt(_)) => "continued",
+            Ok(Next::Wait(_)) => "waiting",
             Err(_) => "failed",
         };
         observe::job_finished(RECONCILE_QUEUE, how, started.elapsed());
@@ -156,7 +158,16 @@ impl Run<'_> {
 
     /// Fetch, plan, act: one step.
     async fn step(&self, job: &ReconcileJob) -> RunResult {
-        let Some(loaded) = self.r.store.load(&job.access_code_id).await? else {
+        let loaded = match self.r.store.load(&job.access_code_id).await {
+            Ok(loaded) => loaded,
+            // A record that cannot be read will not become readable by trying
+            // again: a dead letter with the reason at once (its outcome ends
+            // `gave_up` if it can be read; enqueueing the code again sets an
+            // unreadable record aside and starts afresh).
+            Err(e) if !e.is_retryable() => return Err(Box::new(AbortError::new(e))),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(loaded) = loaded else {
             tracing::warn!("no desired state recorded for this access code; nothing to do");
             return Ok(Next::Done);
         };
@@ -185,13 +196,18 @@ impl Run<'_> {
                     wait_ms = (allowed - now).num_milliseconds(),
                     "updated moments ago; newer states coalesce into the next update"
                 );
-                return Ok(Next::RunAt(ms(allowed)));
+                // (a wait, not progress: the job's failures so far still count)
+                return Ok(Next::Wait(ms(allowed)));
             }
         }
         let device = match desired.device_id.clone().or_else(|| outcome.device_id.clone()) {
             Some(device) => device,
             // The device's rate limit needs the device: learn it once.
-            None => match self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id)).await {
+            None => match self
+                .quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id))
+                .await
+                .and_then(|code| about(&desired.access_code_id, None, code))
+            {
                 Ok(code) => code.device_id,
                 // A code that must not exist and does not: done.
                 Err(e) if desired.absent && e.is_not_found() => return self.gone(outcome, now).await,
@@ -203,7 +219,7 @@ impl Run<'_> {
         if let Some(wait) = self.r.store.admit(Some((change, &device)), &self.r.settings.limits).await? {
             observe::rate_limit_wait("device");
             tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; call rescheduled");
-            return self.save_then(&outcome, Next::after(wait)).await;
+            return self.save_then(&outcome, Next::wait(wait)).await;
         }
         outcome.attempts += 1;
         // (a re-queued dead letter starts over: its failure no longer holds)
@@ -252,7 +268,7 @@ impl Run<'_> {
 
     async fn follow_attempt(&self, desired: &DesiredState, mut outcome: Outcome, id: &str) -> RunResult {
         if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
-            return Ok(Next::after(wait));
+            return Ok(Next::wait(wait));
         }
         match self.quick_retry(|| self.r.seam.get_action_attempt(id)).await {
             Err(e) => self.on_seam_error(e, outcome, OutcomeState::Failed).await,
@@ -300,9 +316,14 @@ impl Run<'_> {
             return Ok(Next::Done);
         }
         if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
-            return Ok(Next::after(wait));
+            return Ok(Next::wait(wait));
         }
-        let observed = match self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id)).await {
+        let device = desired.device_id.as_deref().or(outcome.device_id.as_deref());
+        let observed = match self
+            .quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id))
+            .await
+            .and_then(|code| about(&desired.access_code_id, device, code))
+        {
             Ok(code) => code,
             Err(e) => {
                 return self.on_seam_error(e, outcome, OutcomeState::Failed).await;
@@ -613,7 +634,7 @@ impl Run<'_> {
             // resumes by itself once the key works again.
             let wait = self.auth_wait();
             tracing::warn!(error = %error_chain(&err), wait_ms = wait.as_millis() as u64, "Seam refuses the API key; waiting");
-            return Ok(Next::after(wait));
+            return Ok(Next::wait(wait));
         }
         let (kind, message) = if err.is_not_found() {
             let seam_type = err.api_error().map_or("not_found", |e| e.error_type.as_str());
@@ -649,12 +670,30 @@ impl Run<'_> {
             return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
         }
         if let ErrorClass::RateLimited(after) = class {
-            // Not a failure of this step: wait at least what Seam asked (or a
-            // while when it did not say), without using up an attempt.
-            let wait = after.unwrap_or(self.r.settings.poll_cap.min(Duration::from_secs(10)));
+            // Not a failure of this step: wait, without using up an attempt,
+            // what Seam asked (the client caps it at MAX_RETRY_AFTER), never
+            // less than the normal backoff, and never past a verification's
+            // deadline: a code still rate limited at its deadline times out.
+            if outcome.state == OutcomeState::Verifying
+                && let Some(deadline) = outcome.verify_deadline
+                && now >= deadline
+            {
+                let error = OutcomeError {
+                    kind: "timed_out".into(),
+                    message: format!("Seam kept rate limiting the verification until the deadline: {message}"),
+                    error_codes: vec![],
+                };
+                return self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await;
+            }
+            let floor = self.poll_delay(outcome.polls.max(1)).max(self.r.settings.poll_base);
+            let wait = after.unwrap_or(self.r.settings.poll_cap.min(Duration::from_secs(10))).max(floor);
+            let at = match (outcome.state, outcome.verify_deadline) {
+                (OutcomeState::Verifying, Some(deadline)) => (ms(now) + wait.as_millis() as u64).min(ms(deadline)),
+                _ => ms(now) + wait.as_millis() as u64,
+            };
             observe::rate_limit_wait("seam");
-            tracing::warn!(wait_ms = wait.as_millis() as u64, "rate limited by Seam; waiting");
-            return Ok(Next::after(wait));
+            tracing::warn!(wait_ms = at.saturating_sub(ms(now)), "rate limited by Seam; waiting");
+            return Ok(Next::Wait(at));
         }
         Err(Box::new(err))
     }
@@ -752,11 +791,16 @@ impl Run<'_> {
     /// the one error policy decided.
     async fn look(&self, outcome: &Outcome, share: Share) -> Result<Option<AccessCode>, RunResult> {
         match self.key_budget_wait(share).await {
-            Ok(Some(wait)) => return Err(Ok(Next::after(wait))),
+            Ok(Some(wait)) => return Err(Ok(Next::wait(wait))),
             Ok(None) => {}
             Err(e) => return Err(Err(e.into())),
         }
-        match self.quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id)).await {
+        let device = outcome.device_id.as_deref();
+        match self
+            .quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id))
+            .await
+            .and_then(|code| code.map(|code| about(&outcome.access_code_id, device, code)).transpose())
+        {
             Ok(code) => Ok(code),
             Err(e) => Err(self.on_seam_error(e, outcome.clone(), OutcomeState::Failed).await),
         }
@@ -811,6 +855,16 @@ impl Run<'_> {
                 Some(Next::Done)
             }
         })
+    }
+}
+
+/// Seam's answer about `access_code_id` (on `device`, when known), refused as
+/// malformed when it is about another code or device ([`not_about`]): it must
+/// never count as evidence about this one.
+fn about(access_code_id: &str, device: Option<&str>, code: AccessCode) -> latchkey_seam::Result<AccessCode> {
+    match not_about(access_code_id, device, &code) {
+        None => Ok(code),
+        Some(detail) => Err(latchkey_seam::Error::Malformed { status: 200, detail }),
     }
 }
 
