@@ -14,6 +14,7 @@ mod seeds;
 mod supersede;
 mod tamper;
 mod truth;
+mod webhooks;
 
 use std::time::Duration;
 

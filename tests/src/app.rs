@@ -4,15 +4,18 @@
 
 use std::time::Duration;
 
-use latchkey_fake_seam::{FakeSeam, SimConfig};
+use latchkey_fake_seam::{FakeSeam, SimConfig, WebhookTarget};
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
-use latchkey_worker::{WorkerArgs, run_worker};
+use latchkey_worker::{ServeArgs, WorkerArgs, run_serve, run_worker};
 use tokio::sync::oneshot;
 
 use crate::RedisServer;
 
 /// The Seam API key the simulator accepts in tests.
 pub const TEST_SEAM_KEY: &str = "seam_test_key_for_latchkey";
+
+/// The webhook signing secret the simulator signs with and `serve` checks.
+pub const TEST_WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1vZi1sYXRjaGtleQ==";
 
 /// Settings a test may change before the app starts.
 #[derive(Debug, Clone)]
@@ -53,6 +56,13 @@ pub struct AppOptions {
     pub retention: Duration,
     /// latchkey's per-device delete limit (Seam: 20 per minute).
     pub device_delete_limit: u32,
+    /// Run `latchkey serve` too, and have the simulator deliver its events
+    /// to it as Svix-signed webhooks.
+    pub webhooks: bool,
+    /// Longest verification poll interval of the workers.
+    pub poll_cap: Duration,
+    /// First verification poll interval of the workers.
+    pub poll_base: Duration,
 }
 
 impl Default for AppOptions {
@@ -75,6 +85,9 @@ impl Default for AppOptions {
             removal_grace: Duration::from_secs(15 * 60),
             retention: Duration::from_secs(7 * 24 * 3600),
             device_delete_limit: 20,
+            webhooks: false,
+            poll_cap: Duration::from_millis(400),
+            poll_base: Duration::from_millis(50),
         }
     }
 }
@@ -97,6 +110,9 @@ pub struct TestApp {
     /// The ops listener (`/livez`, `/readyz`, `/metrics`) of each started
     /// worker, as `http://127.0.0.1:port`.
     pub ops_urls: Vec<String>,
+    /// `latchkey serve`'s public URL, when `webhooks` is on.
+    pub serve_url: Option<String>,
+    serve: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for TestApp {
@@ -117,10 +133,15 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         Some(pw) => redis.url().replacen("redis://", &format!("redis://:{pw}@"), 1),
         None => redis.url(),
     };
+    let serve_addr = options.webhooks.then(|| format!("127.0.0.1:{}", crate::free_tcp_port()));
     let seam = FakeSeam::spawn(SimConfig {
         api_key: TEST_SEAM_KEY.into(),
         device_delay: options.device_delay,
         rate_limit_per_device_per_minute: options.sim_rate_limit,
+        webhook: serve_addr.as_ref().map(|addr| WebhookTarget {
+            url: format!("http://{addr}/webhooks/seam"),
+            secret: TEST_WEBHOOK_SECRET.into(),
+        }),
         ..SimConfig::default()
     })
     .await
@@ -133,6 +154,30 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     } else {
         None
     };
+    let serve = serve_addr.as_ref().map(|addr| {
+        let args = ServeArgs {
+            listen: addr.clone(),
+            http_addr: "off".into(),
+            redis_url: redis_url.clone(),
+            redis_url_file: None,
+            redis_ca_file: None,
+            prefix: prefix.clone(),
+            webhook_secret: Some(TEST_WEBHOOK_SECRET.into()),
+            webhook_secret_file: None,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(async move {
+            run_serve(args, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve runs and stops cleanly");
+        });
+        (tx, join)
+    });
+    if let Some(addr) = &serve_addr {
+        crate::wait_for_port(addr).await;
+    }
     let mut app = TestApp {
         redis,
         seam,
@@ -143,6 +188,8 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         options: options.clone(),
         workers: Vec::new(),
         ops_urls: Vec::new(),
+        serve_url: serve_addr.map(|a| format!("http://{a}")),
+        serve,
     };
     for _ in 0..options.workers {
         app.start_worker();
@@ -164,8 +211,8 @@ impl TestApp {
             concurrency: 32,
             prefix: self.prefix.clone(),
             verify_timeout_secs: self.options.verify_timeout.as_secs().max(1),
-            poll_base_ms: 50,
-            poll_cap_ms: 400,
+            poll_base_ms: self.options.poll_base.as_millis() as u64,
+            poll_cap_ms: self.options.poll_cap.as_millis() as u64,
             max_attempts: self.options.max_attempts,
             max_reapplies: 2,
             min_update_interval_ms: 1000,
@@ -241,6 +288,13 @@ impl TestApp {
                 .await
                 .expect("worker drains in time")
                 .expect("worker did not panic");
+        }
+        if let Some((tx, join)) = self.serve.take() {
+            let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(20), join)
+                .await
+                .expect("serve stops in time")
+                .expect("serve did not panic");
         }
     }
 }

@@ -23,6 +23,15 @@ pub fn init_logs() {
     }
 }
 
+/// Waits until something listens on `addr` (at most 10 s).
+pub async fn wait_for_port(addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Unix time in milliseconds, local clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64

@@ -251,6 +251,65 @@ impl Reconciliations {
     }
 }
 
+/// What an event did to one access code's job ([`Reconciliations::nudge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nudged {
+    /// It was waiting; it runs now.
+    Pulled,
+    /// It was due or running already (a running one reads Seam again after
+    /// its run).
+    AlreadyDue,
+    /// latchkey does not manage this code, or its reconciliation is over.
+    NotManaged,
+}
+
+/// How long a delivery id is remembered, so a delivery Seam repeats
+/// (Svix retries for about a day) changes nothing the second time.
+pub const DELIVERY_DEDUP: Duration = Duration::from_secs(24 * 3600);
+
+impl Reconciliations {
+    /// An event from Seam about these access codes (a webhook delivery):
+    /// their jobs run now instead of at their next poll. `delivery` is the
+    /// delivery's id: a delivery seen within [`DELIVERY_DEDUP`] changes
+    /// nothing (`None` returned). Ids that break the id rule are not managed.
+    pub async fn nudge(&self, delivery: Option<&str>, access_code_ids: &[&str]) -> Result<Option<Vec<Nudged>>> {
+        if let Some(d) = delivery {
+            crate::keys::validate_job_id(d)?;
+        }
+        let valid: Vec<&str> =
+            access_code_ids.iter().copied().filter(|id| latchkey_core::id_rule_broken(id).is_none()).collect();
+        let mut conn = self.queue.redis.conn();
+        let r: Vec<i64> = SCRIPTS
+            .nudge
+            .key(self.queue.keys().base())
+            .arg(delivery.unwrap_or(""))
+            .arg(DELIVERY_DEDUP.as_millis() as u64)
+            .arg(&valid)
+            .invoke_async(&mut conn)
+            .await?;
+        if r.first() == Some(&-1) {
+            return Ok(None);
+        }
+        let mut results = r.into_iter().map(|n| match n {
+            1 => Nudged::Pulled,
+            2 => Nudged::AlreadyDue,
+            _ => Nudged::NotManaged,
+        });
+        Ok(Some(
+            access_code_ids
+                .iter()
+                .map(|id| {
+                    if latchkey_core::id_rule_broken(id).is_some() {
+                        Nudged::NotManaged
+                    } else {
+                        results.next().unwrap_or(Nudged::NotManaged)
+                    }
+                })
+                .collect(),
+        ))
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T> {
     serde_json::from_str(raw).map_err(|e| Error::Protocol { script: what, detail: e.to_string() })
 }

@@ -33,6 +33,7 @@ pub(crate) struct Scripts {
     pub backoff_device: Script,
     pub leave: Script,
     pub due: Script,
+    pub nudge: Script,
 }
 
 /// The source of the push script, for producers that are not written in Rust.
@@ -55,6 +56,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     backoff_device: with_prelude(include_str!("../lua/backoff_device.lua")),
     leave: with_prelude(include_str!("../lua/leave.lua")),
     due: with_prelude(include_str!("../lua/due.lua")),
+    nudge: with_prelude(include_str!("../lua/nudge.lua")),
 });
 
 #[cfg(test)]

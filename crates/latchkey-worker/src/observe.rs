@@ -24,6 +24,8 @@
 //! | `latchkey_worker_draining` | gauge | |
 //! | `latchkey_redis_up` | gauge | whether the last scrape could read the queue |
 //! | `latchkey_seam_key_refused` | gauge | 1 while Seam refuses the API key (401/403): nothing can progress |
+//! | `latchkey_webhook_deliveries_total` | counter | `result` (`accepted`, `duplicate`, `refused`, `unreadable`): `latchkey serve` |
+//! | `latchkey_webhook_events_total` | counter | `event_type` (Seam's names, else `other`), `result` (`pulled_forward`, `already_due`, `not_managed`, `ignored`) |
 //!
 //! The queue gauges are read from Redis when `/metrics` is scraped, so every
 //! replica reports the same queue; aggregate them with `max`, not `sum`.
@@ -54,6 +56,18 @@ const BUCKETS: &[f64] = &[
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process's Prometheus recorder, installed on first use.
+/// Installs the process's Prometheus recorder (once).
+pub(crate) fn install() {
+    prometheus();
+}
+
+/// The metrics in Prometheus' text format.
+pub(crate) fn render() -> impl IntoResponse {
+    let handle = prometheus();
+    handle.run_upkeep();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+}
+
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -122,6 +136,14 @@ fn describe() {
         "From the desired state's enqueue to its terminal outcome (includes waiting for starts_at)."
     );
     describe_gauge!("latchkey_worker_draining", "1 while this worker drains for shutdown.");
+    describe_counter!(
+        "latchkey_webhook_deliveries_total",
+        "Webhook deliveries received by latchkey serve: accepted, duplicate (seen within 24 h), refused (signature), unreadable."
+    );
+    describe_counter!(
+        "latchkey_webhook_events_total",
+        "Events of accepted deliveries: pulled_forward (a waiting job runs now), already_due, not_managed (a code latchkey does not reconcile: dropped), ignored (not about an access code)."
+    );
     describe_gauge!("latchkey_redis_up", "1 when the last scrape could read the queue from Redis.");
     describe_gauge!(
         "latchkey_seam_key_refused",
@@ -259,7 +281,5 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
         }
         _ => gauge!("latchkey_redis_up").set(0.0),
     }
-    let handle = prometheus();
-    handle.run_upkeep();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+    render()
 }

@@ -29,6 +29,9 @@ enum Command {
     Bench(bench::Args),
     /// Runs the reconciliation worker (the daemon).
     Worker(latchkey_worker::WorkerArgs),
+    /// Runs the public listener: Seam's webhooks (`POST /webhooks/seam`) pull
+    /// reconciliations forward.
+    Serve(latchkey_worker::ServeArgs),
     /// Records a desired access code state; prints its generation.
     Enqueue(producer::EnqueueArgs),
     /// Prints an access code's outcome record, optionally waiting for it to finish.
@@ -123,6 +126,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Worker(args) => {
             latchkey_worker::run_worker(args, latchkey_worker::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            latchkey_worker::run_serve(args, latchkey_worker::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck(args) => ops::healthcheck(args).await,

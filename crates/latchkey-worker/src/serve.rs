@@ -1,0 +1,168 @@
+//! `latchkey serve`: the stateless process for everything that must be
+//! reachable from outside the cluster. Today: Seam's webhooks
+//! (`POST /webhooks/seam`, see [`crate::webhook`]). It needs only Redis, runs
+//! as many replicas as wanted, and has its own ops listener (`/livez`,
+//! `/readyz`, `/metrics`) on the worker's convention.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig, redact_url};
+
+use crate::{
+    daemon::Error,
+    listener::{self, Limits},
+    observe,
+    webhook::{self, Hooks, MAX_DELIVERY_BYTES, WebhookSecret},
+};
+
+/// `latchkey serve` configuration. Every flag has an environment variable.
+#[derive(Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where the public listener (webhooks) binds.
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Where the ops listener (/livez, /readyz, /metrics) binds, or `off`.
+    #[arg(long, env = "LATCHKEY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: String,
+    /// Redis URL; several comma-separated URLs mean a cluster.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+    /// A file holding the Redis URL (a mounted secret); wins over REDIS_URL.
+    #[arg(long, env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
+    #[arg(long, env = "LATCHKEY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Key prefix in Redis (the workers').
+    #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
+    pub prefix: String,
+    /// Seam's webhook signing secret, `whsec_...` (prefer the file).
+    #[arg(long, env = "SEAM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// A file holding the webhook secret (a mounted secret); wins over
+    /// SEAM_WEBHOOK_SECRET.
+    #[arg(long, env = "SEAM_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("http_addr", &self.http_addr)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
+            .field("webhook_secret_file", &self.webhook_secret_file)
+            .finish()
+    }
+}
+
+fn addr(var: &str, value: &str) -> Result<SocketAddr, Error> {
+    value.parse().map_err(|_| {
+        Error::Config(format!("{var} {value:?}: must be host:port with an IP address (e.g. 0.0.0.0:8080)"))
+    })
+}
+
+impl ServeArgs {
+    fn secret(&self) -> Result<WebhookSecret, Error> {
+        let text = match (&self.webhook_secret_file, &self.webhook_secret) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("SEAM_WEBHOOK_SECRET_FILE {}: cannot be read: {e}", path.display()))
+            })?,
+            (None, Some(s)) => s.clone(),
+            (None, None) => {
+                return Err(Error::Config(
+                    "no webhook secret: set SEAM_WEBHOOK_SECRET_FILE (or SEAM_WEBHOOK_SECRET) to the secret Seam shows for the endpoint"
+                        .into(),
+                ));
+            }
+        };
+        WebhookSecret::parse(&text).map_err(Error::Config)
+    }
+
+    fn redis_config(&self) -> Result<RedisConfig, Error> {
+        let url = match &self.redis_url_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("REDIS_URL_FILE {}: cannot be read: {e}", path.display())))?
+                .trim()
+                .to_string(),
+            None => self.redis_url.clone(),
+        };
+        let mut config = RedisConfig::new(url);
+        // Svix waits 15 s for an answer; fail well before and let it retry.
+        config.response_timeout = Duration::from_secs(3);
+        if let Some(path) = &self.redis_ca_file {
+            config.tls_ca_pem = Some(std::fs::read(path).map_err(|e| {
+                Error::Config(format!("LATCHKEY_REDIS_CA_FILE {}: cannot be read: {e}", path.display()))
+            })?);
+        }
+        Ok(config)
+    }
+}
+
+/// Serves until `shutdown` completes, then stops accepting and lets
+/// deliveries in flight finish.
+pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let secret = args.secret()?;
+    let listen = addr("LATCHKEY_LISTEN", &args.listen)?;
+    let ops_addr = if args.http_addr.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        Some(addr("LATCHKEY_HTTP_ADDR", &args.http_addr)?)
+    };
+    let redis_config = args.redis_config()?;
+    let redis = Redis::connect(&redis_config).await?;
+    let store =
+        Reconciliations::new(redis.clone(), QueueConfig { prefix: args.prefix.clone(), ..QueueConfig::default() })?;
+    observe::install();
+    let public = Router::new()
+        .route("/webhooks/seam", post(webhook::seam))
+        .layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES))
+        .with_state(Hooks { store, secret });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen { addr: listen.to_string(), source })?;
+    tracing::info!(addr = %listener.local_addr().map_err(|source| Error::Listen { addr: listen.to_string(), source })?, redis = %redact_url(&redis_config.url), "serve: POST /webhooks/seam");
+    let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+    let ops_task = match ops_addr {
+        Some(a) => {
+            let ops = tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|source| Error::Listen { addr: a.to_string(), source })?;
+            let app = Router::new()
+                .route("/livez", get(|| async { "ok\n" }))
+                .route("/readyz", get(readyz))
+                .route("/metrics", get(|| async { observe::render() }))
+                .with_state(redis);
+            Some(tokio::spawn(listener::serve(ops, app, Limits::default(), async move {
+                let _ = ops_stopped.await;
+            })))
+        }
+        None => None,
+    };
+    listener::serve(listener, public, Limits { max_connections: 1024, ..Limits::default() }, shutdown).await;
+    let _ = stop_ops.send(());
+    if let Some(t) = ops_task {
+        let _ = t.await;
+    }
+    tracing::info!("serve stopped");
+    Ok(())
+}
+
+/// Ready when Redis answers within 2 s: a delivery can then be recorded.
+async fn readyz(State(redis): State<Redis>) -> impl IntoResponse {
+    let ping = async { redis::cmd("PING").query_async::<String>(&mut redis.conn()).await };
+    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: redis: {e}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: redis did not answer within 2 s\n".to_string()),
+    }
+}

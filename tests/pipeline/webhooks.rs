@@ -1,0 +1,145 @@
+//! Seam's webhooks through `latchkey serve`: a signed delivery pulls the
+//! code's job forward so it reads Seam now; a forged, replayed, oversized or
+//! unsigned one changes nothing; a delivery repeated is one delivery; an
+//! event about a code latchkey does not manage is dropped.
+
+use std::time::{Duration, Instant};
+
+use latchkey_core::OutcomeState;
+use latchkey_fake_seam::{SeedCode, sign};
+use latchkey_tests::app::{AppOptions, TEST_WEBHOOK_SECRET, TestApp, spawn_app};
+use redis::AsyncCommands;
+use serde_json::json;
+
+use crate::{calls, device, finished, raw, want};
+
+/// Polls so far apart that only a webhook explains a quick outcome.
+fn far_polls() -> AppOptions {
+    AppOptions {
+        webhooks: true,
+        poll_base: Duration::from_secs(30),
+        poll_cap: Duration::from_secs(60),
+        ..AppOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_signed_delivery_pulls_a_waiting_verification_forward() {
+    let app = spawn_app(far_polls()).await;
+    let delay = Duration::from_millis(1500);
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let d = device(&app, delay.as_millis() as u64);
+        let id = app.seam.add_access_code(&d, SeedCode::default());
+        let generation = app
+            .store
+            .enqueue(want(json!({"access_code_id": id, "device_id": d, "code": format!("{}", 6100 + i)})))
+            .await
+            .unwrap();
+        codes.push((id, generation, Instant::now()));
+    }
+    for (id, generation, enqueued) in codes {
+        let o = finished(&app, &id, generation, Duration::from_secs(20)).await;
+        assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+        // The device finishes `delay` after the update; with polls up to 30 s
+        // apart (full jitter) only the set_on_device webhook explains an
+        // outcome within a second of that, four codes out of four.
+        let took = enqueued.elapsed();
+        assert!(took < delay + Duration::from_millis(1000), "{id}: {took:?}");
+        let gets = calls(&app, &id, "/access_codes/get").len();
+        assert!(gets <= 3, "{id}: {gets} gets");
+    }
+    app.stop().await;
+}
+
+/// Posts `body` to serve's webhook endpoint as Svix would, signed with
+/// `secret` at `timestamp`; returns the HTTP status.
+async fn deliver(app: &TestApp, svix_id: &str, timestamp: i64, secret: Option<&str>, body: &str) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/webhooks/seam", app.serve_url.as_ref().unwrap()))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(secret) = secret {
+        request = request
+            .header("svix-id", svix_id)
+            .header("svix-timestamp", timestamp.to_string())
+            .header("svix-signature", sign(secret, svix_id, timestamp, body));
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+fn event(access_code_id: &str) -> String {
+    json!({
+        "event_id": "evt_1",
+        "event_type": "access_code.changed",
+        "access_code_id": access_code_id,
+        "device_id": "d",
+        "workspace_id": "ws",
+        "created_at": chrono::Utc::now().to_rfc3339(),
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn only_a_good_delivery_changes_anything_and_only_once() {
+    let app = spawn_app(far_polls()).await;
+    let d = device(&app, 20);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": "6200"}))).await.unwrap();
+    assert_eq!(finished(&app, &id, generation, Duration::from_secs(20)).await.state, OutcomeState::Succeeded);
+    // The code is watched now: its job waits hours for its next resync look.
+    let sched = format!("{}:scheduled", app.store.queue().keys().base());
+    let mut r = raw(&app).await;
+    let waiting = |r: &mut redis::aio::MultiplexedConnection| {
+        let (sched, id) = (sched.clone(), id.clone());
+        let mut r = r.clone();
+        async move { r.zscore::<_, _, Option<f64>>(&sched, &id).await.unwrap() }
+    };
+    let until_waiting = async |r: &mut redis::aio::MultiplexedConnection| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(at) = waiting(r).await.filter(|at| *at > latchkey_tests::now_ms() as f64 + 600_000.0) {
+                return at;
+            }
+            assert!(Instant::now() < deadline, "the job never went back to waiting");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let before = until_waiting(&mut r).await;
+    let gets = calls(&app, &id, "/access_codes/get").len();
+
+    let now = chrono::Utc::now().timestamp();
+    let body = event(&id);
+    let other_secret = "whsec_c2VjcmV0LW9mLWFub3RoZXItd29ya3NwYWNl";
+    assert_eq!(deliver(&app, "msg_unsigned", now, None, &body).await, 401, "unsigned");
+    assert_eq!(deliver(&app, "msg_forged", now, Some(other_secret), &body).await, 401, "forged");
+    assert_eq!(deliver(&app, "msg_late", now - 600, Some(TEST_WEBHOOK_SECRET), &body).await, 401, "replayed late");
+    let huge = format!("{}{}", &body[..body.len() - 1], format_args!(",\"pad\":\"{}\"}}", "x".repeat(70 * 1024)));
+    assert_eq!(deliver(&app, "msg_huge", now, Some(TEST_WEBHOOK_SECRET), &huge).await, 413, "oversized");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(waiting(&mut r).await, Some(before), "a refused delivery moved the job");
+    assert_eq!(calls(&app, &id, "/access_codes/get").len(), gets, "a refused delivery caused a read");
+
+    // A good one: the job runs now and reads Seam once, then waits again.
+    assert_eq!(deliver(&app, "msg_good", now, Some(TEST_WEBHOOK_SECRET), &body).await, 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls(&app, &id, "/access_codes/get").len() == gets {
+        assert!(Instant::now() < deadline, "the good delivery did not pull the job forward");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until_waiting(&mut r).await;
+    let gets = calls(&app, &id, "/access_codes/get").len();
+
+    // The same delivery again (Svix retries; a fresh timestamp and signature):
+    // no second run.
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(deliver(&app, "msg_good", now, Some(TEST_WEBHOOK_SECRET), &body).await, 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(calls(&app, &id, "/access_codes/get").len(), gets, "a repeated delivery ran the job again");
+
+    // An event about a code latchkey does not manage is dropped: nothing is created.
+    assert_eq!(deliver(&app, "msg_unknown", now, Some(TEST_WEBHOOK_SECRET), &event("ac_not_ours")).await, 204);
+    let keys: Vec<String> = r.keys(format!("{}:*ac_not_ours*", app.store.queue().keys().base())).await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    app.stop().await;
+}
