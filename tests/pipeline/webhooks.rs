@@ -68,9 +68,9 @@ async fn deliver(app: &TestApp, svix_id: &str, timestamp: i64, secret: Option<&s
     request.send().await.unwrap().status().as_u16()
 }
 
-fn event(access_code_id: &str) -> String {
+fn event(event_id: &str, access_code_id: &str) -> String {
     json!({
-        "event_id": "evt_1",
+        "event_id": event_id,
         "event_type": "access_code.changed",
         "access_code_id": access_code_id,
         "device_id": "d",
@@ -109,7 +109,7 @@ async fn only_a_good_delivery_changes_anything_and_only_once() {
     let gets = calls(&app, &id, "/access_codes/get").len();
 
     let now = chrono::Utc::now().timestamp();
-    let body = event(&id);
+    let body = event("evt_1", &id);
     let other_secret = "whsec_c2VjcmV0LW9mLWFub3RoZXItd29ya3NwYWNl";
     assert_eq!(deliver(&app, "msg_unsigned", now, None, &body).await, 401, "unsigned");
     assert_eq!(deliver(&app, "msg_forged", now, Some(other_secret), &body).await, 401, "forged");
@@ -138,8 +138,39 @@ async fn only_a_good_delivery_changes_anything_and_only_once() {
     assert_eq!(calls(&app, &id, "/access_codes/get").len(), gets, "a repeated delivery ran the job again");
 
     // An event about a code latchkey does not manage is dropped: nothing is created.
-    assert_eq!(deliver(&app, "msg_unknown", now, Some(TEST_WEBHOOK_SECRET), &event("ac_not_ours")).await, 204);
+    assert_eq!(deliver(&app, "msg_unknown", now, Some(TEST_WEBHOOK_SECRET), &event("evt_2", "ac_not_ours")).await, 204);
     let keys: Vec<String> = r.keys(format!("{}:*ac_not_ours*", app.store.queue().keys().base())).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_missed_while_serve_was_down_are_caught_up_from_events_list() {
+    let mut app = spawn_app(AppOptions { events_catch_up: Duration::from_secs(1), ..far_polls() }).await;
+    // serve is down: every delivery of the simulator fails (it gives up after
+    // a few retries), and only the workers' catch-up can bring the news.
+    app.stop_serve().await;
+    let delay = Duration::from_millis(1500);
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let d = device(&app, delay.as_millis() as u64);
+        let id = app.seam.add_access_code(&d, SeedCode::default());
+        let generation = app
+            .store
+            .enqueue(want(json!({"access_code_id": id, "device_id": d, "code": format!("{}", 6300 + i)})))
+            .await
+            .unwrap();
+        codes.push((id, generation, Instant::now()));
+    }
+    for (id, generation, enqueued) in codes {
+        let o = finished(&app, &id, generation, Duration::from_secs(20)).await;
+        assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+        // The device finishes after `delay`; the next catch-up round (every
+        // second) finds its set_on_device event; polls are 30 s apart.
+        let took = enqueued.elapsed();
+        assert!(took < delay + Duration::from_millis(2500), "{id}: {took:?}");
+    }
+    let lists = app.seam.requests().into_iter().filter(|r| r.path == "/events/list").count();
+    assert!(lists >= 1, "the workers never listed Seam's events");
     app.stop().await;
 }

@@ -24,7 +24,10 @@ pub async fn queue(url: &str, name: &str, config: QueueConfig) -> Queue {
 
 /// A plain connection for assertions behind the queue's back.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+    // A long response timeout: some tests run scripts that take a while on a
+    // busy machine (the default would fail them, not Redis).
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(std::time::Duration::from_secs(30)));
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection_with_config(&config).await.unwrap()
 }
 
 /// Waits until the queue's counter `name` reaches `at_least` (jobs settle just

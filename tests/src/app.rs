@@ -63,6 +63,8 @@ pub struct AppOptions {
     pub poll_cap: Duration,
     /// First verification poll interval of the workers.
     pub poll_base: Duration,
+    /// How often a worker catches up from Seam's `/events/list` (zero: never).
+    pub events_catch_up: Duration,
 }
 
 impl Default for AppOptions {
@@ -88,6 +90,7 @@ impl Default for AppOptions {
             webhooks: false,
             poll_cap: Duration::from_millis(400),
             poll_base: Duration::from_millis(50),
+            events_catch_up: Duration::ZERO,
         }
     }
 }
@@ -229,6 +232,7 @@ impl TestApp {
             retention_secs: self.options.retention.as_secs().max(1),
             device_delete_limit: self.options.device_delete_limit,
             drain_secs: 5,
+            events_catch_up_secs: self.options.events_catch_up.as_secs(),
         }
     }
 
@@ -280,6 +284,17 @@ impl TestApp {
         self.workers.push((tx, join));
     }
 
+    /// Stops `latchkey serve` (webhook deliveries then fail, as when it is down).
+    pub async fn stop_serve(&mut self) {
+        if let Some((tx, join)) = self.serve.take() {
+            let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(20), join)
+                .await
+                .expect("serve stops in time")
+                .expect("serve did not panic");
+        }
+    }
+
     /// Stops every worker gracefully.
     pub async fn stop(mut self) {
         for (tx, join) in self.workers.drain(..) {
@@ -289,12 +304,6 @@ impl TestApp {
                 .expect("worker drains in time")
                 .expect("worker did not panic");
         }
-        if let Some((tx, join)) = self.serve.take() {
-            let _ = tx.send(());
-            tokio::time::timeout(Duration::from_secs(20), join)
-                .await
-                .expect("serve stops in time")
-                .expect("serve did not panic");
-        }
+        self.stop_serve().await;
     }
 }

@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use latchkey_core::{AccessCode, ActionAttempt};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use serde::{Serialize, de::DeserializeOwned};
@@ -33,6 +34,21 @@ use crate::{
 
 /// `latchkey/<version>`, sent as the User-Agent.
 pub const USER_AGENT_VALUE: &str = concat!("latchkey/", env!("CARGO_PKG_VERSION"));
+
+/// One of Seam's events (from `/events/list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeamEvent {
+    /// Seam's id of the event: the same in a webhook and in the list.
+    pub event_id: String,
+    /// e.g. `access_code.set_on_device`.
+    pub event_type: String,
+    /// The access code it is about, if any.
+    pub access_code_id: Option<String>,
+    /// The device it is about, if any.
+    pub device_id: Option<String>,
+    /// When it occurred (else when Seam created it).
+    pub at: Option<DateTime<Utc>>,
+}
 
 /// The largest response body the client reads: 1 MiB, far above any Seam
 /// access-code or action-attempt answer (a few KiB). A 2xx answer whose
@@ -160,6 +176,29 @@ impl SeamClient {
         let code = AccessCode::from(r.access_code);
         same_id(status, "access code", access_code_id, &code.access_code_id)?;
         Ok(code)
+    }
+
+    /// `POST /events/list`: events of these types that occurred at or after
+    /// `since`, at most `limit` (Seam's maximum page is not documented; at
+    /// most 500 are asked for). Seam does not document their order; callers
+    /// must not depend on it.
+    pub async fn list_events(&self, since: DateTime<Utc>, event_types: &[&str], limit: u32) -> Result<Vec<SeamEvent>> {
+        let body = serde_json::json!({
+            "since": since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "event_types": event_types,
+            "limit": limit.min(500),
+        });
+        let (_, r): (u16, wire::ListEventsResponse) = self.post("/events/list", &body).await?;
+        Ok(r.events
+            .into_iter()
+            .map(|e| SeamEvent {
+                at: e.occurred_at.or(e.created_at),
+                event_id: e.event_id,
+                event_type: e.event_type,
+                access_code_id: e.access_code_id,
+                device_id: e.device_id,
+            })
+            .collect())
     }
 
     /// `POST /action_attempts/get`. An answer about another action attempt is

@@ -15,7 +15,7 @@ mod redact;
 mod request;
 mod wire;
 
-pub use client::{MAX_BODY_BYTES, SeamClient, USER_AGENT_VALUE, UpdateOutcome};
+pub use client::{MAX_BODY_BYTES, SeamClient, SeamEvent, USER_AGENT_VALUE, UpdateOutcome};
 pub use config::{ApiKey, DEFAULT_ENDPOINT, SeamConfig, api_key_from_env};
 pub use error::{ApiError, Error, ErrorClass, MAX_RETRY_AFTER, Result, classify, parse_retry_after};
 pub use request::UpdateAccessCode;

@@ -9,6 +9,27 @@ use chrono::{DateTime, Utc};
 use latchkey_core::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
 use serde::Deserialize;
 
+/// One of Seam's events, as `/events/list` returns it (and webhooks carry).
+/// Only what latchkey acts on; every other field is ignored.
+#[derive(Deserialize)]
+pub(crate) struct EventWire {
+    pub event_id: String,
+    pub event_type: String,
+    #[serde(default)]
+    pub access_code_id: Option<String>,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListEventsResponse {
+    pub events: Vec<EventWire>,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct AccessCodeWire {
     access_code_id: String,

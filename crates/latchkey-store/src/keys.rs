@@ -79,6 +79,11 @@ impl QueueKeys {
     pub fn events(&self) -> String {
         format!("{}:events", self.base)
     }
+    /// STRING: when the last catch-up from Seam's `/events/list` reached
+    /// (RFC 3339), and the lease of the worker catching up now.
+    pub fn catch_up(&self, part: &str) -> String {
+        format!("{}:catchup:{part}", self.base)
+    }
     /// HASH of one job (payload, attempts, state, ...).
     pub fn job(&self, id: &str) -> String {
         format!("{}:job:{id}", self.base)

@@ -310,6 +310,44 @@ impl Reconciliations {
     }
 }
 
+impl Reconciliations {
+    /// Whether `holder` may catch up from Seam's events now: at most one
+    /// worker per `every` (a lease that expires by itself).
+    pub async fn catch_up_turn(&self, holder: &str, every: Duration) -> Result<bool> {
+        let mut conn = self.queue.redis.conn();
+        let took: Option<String> = redis::cmd("SET")
+            .arg(self.queue.keys().catch_up("lease"))
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(every.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(took.is_some())
+    }
+
+    /// How far the catch-up from Seam's events has got; `None` before the
+    /// first, or when what Redis holds is not a time (then it starts over).
+    pub async fn catch_up_cursor(&self) -> Result<Option<DateTime<Utc>>> {
+        let mut conn = self.queue.redis.conn();
+        let raw: Option<Vec<u8>> = conn.get(self.queue.keys().catch_up("since")).await?;
+        Ok(raw
+            .filter(|b| b.len() <= 64)
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// Records how far the catch-up has got.
+    pub async fn set_catch_up_cursor(&self, at: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.queue.redis.conn();
+        let _: () = conn
+            .set(self.queue.keys().catch_up("since"), at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .await?;
+        Ok(())
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T> {
     serde_json::from_str(raw).map_err(|e| Error::Protocol { script: what, detail: e.to_string() })
 }

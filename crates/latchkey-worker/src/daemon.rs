@@ -113,6 +113,12 @@ pub struct WorkerArgs {
     /// How long in-flight jobs may take to finish on shutdown, seconds.
     #[arg(long, env = "LATCHKEY_DRAIN_SECS", default_value_t = 30)]
     pub drain_secs: u64,
+    /// With webhooks: every this many seconds one worker lists Seam's
+    /// access-code events since the last time and pulls their codes' jobs
+    /// forward, catching up on deliveries missed while `latchkey serve` was
+    /// down. 0 turns it off.
+    #[arg(long, env = "LATCHKEY_EVENTS_CATCH_UP_SECS", default_value_t = 0)]
+    pub events_catch_up_secs: u64,
 }
 
 impl fmt::Debug for WorkerArgs {
@@ -146,6 +152,7 @@ impl fmt::Debug for WorkerArgs {
             .field("verify_spread_ms", &self.verify_spread_ms)
             .field("lease_secs", &self.lease_secs)
             .field("drain_secs", &self.drain_secs)
+            .field("events_catch_up_secs", &self.events_catch_up_secs)
             .finish()
     }
 }
@@ -292,6 +299,16 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
         ),
         None => None,
     };
+    let catch_up = (args.events_catch_up_secs > 0).then(|| {
+        let every = Duration::from_secs(args.events_catch_up_secs);
+        tokio::spawn(crate::events::catch_up_loop(
+            store.clone(),
+            seam.clone(),
+            args.settings().limits,
+            every,
+            identity.clone(),
+        ))
+    });
     let reconciler = Arc::new(Reconciler { store: store.clone(), seam, settings: args.settings() });
     let concurrency = args.concurrency;
     let queue = store.queue().clone();
@@ -323,7 +340,7 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
             tracing::warn!(error = %latchkey_store::error_chain(&e), "could not hand back leased jobs; they return when their lease expires")
         }
     }
-    if let Some(task) = key_watch {
+    for task in [key_watch, catch_up].into_iter().flatten() {
         task.abort();
     }
     let _ = ops_stop.send(());

@@ -3,6 +3,7 @@
 //! that receives Seam's webhooks.
 
 mod daemon;
+mod events;
 pub mod listener;
 mod observe;
 mod reconciler;

@@ -176,10 +176,15 @@ pub(crate) async fn seam(State(hooks): State<Hooks>, headers: HeaderMap, body: B
         counter!("latchkey_webhook_events_total", "event_type" => label, "result" => "ignored").increment(1);
         return (StatusCode::NO_CONTENT, String::new());
     };
-    match hooks.store.nudge(Some(&delivery), &[code]).await {
+    // De-duplicated on Seam's event id (the same in a retried delivery and in
+    // `/events/list`, which the workers catch up from), else on `svix-id`.
+    let event_id =
+        event.get("event_id").and_then(|v| v.as_str()).filter(|id| latchkey_core::id_rule_broken(id).is_none());
+    let delivery = event_id.or(Some(delivery.as_str()).filter(|id| latchkey_core::id_rule_broken(id).is_none()));
+    match hooks.store.nudge(delivery, &[code]).await {
         Ok(None) => {
             counter!("latchkey_webhook_deliveries_total", "result" => "duplicate").increment(1);
-            tracing::debug!(delivery, "webhook delivery seen before; nothing to do");
+            tracing::debug!(delivery = delivery.unwrap_or_default(), "webhook event seen before; nothing to do");
             (StatusCode::NO_CONTENT, String::new())
         }
         Ok(Some(results)) => {

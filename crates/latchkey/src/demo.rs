@@ -2,15 +2,17 @@
 //! own (or `REDIS_URL`), the Seam simulator, a worker, and a scenario: an
 //! ongoing code, a time-bound code starting in a few seconds, both
 //! conversions, a device that fails, and a burst of updates for one code.
+//! Webhooks are on: `latchkey serve` receives the simulator's signed events,
+//! which pull verifications forward; polls are the backstop.
 //! Shows progress, ends with a table of outcomes, stops cleanly on Ctrl-C.
 
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
-use latchkey_fake_seam::{AttemptResult, DeviceBehaviour, FakeSeam, SeedCode, SimConfig};
+use latchkey_fake_seam::{AttemptResult, DeviceBehaviour, FakeSeam, SeedCode, SimConfig, WebhookTarget};
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
-use latchkey_worker::{WorkerArgs, run_worker};
+use latchkey_worker::{ServeArgs, WorkerArgs, run_serve, run_worker};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -21,6 +23,7 @@ pub struct Args {
 }
 
 const KEY: &str = "seam_demo_key";
+const WEBHOOK_SECRET: &str = "whsec_ZGVtby13ZWJob29rLXNlY3JldC1vZi1sYXRjaGtleQ==";
 
 struct Case {
     label: &'static str,
@@ -31,9 +34,17 @@ struct Case {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let local = crate::local_redis::resolve(args.redis_url)?;
+    let serve_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
     let seam = FakeSeam::spawn(SimConfig {
         api_key: KEY.into(),
         device_delay: Duration::from_millis(400),
+        webhook: Some(WebhookTarget {
+            url: format!("http://{serve_addr}/webhooks/seam"),
+            secret: WEBHOOK_SECRET.into(),
+        }),
         ..SimConfig::default()
     })
     .await?;
@@ -42,13 +53,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         latchkey_store::redact_url(&local.url),
         if local.owned.is_some() { " (started for this demo)" } else { "" }
     );
-    println!("Seam simulator: {}", seam.url());
+    println!("Seam simulator: {} (its events go to latchkey serve at http://{serve_addr}/webhooks/seam)", seam.url());
     let prefix = format!("latchkey-demo-{}", std::process::id());
     let store = Reconciliations::new(
         Redis::connect(&RedisConfig::new(&local.url)).await?,
         QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
     )?;
 
+    let (stop_serve, serve_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(run_serve(
+        ServeArgs {
+            listen: serve_addr.to_string(),
+            http_addr: "off".into(),
+            redis_url: local.url.clone(),
+            redis_url_file: None,
+            redis_ca_file: None,
+            prefix: prefix.clone(),
+            webhook_secret: Some(WEBHOOK_SECRET.into()),
+            webhook_secret_file: None,
+        },
+        async move {
+            let _ = serve_stopped.await;
+        },
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker_args = WorkerArgs {
         redis_url: local.url.clone(),
@@ -61,8 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         concurrency: 32,
         prefix,
         verify_timeout_secs: 20,
-        poll_base_ms: 250,
-        poll_cap_ms: 2000,
+        // Webhooks bring the news; polls are the backstop.
+        poll_base_ms: 2000,
+        poll_cap_ms: 10_000,
         max_attempts: 5,
         max_reapplies: 2,
         min_update_interval_ms: 1000,
@@ -79,6 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         retention_secs: 7 * 24 * 3600,
         device_delete_limit: 20,
         drain_secs: 5,
+        events_catch_up_secs: 10,
     };
     let worker = tokio::spawn(run_worker(worker_args, async move {
         let _ = stop_rx.await;
@@ -207,6 +236,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let _ = stop_tx.send(());
     let _ = worker.await;
+    let _ = stop_serve.send(());
+    let _ = serve.await;
 
     println!(
         "\n{:<14} {:<32} {:>4} {:<10} {:>7} {:>6} {:>9}  DETAIL",
