@@ -11,7 +11,7 @@ use latchkey_tests::app::{AppOptions, TEST_WEBHOOK_SECRET, TestApp, spawn_app};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::{calls, device, finished, raw, want};
+use crate::{calls, device, finished, raw, until_record, update_landed, want};
 
 /// Polls so far apart that only a webhook explains a quick outcome.
 fn far_polls() -> AppOptions {
@@ -172,5 +172,53 @@ async fn events_missed_while_serve_was_down_are_caught_up_from_events_list() {
     }
     let lists = app.seam.requests().into_iter().filter(|r| r.path == "/events/list").count();
     assert!(lists >= 1, "the workers never listed Seam's events");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_back_online_pulls_its_waiting_codes_forward() {
+    let app = spawn_app(far_polls()).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let generation =
+        app.store.enqueue(want(json!({"access_code_id": id, "device_id": d, "code": "6400"}))).await.unwrap();
+    update_landed(&app, &id).await;
+    // The hub drops out right after the update: Seam reports `device_offline`
+    // on the code, then clears it without an access code event.
+    let offline = latchkey_fake_seam::Issue {
+        kind: latchkey_fake_seam::IssueKind::Error,
+        code: "device_offline".into(),
+        message: None,
+        created_at: None,
+        clear_after: Some(Duration::from_millis(1500)),
+        keep_on_update: false,
+    };
+    assert!(app.seam.add_issue(&id, offline));
+    let seen_offline = |o: Option<&latchkey_core::Outcome>| {
+        o.is_some_and(|o| {
+            o.state == OutcomeState::Verifying
+                && o.last_seen.as_ref().is_some_and(|s| s.errors.iter().any(|e| e.code == "device_offline"))
+        })
+    };
+    until_record(&app, &id, Duration::from_secs(10), "waiting for the device", seen_offline).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Seam says the device is back: its waiting code is read again now, not
+    // at its next poll (30 s or more away).
+    let event = json!({
+        "event_id": "evt_device_back",
+        "event_type": "device.connected",
+        "device_id": d,
+        "workspace_id": "ws",
+        "created_at": chrono::Utc::now().to_rfc3339(),
+    })
+    .to_string();
+    let sent = Instant::now();
+    assert_eq!(
+        deliver(&app, "msg_device", chrono::Utc::now().timestamp(), Some(TEST_WEBHOOK_SECRET), &event).await,
+        204
+    );
+    let o = finished(&app, &id, generation, Duration::from_secs(20)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(sent.elapsed() < Duration::from_secs(3), "{:?} after the device came back", sent.elapsed());
     app.stop().await;
 }

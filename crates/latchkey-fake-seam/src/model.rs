@@ -392,7 +392,11 @@ impl World {
         let Some(device) = self.devices.get_mut(device_id) else { return };
         let was_offline = device.behaviour == DeviceBehaviour::Offline;
         device.behaviour = behaviour.clone();
-        if was_offline && behaviour != DeviceBehaviour::Offline {
+        let offline = behaviour == DeviceBehaviour::Offline;
+        if was_offline != offline {
+            self.emit_device(if offline { "device.disconnected" } else { "device.connected" }, device_id, now);
+        }
+        if was_offline && !offline {
             let mut moved = Vec::new();
             for code in self.codes.values_mut().filter(|c| c.device_id == device_id) {
                 if let Some(p) = &mut code.pending {
@@ -497,6 +501,25 @@ impl World {
         self.unindex(id);
         self.codes.remove(id);
         true
+    }
+
+    /// A device event (`device.connected`, `device.disconnected`), as Seam
+    /// sends it: about the device, with no access code.
+    pub fn emit_device(&mut self, event_type: &str, device_id: &str, now: DateTime<Utc>) {
+        let Some(device) = self.devices.get(device_id) else { return };
+        let event = json!({
+            "event_id": uuid(),
+            "event_type": event_type,
+            "workspace_id": self.workspace_id,
+            "device_id": device_id,
+            "connected_account_id": device.connected_account_id,
+            "created_at": ts(now),
+            "occurred_at": ts(now),
+        });
+        if let Some(tx) = &self.webhook {
+            let _ = tx.send(event.clone());
+        }
+        self.events.push(event);
     }
 
     pub fn emit(&mut self, event_type: &str, code_id: &str, now: DateTime<Utc>) {

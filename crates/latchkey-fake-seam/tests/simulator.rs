@@ -902,7 +902,12 @@ async fn a_delete_on_an_offline_device_waits_for_it_then_the_code_is_gone() {
     gone(&seam, &id).await;
     assert_eq!(
         event_types(&seam),
-        ["access_code.failed_to_remove_from_device", "access_code.removed_from_device", "access_code.deleted"]
+        [
+            "access_code.failed_to_remove_from_device",
+            "device.connected",
+            "access_code.removed_from_device",
+            "access_code.deleted"
+        ]
     );
 }
 
@@ -1070,7 +1075,12 @@ async fn a_time_bound_code_on_an_offline_device_stays_removing_until_the_device_
     gone(&seam, &id).await;
     assert_eq!(
         event_types(&seam),
-        ["access_code.failed_to_remove_from_device", "access_code.removed_from_device", "access_code.deleted"]
+        [
+            "access_code.failed_to_remove_from_device",
+            "device.connected",
+            "access_code.removed_from_device",
+            "access_code.deleted"
+        ]
     );
 }
 

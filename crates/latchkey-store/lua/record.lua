@@ -7,11 +7,14 @@
 -- terminal one is counted in the queue's stats (`outcome_<state>`). A record
 -- that ends the code's life (deleted or expired, final) makes the code's
 -- records expire after `forget_ms`; a new generation keeps them (desire.lua).
+-- The code is kept in its device's index (`<base>:device:<device_id>`, a set;
+-- a device event pulls the device's codes forward, nudge.lua) while its
+-- records live, and leaves it when they are set to be forgotten.
 -- ARGV: access_code_id, generation, outcome JSON, state, worker, fence,
---       lease_ms, history entry JSON, forget_ms (0: keep)
+--       lease_ms, history entry JSON, forget_ms (0: keep), device_id ('' unknown)
 -- Returns 1 written, 0 superseded (a newer generation exists), -1 lease lost.
 local id, gen, outcome, state, worker, fence = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local lease_ms, entry, forget_ms = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local lease_ms, entry, forget_ms, device = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), ARGV[10] or ''
 if not gen or not lease_ms or not forget_ms then
   return redis.error_reply('record.lua: generation, lease_ms and forget_ms must be numbers')
 end
@@ -26,6 +29,8 @@ local raw = redis.pcall('GET', K_OUTCOME)
 if type(raw) ~= 'string' or #raw > MAX_RECORD then raw = 'null' end
 local prev_ok, prev = pcall(cjson.decode, raw)
 local changed = not (prev_ok and type(prev) == 'table' and prev.state == state)
+local K_DEVICE = base .. ':device:' .. device
+local device_kind = device ~= '' and key_type(K_DEVICE) or 'none'
 redis.call('SET', K_OUTCOME, outcome)
 redis.call('ZADD', K_LEASED, 'XX', now + lease_ms, id)
 if changed then
@@ -33,6 +38,10 @@ if changed then
   -- Finished reconciliations by how they ended (`queue stats`; the benchmark
   -- waits on them, since a code watched to its end of stay is not acked).
   if TERMINAL[state] then count('outcome_' .. state, 1) end
+end
+if device ~= '' then
+  if device_kind ~= 'none' and device_kind ~= 'set' then set_aside(K_DEVICE, 'device', device) end
+  if forget_ms > 0 then redis.call('SREM', K_DEVICE, id) else redis.call('SADD', K_DEVICE, id) end
 end
 if forget_ms > 0 then
   for _, k in ipairs({K_DESIRED, K_OUTCOME, base .. ':history:' .. id}) do redis.call('PEXPIRE', k, forget_ms) end

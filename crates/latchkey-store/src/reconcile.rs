@@ -222,6 +222,7 @@ impl Reconciliations {
             .arg(lease.duration.as_millis() as u64)
             .arg(serde_json::to_string(&HistoryEntry::of(outcome)).map_err(Error::Encode)?)
             .arg(if outcome.is_forgettable() { self.retention.as_millis() as u64 } else { 0 })
+            .arg(outcome.device_id.as_deref().filter(|d| latchkey_core::id_rule_broken(d).is_none()).unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(match r {
@@ -273,28 +274,12 @@ impl Reconciliations {
     /// delivery's id: a delivery seen within [`DELIVERY_DEDUP`] changes
     /// nothing (`None` returned). Ids that break the id rule are not managed.
     pub async fn nudge(&self, delivery: Option<&str>, access_code_ids: &[&str]) -> Result<Option<Vec<Nudged>>> {
-        if let Some(d) = delivery {
-            crate::keys::validate_job_id(d)?;
-        }
         let valid: Vec<&str> =
             access_code_ids.iter().copied().filter(|id| latchkey_core::id_rule_broken(id).is_none()).collect();
-        let mut conn = self.queue.redis.conn();
-        let r: Vec<i64> = SCRIPTS
-            .nudge
-            .key(self.queue.keys().base())
-            .arg(delivery.unwrap_or(""))
-            .arg(DELIVERY_DEDUP.as_millis() as u64)
-            .arg(&valid)
-            .invoke_async(&mut conn)
-            .await?;
-        if r.first() == Some(&-1) {
+        let Some(r) = self.nudge_script(delivery, "codes", &valid).await? else {
             return Ok(None);
-        }
-        let mut results = r.into_iter().map(|n| match n {
-            1 => Nudged::Pulled,
-            2 => Nudged::AlreadyDue,
-            _ => Nudged::NotManaged,
-        });
+        };
+        let mut results = r.into_iter().map(nudged);
         Ok(Some(
             access_code_ids
                 .iter()
@@ -307,6 +292,43 @@ impl Reconciliations {
                 })
                 .collect(),
         ))
+    }
+
+    /// An event from Seam about a device (it came back, or went away): the
+    /// jobs of its codes whose reconciliation is under way run now (a code
+    /// that succeeded is left to its watch). `None` for a delivery seen
+    /// before; else how many were pulled forward.
+    pub async fn nudge_device(&self, delivery: Option<&str>, device_id: &str) -> Result<Option<usize>> {
+        if latchkey_core::id_rule_broken(device_id).is_some() {
+            return Ok(Some(0));
+        }
+        let r = self.nudge_script(delivery, "device", &[device_id]).await?;
+        Ok(r.map(|r| r.into_iter().filter(|n| nudged(*n) == Nudged::Pulled).count()))
+    }
+
+    async fn nudge_script(&self, delivery: Option<&str>, kind: &str, args: &[&str]) -> Result<Option<Vec<i64>>> {
+        if let Some(d) = delivery {
+            crate::keys::validate_job_id(d)?;
+        }
+        let mut conn = self.queue.redis.conn();
+        let r: Vec<i64> = SCRIPTS
+            .nudge
+            .key(self.queue.keys().base())
+            .arg(delivery.unwrap_or(""))
+            .arg(DELIVERY_DEDUP.as_millis() as u64)
+            .arg(kind)
+            .arg(args)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((r.first() != Some(&-1)).then_some(r))
+    }
+}
+
+fn nudged(n: i64) -> Nudged {
+    match n {
+        1 => Nudged::Pulled,
+        2 => Nudged::AlreadyDue,
+        _ => Nudged::NotManaged,
     }
 }
 

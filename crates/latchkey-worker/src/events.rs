@@ -12,7 +12,45 @@ use chrono::Utc;
 use latchkey_seam::SeamClient;
 use latchkey_store::{Limits, Nudged, Reconciliations, error_chain};
 
-/// The events that pull a job forward: Seam's `access_code.*` list.
+/// What an event from Seam sets off, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger<'a> {
+    /// An access code event: that code's job runs now.
+    Code(&'a str),
+    /// A device came back or went away: the jobs of its codes whose
+    /// reconciliation is under way run now (codes that succeeded are left
+    /// to their watch).
+    Device(&'a str),
+}
+
+impl<'a> Trigger<'a> {
+    /// From an event's type and ids.
+    pub(crate) fn of(event_type: &str, access_code_id: Option<&'a str>, device_id: Option<&'a str>) -> Option<Self> {
+        match event_type {
+            t if t.starts_with("access_code.") => access_code_id.map(Trigger::Code),
+            "device.connected" | "device.disconnected" => device_id.map(Trigger::Device),
+            _ => None,
+        }
+    }
+
+    /// Pulls the jobs forward, once per `delivery`: `None` when it was seen
+    /// before, else how many waiting jobs now run.
+    pub(crate) async fn pull(
+        self,
+        store: &Reconciliations,
+        delivery: Option<&str>,
+    ) -> Result<Option<usize>, latchkey_store::Error> {
+        match self {
+            Trigger::Code(code) => {
+                Ok(store.nudge(delivery, &[code]).await?.map(|r| r.iter().filter(|n| **n == Nudged::Pulled).count()))
+            }
+            Trigger::Device(device) => store.nudge_device(delivery, device).await,
+        }
+    }
+}
+
+/// The events that pull jobs forward: Seam's `access_code.*` list, and a
+/// device coming back or going away.
 pub const ACCESS_CODE_EVENTS: &[&str] = &[
     "access_code.created",
     "access_code.changed",
@@ -27,6 +65,8 @@ pub const ACCESS_CODE_EVENTS: &[&str] = &[
     "access_code.modified_external_to_seam",
     "access_code.deleted_external_to_seam",
     "access_code.backup_access_code_pulled",
+    "device.connected",
+    "device.disconnected",
 ];
 
 /// How far back a catch-up ever looks: Svix stops retrying after about a day,
@@ -89,13 +129,12 @@ async fn round(
         if let Some(at) = event.at {
             reached = reached.max(at.min(now));
         }
-        let Some(code) = event.access_code_id.as_deref() else { continue };
+        let Some(trigger) = Trigger::of(&event.event_type, event.access_code_id.as_deref(), event.device_id.as_deref())
+        else {
+            continue;
+        };
         let delivery = (latchkey_core::id_rule_broken(&event.event_id).is_none()).then_some(event.event_id.as_str());
-        if let Some(results) = store.nudge(delivery, &[code]).await.map_err(store_err)?
-            && results.first() == Some(&Nudged::Pulled)
-        {
-            pulled += 1;
-        }
+        pulled += trigger.pull(store, delivery).await.map_err(store_err)?.unwrap_or(0);
     }
     // `since` is inclusive: events at `reached` are listed again next round
     // and de-duplicated on their id, so none at the boundary is lost.

@@ -25,7 +25,7 @@
 //! | `latchkey_redis_up` | gauge | whether the last scrape could read the queue |
 //! | `latchkey_seam_key_refused` | gauge | 1 while Seam refuses the API key (401/403): nothing can progress |
 //! | `latchkey_webhook_deliveries_total` | counter | `result` (`accepted`, `duplicate`, `refused`, `unreadable`): `latchkey serve` |
-//! | `latchkey_webhook_events_total` | counter | `event_type` (Seam's names, else `other`), `result` (`pulled_forward`, `already_due`, `not_managed`, `ignored`) |
+//! | `latchkey_webhook_events_total` | counter | `event_type` (Seam's names, else `other`), `result` (`pulled_forward`, `dropped` (not managed, or not waiting), `ignored` (not an event latchkey acts on)) |
 //!
 //! The queue gauges are read from Redis when `/metrics` is scraped, so every
 //! replica reports the same queue; aggregate them with `max`, not `sum`.
@@ -142,7 +142,7 @@ fn describe() {
     );
     describe_counter!(
         "latchkey_webhook_events_total",
-        "Events of accepted deliveries: pulled_forward (a waiting job runs now), already_due, not_managed (a code latchkey does not reconcile: dropped), ignored (not about an access code)."
+        "Events of accepted deliveries: pulled_forward (waiting jobs run now), dropped (a code latchkey does not reconcile, or nothing waiting), ignored (not an event latchkey acts on)."
     );
     describe_gauge!("latchkey_redis_up", "1 when the last scrape could read the queue from Redis.");
     describe_gauge!(

@@ -15,7 +15,7 @@ use axum::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use latchkey_store::{Nudged, Reconciliations, error_chain};
+use latchkey_store::{Reconciliations, error_chain};
 use metrics::counter;
 use sha2::Sha256;
 
@@ -170,32 +170,31 @@ pub(crate) async fn seam(State(hooks): State<Hooks>, headers: HeaderMap, body: B
     };
     let event_type = event.get("event_type").and_then(|v| v.as_str()).unwrap_or("");
     let label = event_label(event_type);
-    let code = event.get("access_code_id").and_then(|v| v.as_str()).filter(|_| event_type.starts_with("access_code."));
-    let Some(code) = code else {
-        // Not about an access code this version acts on: acknowledged.
-        counter!("latchkey_webhook_events_total", "event_type" => label, "result" => "ignored").increment(1);
-        return (StatusCode::NO_CONTENT, String::new());
-    };
+    let field = |name: &str| event.get(name).and_then(|v| v.as_str());
     // De-duplicated on Seam's event id (the same in a retried delivery and in
     // `/events/list`, which the workers catch up from), else on `svix-id`.
-    let event_id =
-        event.get("event_id").and_then(|v| v.as_str()).filter(|id| latchkey_core::id_rule_broken(id).is_none());
+    let event_id = field("event_id").filter(|id| latchkey_core::id_rule_broken(id).is_none());
     let delivery = event_id.or(Some(delivery.as_str()).filter(|id| latchkey_core::id_rule_broken(id).is_none()));
-    match hooks.store.nudge(delivery, &[code]).await {
+    let done = match crate::events::Trigger::of(event_type, field("access_code_id"), field("device_id")) {
+        None => {
+            // Not about anything this version acts on: acknowledged.
+            counter!("latchkey_webhook_events_total", "event_type" => label, "result" => "ignored").increment(1);
+            return (StatusCode::NO_CONTENT, String::new());
+        }
+        Some(trigger) => trigger.pull(&hooks.store, delivery).await,
+    };
+    match done {
         Ok(None) => {
             counter!("latchkey_webhook_deliveries_total", "result" => "duplicate").increment(1);
             tracing::debug!(delivery = delivery.unwrap_or_default(), "webhook event seen before; nothing to do");
             (StatusCode::NO_CONTENT, String::new())
         }
-        Ok(Some(results)) => {
+        Ok(Some(pulled)) => {
             counter!("latchkey_webhook_deliveries_total", "result" => "accepted").increment(1);
-            let result = match results.first() {
-                Some(Nudged::Pulled) => "pulled_forward",
-                Some(Nudged::AlreadyDue) => "already_due",
-                _ => "not_managed",
-            };
+            // (a code latchkey does not manage, or one not waiting, is dropped)
+            let result = if pulled > 0 { "pulled_forward" } else { "dropped" };
             counter!("latchkey_webhook_events_total", "event_type" => label, "result" => result).increment(1);
-            tracing::debug!(event_type = label, access_code_id = %latchkey_core::shown(code), result, "webhook event");
+            tracing::debug!(event_type = label, pulled, "webhook event");
             (StatusCode::NO_CONTENT, String::new())
         }
         Err(e) => {

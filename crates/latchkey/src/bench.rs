@@ -12,7 +12,10 @@
 //! 6. the worker's peak resident memory during scenarios 2 and 5;
 //! 7. Redis memory after N codes have lived (created, verified, expired) and
 //!    their retention passed, against the memory before: what a code leaves
-//!    behind for good.
+//!    behind for good;
+//! 8. devices that take 2 s: Seam reads per reconciliation and enqueue ->
+//!    `succeeded`, polling only and with webhooks (`latchkey serve`), side by
+//!    side.
 //!
 //! Scenarios 2 to 5 run the worker as its own process (`latchkey worker`, as
 //! in production), so its memory is its own; the simulator and the load
@@ -31,7 +34,7 @@ use std::{
 use apalis::prelude::*;
 use chrono::Utc;
 use latchkey_core::DesiredStateInput;
-use latchkey_fake_seam::{FakeSeam, SimConfig};
+use latchkey_fake_seam::{FakeSeam, SimConfig, WebhookTarget};
 use latchkey_store::{NewJob, Queue, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions};
 use serde_json::{Value, json};
 
@@ -63,6 +66,9 @@ pub struct Args {
     /// Codes that live a whole life (created, verified, expired, forgotten) in scenario 7.
     #[arg(long, default_value_t = 100_000)]
     lived: usize,
+    /// Codes enqueued (at 50/s) with webhooks and again without, in scenario 8.
+    #[arg(long, default_value_t = 500)]
+    webhook_codes: usize,
     /// A folder holding `shared/peers` with `npm install bullmq@5` done; BullMQ
     /// runs side by side when given.
     #[arg(long, env = "LATCHKEY_BENCH_PEERS")]
@@ -70,6 +76,10 @@ pub struct Args {
     /// Tiny counts: every figure, in seconds (CI runs this).
     #[arg(long)]
     smoke: bool,
+    /// Run only these scenarios (e.g. `--only 8`, `--only 2,3`); all by default.
+    /// Scenario 5 needs 3, and 6 needs 2 and 5.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u32>,
 }
 
 struct Row {
@@ -217,8 +227,17 @@ impl Pipeline {
 
     /// Like `start`, with more worker settings (environment variables).
     async fn start_with(redis_url: &str, tag: &str, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let seam = instant_seam().await?;
-        let prefix = bench_prefix(tag);
+        Self::start_against(instant_seam().await?, redis_url, &bench_prefix(tag), extra).await
+    }
+
+    /// A worker process against `seam`, on `prefix`.
+    async fn start_against(
+        seam: FakeSeam,
+        redis_url: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let prefix = prefix.to_string();
         let store = Reconciliations::new(
             Redis::connect(&RedisConfig::new(redis_url)).await?,
             QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
@@ -326,6 +345,107 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
         ),
     ];
     Ok((rows, per_s, rss))
+}
+
+/// Scenario 8: devices that take 2 s to apply a change; the same load
+/// without webhooks (polls from 1 s, the defaults) and with them (`latchkey
+/// serve` receiving the simulator's signed events, polls from 15 s to 5
+/// minutes as the README recommends): Seam reads per reconciliation and
+/// enqueue -> `succeeded`.
+async fn scenario_webhooks(redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>> {
+    const DELAY: Duration = Duration::from_secs(2);
+    const RATE: u32 = 50;
+    const SECRET: &str = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtb2YtbGF0Y2hrZXk=";
+    let secs = (n as u64).div_ceil(RATE as u64).max(1);
+    let mut rows = Vec::new();
+    for hooks in [false, true] {
+        let tag = if hooks { "hooks" } else { "polls" };
+        let prefix = bench_prefix(tag);
+        let serve_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let seam = FakeSeam::spawn(SimConfig {
+            api_key: "seam_test".into(),
+            device_delay: DELAY,
+            auto_create: true,
+            rate_limit_per_device_per_minute: 0,
+            webhook: hooks.then(|| WebhookTarget {
+                url: format!("http://127.0.0.1:{serve_port}/webhooks/seam"),
+                secret: SECRET.into(),
+            }),
+            ..SimConfig::default()
+        })
+        .await?;
+        let mut serve = if hooks {
+            let child = tokio::process::Command::new(std::env::current_exe()?)
+                .arg("serve")
+                .envs([
+                    ("REDIS_URL", redis_url.to_string()),
+                    ("LATCHKEY_PREFIX", prefix.clone()),
+                    ("LATCHKEY_LISTEN", format!("127.0.0.1:{serve_port}")),
+                    ("LATCHKEY_HTTP_ADDR", "off".into()),
+                    ("SEAM_WEBHOOK_SECRET", SECRET.into()),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while tokio::net::TcpStream::connect(("127.0.0.1", serve_port)).await.is_err() {
+                anyhow::ensure!(Instant::now() < deadline, "latchkey serve did not listen within 20 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(child)
+        } else {
+            None
+        };
+        let polls: &[(&str, &str)] = if hooks {
+            &[("LATCHKEY_POLL_BASE_MS", "15000"), ("LATCHKEY_POLL_CAP_MS", "300000")]
+        } else {
+            &[("LATCHKEY_POLL_BASE_MS", "1000"), ("LATCHKEY_POLL_CAP_MS", "60000")]
+        };
+        let mut env = vec![("LATCHKEY_ATTEMPT_PATIENCE_MS", "10000")];
+        env.extend_from_slice(polls);
+        let p = Pipeline::start_against(seam, redis_url, &prefix, &env).await?;
+        let spread = offered_rate(&p, tag, RATE, secs).await?;
+        let requests = p.seam.requests();
+        let count = |path: &str| requests.iter().filter(|r| r.path == path).count() as f64 / n as f64;
+        let (gets, attempts) = (count("/access_codes/get"), count("/action_attempts/get"));
+        // A code's first read, before its first update, learns its device
+        // (once in its life; these codes are new): the rest verify.
+        let mut first_update: std::collections::HashMap<&str, chrono::DateTime<chrono::Utc>> = Default::default();
+        for r in requests.iter().filter(|r| r.path == "/access_codes/update") {
+            if let Some(id) = r.access_code_id.as_deref() {
+                first_update.entry(id).or_insert(r.at);
+            }
+        }
+        let verifying = requests
+            .iter()
+            .filter(|r| r.path == "/access_codes/get")
+            .filter(|r| r.access_code_id.as_deref().and_then(|id| first_update.get(id)).is_some_and(|u| r.at >= *u))
+            .count() as f64
+            / n as f64;
+        p.stop().await;
+        if let Some(mut s) = serve.take() {
+            let _ = Command::new("kill").args(["-TERM", &s.id().map(|p| p.to_string()).unwrap_or_default()]).status();
+            if tokio::time::timeout(Duration::from_secs(15), s.wait()).await.is_err() {
+                let _ = s.kill().await;
+            }
+        }
+        let over = spread.p99 - DELAY.as_millis() as i64;
+        let with = if hooks { "with webhooks" } else { "polling only" };
+        rows.push(Row::new(
+            format!("8. 2 s devices, {with}: Seam reads / reconciliation"),
+            format!(
+                "access_codes/get {gets:.2} ({verifying:.2} verifying, the rest learning the device), action_attempts/get {attempts:.2}"
+            ),
+            json!({"scenario": "webhooks_reads", "webhooks": hooks, "codes": n, "access_code_gets": (gets * 100.0).round() / 100.0, "verifying_gets": (verifying * 100.0).round() / 100.0, "action_attempt_gets": (attempts * 100.0).round() / 100.0}),
+        ));
+        rows.push(Row::new(
+            format!("8. 2 s devices, {with}: enqueue -> succeeded"),
+            format!("{} (p99 {over} ms over the device's 2 s)", spread.figure()),
+            json!({"scenario": "webhooks_latency", "webhooks": hooks, "codes": n, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max, "p99_over_device_ms": over}),
+        ));
+    }
+    Ok(rows)
 }
 
 /// Enqueues at a fixed rate and measures enqueue -> `succeeded`.
@@ -580,45 +700,77 @@ async fn clean_up(redis: &Redis) -> anyhow::Result<u64> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (jobs, recs, rates, rate_secs, scheduled, waiting, lived) = if args.smoke {
-        (2_000, 200, vec![50], 1, 200, 20_000, 200)
+    let (jobs, recs, rates, rate_secs, scheduled, waiting, lived, webhook_codes) = if args.smoke {
+        (2_000, 200, vec![50], 1, 200, 20_000, 200, 50)
     } else {
-        (args.jobs, args.reconciliations, args.rates.clone(), args.rate_secs, args.scheduled, args.waiting, args.lived)
+        (
+            args.jobs,
+            args.reconciliations,
+            args.rates.clone(),
+            args.rate_secs,
+            args.scheduled,
+            args.waiting,
+            args.lived,
+            args.webhook_codes,
+        )
     };
     let started_redis = args.redis_url.is_none();
     let local = crate::local_redis::resolve(args.redis_url.clone())?;
     let redis = Redis::connect(&RedisConfig::new(&local.url)).await?;
     let mut rows = Vec::new();
 
-    eprintln!("scenario 1: {jobs} no-op jobs...");
-    rows.push(scenario_queue(&redis, jobs).await?);
-    eprintln!("scenario 2: {recs} reconciliations...");
-    let (rec_rows, rec_rate, rss_rec) = scenario_reconcile(&redis, &local.url, recs).await?;
-    rows.extend(rec_rows);
-    let mut latencies = Vec::new();
-    for &rate in &rates {
-        eprintln!("scenario 3: {rate}/s for {rate_secs} s...");
-        let (row, spread) = scenario_latency(&local.url, rate, rate_secs).await?;
-        rows.push(row);
-        latencies.push((rate, spread));
+    let run = |n: u32| args.only.is_empty() || args.only.contains(&n);
+    let mut rec_rate = 1000.0;
+    let (mut rss_rec, mut rss_scale) = (None, None);
+    if run(1) {
+        eprintln!("scenario 1: {jobs} no-op jobs...");
+        rows.push(scenario_queue(&redis, jobs).await?);
     }
-    eprintln!("scenario 4: {scheduled} time-bound codes...");
-    rows.extend(scenario_starts_at(&redis, &local.url, scheduled, rec_rate).await?);
-    eprintln!("scenario 7: {lived} codes live a whole life...");
-    rows.extend(scenario_lived(&redis, &local.url, lived, rec_rate).await?);
-    eprintln!("scenario 5: {waiting} waiting verifications...");
-    let (scale_rows, rss_scale) = scenario_scale(&redis, &local.url, waiting, rate_secs, &latencies).await?;
-    rows.extend(scale_rows);
-    rows.push(Row::new(
-        "6. worker peak RSS, scenario 2",
-        format!("{rss_rec:.1} MB"),
-        json!({"scenario": "worker_rss", "during": "reconcile", "peak_mb": (rss_rec * 10.0).round() / 10.0}),
-    ));
-    rows.push(Row::new(
-        "6. worker peak RSS, scenario 5",
-        format!("{rss_scale:.1} MB"),
-        json!({"scenario": "worker_rss", "during": "waiting", "peak_mb": (rss_scale * 10.0).round() / 10.0}),
-    ));
+    if run(2) || run(6) {
+        eprintln!("scenario 2: {recs} reconciliations...");
+        let (rec_rows, rate, rss) = scenario_reconcile(&redis, &local.url, recs).await?;
+        rows.extend(rec_rows);
+        (rec_rate, rss_rec) = (rate, Some(rss));
+    }
+    let mut latencies = Vec::new();
+    if run(3) || run(5) {
+        for &rate in &rates {
+            eprintln!("scenario 3: {rate}/s for {rate_secs} s...");
+            let (row, spread) = scenario_latency(&local.url, rate, rate_secs).await?;
+            rows.push(row);
+            latencies.push((rate, spread));
+        }
+    }
+    if run(4) {
+        eprintln!("scenario 4: {scheduled} time-bound codes...");
+        rows.extend(scenario_starts_at(&redis, &local.url, scheduled, rec_rate).await?);
+    }
+    if run(7) {
+        eprintln!("scenario 7: {lived} codes live a whole life...");
+        rows.extend(scenario_lived(&redis, &local.url, lived, rec_rate).await?);
+    }
+    if run(8) {
+        eprintln!("scenario 8: {webhook_codes} codes on 2 s devices, without webhooks and with...");
+        rows.extend(scenario_webhooks(&local.url, webhook_codes).await?);
+    }
+    if run(5) || run(6) {
+        eprintln!("scenario 5: {waiting} waiting verifications...");
+        let (scale_rows, rss) = scenario_scale(&redis, &local.url, waiting, rate_secs, &latencies).await?;
+        rows.extend(scale_rows);
+        rss_scale = Some(rss);
+    }
+    if let (Some(rss_rec), Some(rss_scale)) = (rss_rec, rss_scale) {
+        rows.push(Row::new(
+            "6. worker peak RSS, scenario 2",
+            format!("{rss_rec:.1} MB"),
+            json!({"scenario": "worker_rss", "during": "reconcile", "peak_mb": (rss_rec * 10.0).round() / 10.0}),
+        ));
+        rows.push(Row::new(
+            "6. worker peak RSS, scenario 5",
+            format!("{rss_scale:.1} MB"),
+            json!({"scenario": "worker_rss", "during": "waiting", "peak_mb": (rss_scale * 10.0).round() / 10.0}),
+        ));
+    }
 
     if let Some(dir) = &args.peers
         && let Err(e) = peers(dir, &local.url, jobs, recs, &mut rows).await
