@@ -24,6 +24,8 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "latency_with_waiting",
         "worker_rss",
         "lived_memory",
+        "webhooks_reads",
+        "webhooks_latency",
     ] {
         let line = stdout
             .lines()
