@@ -169,9 +169,9 @@ async fn a_worker_reconciles_over_tls_as_an_acl_user_with_its_url_from_a_file() 
     let url_file = dir.path().join("redis-url");
     std::fs::write(&url_file, format!("rediss://latchkey:{ACL_PASSWORD}@127.0.0.1:{tls_port}\n")).unwrap();
     let mut args = app.worker_args();
-    args.redis_url = "redis://127.0.0.1:1".into(); // the file wins
-    args.redis_url_file = Some(url_file);
-    args.redis_ca_file = Some(files.0.clone().into());
+    args.redis.redis_url = "redis://127.0.0.1:1".into(); // the file wins
+    args.redis.redis_url_file = Some(url_file);
+    args.redis.redis_ca_file = Some(files.0.clone().into());
     let ops = format!("http://{}", args.http_addr);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(run_worker(args, async move {
@@ -195,9 +195,9 @@ async fn bad_redis_settings_fail_at_start_with_the_setting_named_and_no_secret_s
     let app = spawn_app(AppOptions { workers: 0, ..AppOptions::default() }).await;
     let start = |url: String, ca: Option<String>, url_file: Option<std::path::PathBuf>| {
         let mut args = app.worker_args();
-        args.redis_url = url;
-        args.redis_ca_file = ca.map(Into::into);
-        args.redis_url_file = url_file;
+        args.redis.redis_url = url;
+        args.redis.redis_ca_file = ca.map(Into::into);
+        args.redis.redis_url_file = url_file;
         async move {
             let err = tokio::time::timeout(Duration::from_secs(20), run_worker(args, std::future::pending()))
                 .await

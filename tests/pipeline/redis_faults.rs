@@ -96,7 +96,7 @@ async fn a_worker_cut_off_past_its_lease_never_lands_an_older_pin_after_a_newer_
     let stall = Duration::from_secs(6);
     app.seam.set_faults(Faults { stall_next: 1, stall_ms: stall.as_millis() as u64, ..Faults::default() });
     let mut a = app.worker_args();
-    a.redis_url = proxy.url();
+    a.redis.redis_url = proxy.url();
     app.start_worker_with(a);
     app.store.enqueue(want(json!({"access_code_id": id, "device_id": device, "code": "1001"}))).await.unwrap();
     // A recorded `applying` and its update is stuck at Seam: cut A off from Redis.

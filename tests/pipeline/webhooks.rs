@@ -23,21 +23,26 @@ fn far_polls() -> AppOptions {
     }
 }
 
+/// `n` codes, each on a device of its own taking `delay`, with a new PIN
+/// (`pin_base + i`) enqueued: each code, its generation and when.
+async fn on_slow_devices(app: &TestApp, n: usize, delay: Duration, pin_base: usize) -> Vec<(String, u64, Instant)> {
+    let mut codes = Vec::new();
+    for i in 0..n {
+        let d = device(app, delay.as_millis() as u64);
+        let id = app.seam.add_access_code(&d, SeedCode::default());
+        let pin = format!("{}", pin_base + i);
+        let generation =
+            app.store.enqueue(want(json!({"access_code_id": id, "device_id": d, "code": pin}))).await.unwrap();
+        codes.push((id, generation, Instant::now()));
+    }
+    codes
+}
+
 #[tokio::test]
 async fn a_signed_delivery_pulls_a_waiting_verification_forward() {
     let app = spawn_app(far_polls()).await;
     let delay = Duration::from_millis(1500);
-    let mut codes = Vec::new();
-    for i in 0..4 {
-        let d = device(&app, delay.as_millis() as u64);
-        let id = app.seam.add_access_code(&d, SeedCode::default());
-        let generation = app
-            .store
-            .enqueue(want(json!({"access_code_id": id, "device_id": d, "code": format!("{}", 6100 + i)})))
-            .await
-            .unwrap();
-        codes.push((id, generation, Instant::now()));
-    }
+    let codes = on_slow_devices(&app, 4, delay, 6100).await;
     for (id, generation, enqueued) in codes {
         let o = finished(&app, &id, generation, Duration::from_secs(20)).await;
         assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
@@ -151,17 +156,7 @@ async fn events_missed_while_serve_was_down_are_caught_up_from_events_list() {
     // a few retries), and only the workers' catch-up can bring the news.
     app.stop_serve().await;
     let delay = Duration::from_millis(1500);
-    let mut codes = Vec::new();
-    for i in 0..3 {
-        let d = device(&app, delay.as_millis() as u64);
-        let id = app.seam.add_access_code(&d, SeedCode::default());
-        let generation = app
-            .store
-            .enqueue(want(json!({"access_code_id": id, "device_id": d, "code": format!("{}", 6300 + i)})))
-            .await
-            .unwrap();
-        codes.push((id, generation, Instant::now()));
-    }
+    let codes = on_slow_devices(&app, 3, delay, 6300).await;
     for (id, generation, enqueued) in codes {
         let o = finished(&app, &id, generation, Duration::from_secs(20)).await;
         assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");

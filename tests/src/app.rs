@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use latchkey_fake_seam::{FakeSeam, SimConfig, WebhookTarget};
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
-use latchkey_worker::{ServeArgs, WorkerArgs, run_serve, run_worker};
+use latchkey_worker::{RedisArgs, ServeArgs, WorkerArgs, run_serve, run_worker};
 use tokio::sync::oneshot;
 
 use crate::RedisServer;
@@ -161,9 +161,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         let args = ServeArgs {
             listen: addr.clone(),
             http_addr: "off".into(),
-            redis_url: redis_url.clone(),
-            redis_url_file: None,
-            redis_ca_file: None,
+            redis: RedisArgs::url(redis_url.clone()),
             prefix: prefix.clone(),
             webhook_secret: Some(TEST_WEBHOOK_SECRET.into()),
             webhook_secret_file: None,
@@ -204,9 +202,7 @@ impl TestApp {
     /// The worker configuration tests run with: short polls, the simulator's URL.
     pub fn worker_args(&self) -> WorkerArgs {
         WorkerArgs {
-            redis_url: self.proxy.as_ref().map_or_else(|| self.redis_url.clone(), |p| p.url()),
-            redis_url_file: None,
-            redis_ca_file: None,
+            redis: RedisArgs::url(self.proxy.as_ref().map_or_else(|| self.redis_url.clone(), |p| p.url())),
             http_addr: format!("127.0.0.1:{}", crate::free_tcp_port()),
             seam_endpoint: self.seam.url(),
             seam_api_key: Some(TEST_SEAM_KEY.into()),
@@ -241,7 +237,7 @@ impl TestApp {
     pub fn worker_env(&self) -> Vec<(&'static str, String)> {
         let a = self.worker_args();
         vec![
-            ("REDIS_URL", a.redis_url),
+            ("REDIS_URL", a.redis.redis_url),
             ("SEAM_ENDPOINT", a.seam_endpoint),
             ("SEAM_API_KEY", TEST_SEAM_KEY.to_string()),
             ("LATCHKEY_PREFIX", a.prefix),

@@ -15,9 +15,9 @@ use crate::{
     reconciler::{ReconcileJob, Reconciler, Settings},
 };
 
-/// `latchkey worker` configuration. Every flag has an environment variable.
+/// Where Redis is: the settings every latchkey process shares.
 #[derive(Clone, clap::Args)]
-pub struct WorkerArgs {
+pub struct RedisArgs {
     /// Redis URL; several comma-separated URLs mean a cluster. `rediss://` for TLS,
     /// `redis://user:password@host` for an ACL user.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
@@ -28,6 +28,57 @@ pub struct WorkerArgs {
     /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
     #[arg(long, env = "LATCHKEY_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// For this URL, with no files.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self { redis_url: url.into(), redis_url_file: None, redis_ca_file: None }
+    }
+
+    /// Redis settings, reading REDIS_URL_FILE and LATCHKEY_REDIS_CA_FILE when
+    /// set; a command that does not answer within `response_timeout` fails.
+    pub fn config(&self, response_timeout: Duration) -> Result<RedisConfig, Error> {
+        let read = |var: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| Error::Config(format!("{var} {}: cannot be read: {e}", path.display())))
+        };
+        let url = match &self.redis_url_file {
+            Some(path) => {
+                let text = String::from_utf8(read("REDIS_URL_FILE", path)?)
+                    .map_err(|_| Error::Config(format!("REDIS_URL_FILE {}: not UTF-8 text", path.display())))?;
+                let url = text.trim().to_string();
+                if url.is_empty() {
+                    return Err(Error::Config(format!("REDIS_URL_FILE {}: is empty", path.display())));
+                }
+                url
+            }
+            None => self.redis_url.clone(),
+        };
+        let mut config = RedisConfig::new(url);
+        config.response_timeout = response_timeout;
+        if let Some(path) = &self.redis_ca_file {
+            config.tls_ca_pem = Some(read("LATCHKEY_REDIS_CA_FILE", path)?);
+        }
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_url_file", &self.redis_url_file)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .finish()
+    }
+}
+
+/// `latchkey worker` configuration. Every flag has an environment variable.
+#[derive(Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Where the ops listener (/livez, /readyz, /metrics) binds, or `off`.
     #[arg(long, env = "LATCHKEY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: String,
@@ -124,9 +175,7 @@ pub struct WorkerArgs {
 impl fmt::Debug for WorkerArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerArgs")
-            .field("redis_url", &redact_url(&self.redis_url))
-            .field("redis_url_file", &self.redis_url_file)
-            .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis", &self.redis)
             .field("http_addr", &self.http_addr)
             .field("seam_endpoint", &self.seam_endpoint)
             .field("seam_api_key", &self.seam_api_key.as_ref().map(|_| "[redacted]"))
@@ -207,30 +256,9 @@ impl WorkerArgs {
         }
     }
 
-    /// Redis settings, reading REDIS_URL_FILE and LATCHKEY_REDIS_CA_FILE when set.
+    /// Redis settings: a command that answers at all answers well within the lease.
     pub fn redis_config(&self) -> Result<RedisConfig, Error> {
-        let read = |var: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| Error::Config(format!("{var} {}: cannot be read: {e}", path.display())))
-        };
-        let url = match &self.redis_url_file {
-            Some(path) => {
-                let text = String::from_utf8(read("REDIS_URL_FILE", path)?)
-                    .map_err(|_| Error::Config(format!("REDIS_URL_FILE {}: not UTF-8 text", path.display())))?;
-                let url = text.trim().to_string();
-                if url.is_empty() {
-                    return Err(Error::Config(format!("REDIS_URL_FILE {}: is empty", path.display())));
-                }
-                url
-            }
-            None => self.redis_url.clone(),
-        };
-        let mut config = RedisConfig::new(url);
-        // A command that answers at all answers well within the lease.
-        config.response_timeout = self.lease() / 3;
-        if let Some(path) = &self.redis_ca_file {
-            config.tls_ca_pem = Some(read("LATCHKEY_REDIS_CA_FILE", path)?);
-        }
-        Ok(config)
+        self.redis.config(self.lease() / 3)
     }
 
     /// The ops listener's address; `None` when it is `off`.

@@ -10,6 +10,6 @@ mod reconciler;
 mod serve;
 pub mod webhook;
 
-pub use daemon::{WorkerArgs, run_worker, shutdown_signal};
+pub use daemon::{RedisArgs, WorkerArgs, run_worker, shutdown_signal};
 pub use reconciler::{ReconcileJob, Reconciler, Settings};
 pub use serve::{ServeArgs, run_serve};

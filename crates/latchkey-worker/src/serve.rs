@@ -16,7 +16,7 @@ use axum::{
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig, redact_url};
 
 use crate::{
-    daemon::Error,
+    daemon::{Error, RedisArgs},
     listener::{self, Limits},
     observe,
     webhook::{self, Hooks, MAX_DELIVERY_BYTES, WebhookSecret},
@@ -31,15 +31,9 @@ pub struct ServeArgs {
     /// Where the ops listener (/livez, /readyz, /metrics) binds, or `off`.
     #[arg(long, env = "LATCHKEY_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: String,
-    /// Redis URL; several comma-separated URLs mean a cluster.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
-    pub redis_url: String,
-    /// A file holding the Redis URL (a mounted secret); wins over REDIS_URL.
-    #[arg(long, env = "REDIS_URL_FILE")]
-    pub redis_url_file: Option<PathBuf>,
-    /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
-    #[arg(long, env = "LATCHKEY_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
+    /// Where Redis is (the workers').
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Key prefix in Redis (the workers').
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
     pub prefix: String,
@@ -57,7 +51,7 @@ impl std::fmt::Debug for ServeArgs {
         f.debug_struct("ServeArgs")
             .field("listen", &self.listen)
             .field("http_addr", &self.http_addr)
-            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis", &self.redis)
             .field("prefix", &self.prefix)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
             .field("webhook_secret_file", &self.webhook_secret_file)
@@ -89,22 +83,8 @@ impl ServeArgs {
     }
 
     fn redis_config(&self) -> Result<RedisConfig, Error> {
-        let url = match &self.redis_url_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("REDIS_URL_FILE {}: cannot be read: {e}", path.display())))?
-                .trim()
-                .to_string(),
-            None => self.redis_url.clone(),
-        };
-        let mut config = RedisConfig::new(url);
         // Svix waits 15 s for an answer; fail well before and let it retry.
-        config.response_timeout = Duration::from_secs(3);
-        if let Some(path) = &self.redis_ca_file {
-            config.tls_ca_pem = Some(std::fs::read(path).map_err(|e| {
-                Error::Config(format!("LATCHKEY_REDIS_CA_FILE {}: cannot be read: {e}", path.display()))
-            })?);
-        }
-        Ok(config)
+        self.redis.config(Duration::from_secs(3))
     }
 }
 

@@ -113,31 +113,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Ref
     headers.get(name).and_then(|v| v.to_str().ok()).ok_or(Refusal::MissingHeader(name))
 }
 
-/// The label of an event type in metrics: Seam's own names only (an
-/// attacker with no secret never gets this far, but a label stays bounded).
+/// The label of an event type in metrics: the names of the events latchkey
+/// acts on, else `other` (an attacker with no secret never gets this far, but
+/// a label stays bounded).
 fn event_label(event_type: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "access_code.created",
-        "access_code.changed",
-        "access_code.scheduled_on_device",
-        "access_code.set_on_device",
-        "access_code.removed_from_device",
-        "access_code.delay_in_setting_on_device",
-        "access_code.failed_to_set_on_device",
-        "access_code.deleted",
-        "access_code.delay_in_removing_from_device",
-        "access_code.failed_to_remove_from_device",
-        "access_code.modified_external_to_seam",
-        "access_code.deleted_external_to_seam",
-        "access_code.backup_access_code_pulled",
-        "access_code.unmanaged.converted_to_managed",
-        "access_code.unmanaged.failed_to_convert_to_managed",
-        "access_code.unmanaged.created",
-        "access_code.unmanaged.removed",
-        "device.connected",
-        "device.disconnected",
-    ];
-    KNOWN.iter().find(|k| **k == event_type).copied().unwrap_or("other")
+    crate::events::ACCESS_CODE_EVENTS.iter().find(|k| **k == event_type).copied().unwrap_or("other")
 }
 
 /// `POST /webhooks/seam`. 401 for a delivery whose signature does not hold

@@ -12,7 +12,7 @@ use chrono::{SubsecRound, Utc};
 use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
 use latchkey_fake_seam::{AttemptResult, DeviceBehaviour, FakeSeam, SeedCode, SimConfig, WebhookTarget};
 use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
-use latchkey_worker::{ServeArgs, WorkerArgs, run_serve, run_worker};
+use latchkey_worker::{RedisArgs, ServeArgs, WorkerArgs, run_serve, run_worker};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -65,9 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ServeArgs {
             listen: serve_addr.to_string(),
             http_addr: "off".into(),
-            redis_url: local.url.clone(),
-            redis_url_file: None,
-            redis_ca_file: None,
+            redis: RedisArgs::url(local.url.clone()),
             prefix: prefix.clone(),
             webhook_secret: Some(WEBHOOK_SECRET.into()),
             webhook_secret_file: None,
@@ -78,9 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker_args = WorkerArgs {
-        redis_url: local.url.clone(),
-        redis_url_file: None,
-        redis_ca_file: None,
+        redis: RedisArgs::url(local.url.clone()),
         http_addr: "off".into(),
         seam_endpoint: seam.url(),
         seam_api_key: Some(KEY.into()),
