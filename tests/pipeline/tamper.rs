@@ -36,6 +36,15 @@ async fn a_poisoned_job_in_a_fetched_batch_is_dead_lettered_and_the_rest_of_the_
     let not_utf8: &[u8] = b"poison_\xff\xfe";
     let _: () = r.rpush(format!("{base}:ready"), &["poison_type", "poison_attempts"]).await.unwrap();
     let _: () = r.rpush(format!("{base}:ready"), not_utf8).await.unwrap();
+    // And in the other lists: a due scheduled job of another type, and an
+    // expired lease on a job whose counters are garbage.
+    let _: () = r.set(format!("{base}:job:poison_sched"), "x").await.unwrap();
+    let _: () = r.zadd(format!("{base}:scheduled"), "poison_sched", 0).await.unwrap();
+    let _: () = r
+        .hset_multiple(format!("{base}:job:poison_leased"), &[("payload", "{}"), ("fence", "9x"), ("state", "leased")])
+        .await
+        .unwrap();
+    let _: () = r.zadd(format!("{base}:leased"), "poison_leased", 0).await.unwrap();
     let (tampered, _) = &codes[0];
     let _: () = r.hset(format!("{base}:job:{tampered}"), "fence", "not-a-number").await.unwrap();
 
@@ -55,6 +64,8 @@ async fn a_poisoned_job_in_a_fetched_batch_is_dead_lettered_and_the_rest_of_the_
     assert!(reason("poison_type").contains("is a string, not a hash"), "{dead:?}");
     assert!(reason("poison_attempts").contains("attempts is not an integer: abc"), "{dead:?}");
     assert!(reason(&String::from_utf8_lossy(not_utf8)).contains("not 1 to 200 bytes of UTF-8"), "{dead:?}");
+    assert!(reason("poison_sched").contains("is a string, not a hash"), "{dead:?}");
+    assert!(reason("poison_leased").contains("fence is not an integer: 9x"), "{dead:?}");
     let depth = app.store.queue().depth().await.unwrap();
     assert_eq!(depth.ready, 0, "{depth:?}");
 

@@ -217,3 +217,45 @@ async fn a_device_back_online_pulls_its_waiting_codes_forward() {
     assert!(sent.elapsed() < Duration::from_secs(3), "{:?} after the device came back", sent.elapsed());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn serve_has_its_own_probes_and_counts_deliveries() {
+    let app = spawn_app(AppOptions { workers: 0, ..AppOptions::default() }).await;
+    let listen = format!("127.0.0.1:{}", latchkey_tests::free_tcp_port());
+    let ops = format!("127.0.0.1:{}", latchkey_tests::free_tcp_port());
+    let args = latchkey_worker::ServeArgs {
+        listen: listen.clone(),
+        http_addr: ops.clone(),
+        redis: latchkey_worker::RedisArgs::url(app.redis_url.clone()),
+        prefix: "serve-probes".into(),
+        webhook_secret: Some(TEST_WEBHOOK_SECRET.into()),
+        webhook_secret_file: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(latchkey_worker::run_serve(args, async move {
+        let _ = stopped.await;
+    }));
+    latchkey_tests::wait_for_port(&ops).await;
+    let http = reqwest::Client::new();
+    let get = async |path: &str| {
+        let r = http.get(format!("http://{ops}{path}")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(get("/livez").await.0, 200);
+    assert_eq!(get("/readyz").await, (200, "ready\n".to_string()));
+    let status = http.post(format!("http://{listen}/webhooks/seam")).body("{}").send().await.unwrap().status().as_u16();
+    assert_eq!(status, 401);
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.lines().any(|l| l.starts_with("latchkey_webhook_deliveries_total{result=\"refused\"}")),
+        "{metrics}"
+    );
+    // Redis gone: not ready (Seam's deliveries would fail; it retries them).
+    app.redis.pause(Duration::from_secs(3));
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let _ = stop.send(());
+    serve.await.unwrap().unwrap();
+    app.stop().await;
+}
