@@ -1,6 +1,7 @@
 //! The reconciliation pipeline end to end: real Redis, the Seam simulator, the
 //! real client and workers. One module per concern, one test binary.
 
+mod api;
 mod chaos;
 mod failures;
 mod faults;

@@ -230,6 +230,7 @@ async fn serve_has_its_own_probes_and_counts_deliveries() {
         prefix: "serve-probes".into(),
         webhook_secret: Some(TEST_WEBHOOK_SECRET.into()),
         webhook_secret_file: None,
+        api_tokens_file: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(latchkey_worker::run_serve(args, async move {

@@ -14,6 +14,11 @@ use crate::RedisServer;
 /// The Seam API key the simulator accepts in tests.
 pub const TEST_SEAM_KEY: &str = "seam_test_key_for_latchkey";
 
+/// A `write` token of the API in tests.
+pub const TEST_WRITE_TOKEN: &str = "tok_write_test_0123456789";
+/// A `read` token of the API in tests.
+pub const TEST_READ_TOKEN: &str = "tok_read_test_0123456789";
+
 /// The webhook signing secret the simulator signs with and `serve` checks.
 pub const TEST_WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1vZi1sYXRjaGtleQ==";
 
@@ -59,6 +64,9 @@ pub struct AppOptions {
     /// Run `latchkey serve` too, and have the simulator deliver its events
     /// to it as Svix-signed webhooks.
     pub webhooks: bool,
+    /// Run `latchkey serve` with the producers' API (`/v1`), with the tokens
+    /// [`TEST_WRITE_TOKEN`] and [`TEST_READ_TOKEN`].
+    pub api: bool,
     /// Longest verification poll interval of the workers.
     pub poll_cap: Duration,
     /// First verification poll interval of the workers.
@@ -88,6 +96,7 @@ impl Default for AppOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             device_delete_limit: 20,
             webhooks: false,
+            api: false,
             poll_cap: Duration::from_millis(400),
             poll_base: Duration::from_millis(50),
             events_catch_up: Duration::ZERO,
@@ -116,6 +125,7 @@ pub struct TestApp {
     /// `latchkey serve`'s public URL, when `webhooks` is on.
     pub serve_url: Option<String>,
     serve: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    _tokens_file: Option<tempfile::NamedTempFile>,
 }
 
 impl std::fmt::Debug for TestApp {
@@ -136,12 +146,21 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         Some(pw) => redis.url().replacen("redis://", &format!("redis://:{pw}@"), 1),
         None => redis.url(),
     };
-    let serve_addr = options.webhooks.then(|| format!("127.0.0.1:{}", crate::free_tcp_port()));
+    let serve_addr = (options.webhooks || options.api).then(|| format!("127.0.0.1:{}", crate::free_tcp_port()));
+    let tokens_file = options.api.then(|| {
+        let mut f = tempfile::NamedTempFile::new().expect("tokens file");
+        std::io::Write::write_all(
+            &mut f,
+            format!("# test tokens\nproducer write {TEST_WRITE_TOKEN}\nconsole read {TEST_READ_TOKEN}\n").as_bytes(),
+        )
+        .expect("write tokens");
+        f
+    });
     let seam = FakeSeam::spawn(SimConfig {
         api_key: TEST_SEAM_KEY.into(),
         device_delay: options.device_delay,
         rate_limit_per_device_per_minute: options.sim_rate_limit,
-        webhook: serve_addr.as_ref().map(|addr| WebhookTarget {
+        webhook: serve_addr.as_ref().filter(|_| options.webhooks).map(|addr| WebhookTarget {
             url: format!("http://{addr}/webhooks/seam"),
             secret: TEST_WEBHOOK_SECRET.into(),
         }),
@@ -163,8 +182,9 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
             http_addr: "off".into(),
             redis: RedisArgs::url(redis_url.clone()),
             prefix: prefix.clone(),
-            webhook_secret: Some(TEST_WEBHOOK_SECRET.into()),
+            webhook_secret: options.webhooks.then(|| TEST_WEBHOOK_SECRET.into()),
             webhook_secret_file: None,
+            api_tokens_file: tokens_file.as_ref().map(|f| f.path().to_path_buf()),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let join = tokio::spawn(async move {
@@ -191,6 +211,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
         ops_urls: Vec::new(),
         serve_url: serve_addr.map(|a| format!("http://{a}")),
         serve,
+        _tokens_file: tokens_file,
     };
     for _ in 0..options.workers {
         app.start_worker();

@@ -2,6 +2,7 @@
 //! listener (probes and Prometheus metrics); and `serve`, the public process
 //! that receives Seam's webhooks.
 
+pub mod api;
 mod daemon;
 mod events;
 pub mod listener;

@@ -1,6 +1,7 @@
 //! `latchkey serve`: the stateless process for everything that must be
-//! reachable from outside the cluster. Today: Seam's webhooks
-//! (`POST /webhooks/seam`, see [`crate::webhook`]). It needs only Redis, runs
+//! reachable from outside the cluster: Seam's webhooks
+//! (`POST /webhooks/seam`, see [`crate::webhook`]) and the producers' API
+//! (`/v1`, see [`crate::api`]). It needs only Redis, runs
 //! as many replicas as wanted, and has its own ops listener (`/livez`,
 //! `/readyz`, `/metrics`) on the worker's convention.
 
@@ -44,6 +45,10 @@ pub struct ServeArgs {
     /// SEAM_WEBHOOK_SECRET.
     #[arg(long, env = "SEAM_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// The producers' API (`/v1`): a file of `NAME ROLE TOKEN` lines (role
+    /// `read` or `write`), re-read when it changes. Unset: no API.
+    #[arg(long, env = "LATCHKEY_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -55,6 +60,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("prefix", &self.prefix)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
             .field("webhook_secret_file", &self.webhook_secret_file)
+            .field("api_tokens_file", &self.api_tokens_file)
             .finish()
     }
 }
@@ -66,20 +72,16 @@ fn addr(var: &str, value: &str) -> Result<SocketAddr, Error> {
 }
 
 impl ServeArgs {
-    fn secret(&self) -> Result<WebhookSecret, Error> {
+    /// The webhook secret, if webhooks are configured.
+    fn secret(&self) -> Result<Option<WebhookSecret>, Error> {
         let text = match (&self.webhook_secret_file, &self.webhook_secret) {
             (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(format!("SEAM_WEBHOOK_SECRET_FILE {}: cannot be read: {e}", path.display()))
             })?,
             (None, Some(s)) => s.clone(),
-            (None, None) => {
-                return Err(Error::Config(
-                    "no webhook secret: set SEAM_WEBHOOK_SECRET_FILE (or SEAM_WEBHOOK_SECRET) to the secret Seam shows for the endpoint"
-                        .into(),
-                ));
-            }
+            (None, None) => return Ok(None),
         };
-        WebhookSecret::parse(&text).map_err(Error::Config)
+        WebhookSecret::parse(&text).map(Some).map_err(Error::Config)
     }
 
     fn redis_config(&self) -> Result<RedisConfig, Error> {
@@ -92,6 +94,13 @@ impl ServeArgs {
 /// deliveries in flight finish.
 pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let secret = args.secret()?;
+    let tokens = args.api_tokens_file.as_deref().map(crate::api::read_tokens).transpose().map_err(Error::Config)?;
+    if secret.is_none() && tokens.is_none() {
+        return Err(Error::Config(
+            "nothing to serve: set SEAM_WEBHOOK_SECRET_FILE (webhooks, the secret Seam shows for the endpoint) and/or LATCHKEY_API_TOKENS_FILE (the producers' API)"
+                .into(),
+        ));
+    }
     let listen = addr("LATCHKEY_LISTEN", &args.listen)?;
     let ops_addr = if args.http_addr.eq_ignore_ascii_case("off") {
         None
@@ -103,14 +112,30 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
     let store =
         Reconciliations::new(redis.clone(), QueueConfig { prefix: args.prefix.clone(), ..QueueConfig::default() })?;
     observe::install();
-    let public = Router::new()
-        .route("/webhooks/seam", post(webhook::seam))
-        .layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES))
-        .with_state(Hooks { store, secret });
+    let mut public = Router::new();
+    let mut offered = Vec::new();
+    if let Some(secret) = secret {
+        public = public.merge(
+            Router::new()
+                .route("/webhooks/seam", post(webhook::seam))
+                .layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES))
+                .with_state(Hooks { store: store.clone(), secret }),
+        );
+        offered.push("POST /webhooks/seam");
+    }
+    let token_watch = match (tokens, &args.api_tokens_file) {
+        (Some(tokens), Some(path)) => {
+            let tokens = std::sync::Arc::new(std::sync::RwLock::new(tokens));
+            public = public.merge(crate::api::router(crate::api::Api { store, tokens: tokens.clone() }));
+            offered.push("/v1");
+            Some(tokio::spawn(crate::api::watch_tokens(path.clone(), tokens)))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Listen { addr: listen.to_string(), source })?;
-    tracing::info!(addr = %listener.local_addr().map_err(|source| Error::Listen { addr: listen.to_string(), source })?, redis = %redact_url(&redis_config.url), "serve: POST /webhooks/seam");
+    tracing::info!(addr = %listener.local_addr().map_err(|source| Error::Listen { addr: listen.to_string(), source })?, redis = %redact_url(&redis_config.url), serves = %offered.join(", "), "serve listening");
     let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
     let ops_task = match ops_addr {
         Some(a) => {
@@ -132,6 +157,9 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
     let _ = stop_ops.send(());
     if let Some(t) = ops_task {
         let _ = t.await;
+    }
+    if let Some(t) = token_watch {
+        t.abort();
     }
     tracing::info!("serve stopped");
     Ok(())

@@ -69,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             prefix: prefix.clone(),
             webhook_secret: Some(WEBHOOK_SECRET.into()),
             webhook_secret_file: None,
+            api_tokens_file: None,
         },
         async move {
             let _ = serve_stopped.await;

@@ -1,0 +1,149 @@
+//! The producers' HTTP API on `latchkey serve` (`/v1`): record desired states,
+//! read outcomes (waiting for one), histories; tokens with roles; every
+//! refusal names what is wrong and stores nothing.
+
+use std::time::Duration;
+
+use latchkey_fake_seam::SeedCode;
+use latchkey_tests::app::{AppOptions, TEST_READ_TOKEN, TEST_WRITE_TOKEN, TestApp, spawn_app};
+use serde_json::{Value, json};
+
+use crate::device;
+
+struct Client<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+}
+
+impl Client<'_> {
+    fn new(app: &TestApp) -> Client<'_> {
+        Client { app, http: reqwest::Client::new() }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.app.serve_url.as_ref().unwrap()));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn a_producer_records_desired_states_and_reads_outcomes_over_http() {
+    let app = spawn_app(AppOptions { api: true, ..AppOptions::default() }).await;
+    let c = Client::new(&app);
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    use reqwest::Method;
+
+    // PUT: 202 with the generation; the id comes from the path.
+    let (status, body) = c
+        .send(
+            Method::PUT,
+            &format!("/v1/access-codes/{id}"),
+            Some(TEST_WRITE_TOKEN),
+            Some(r#"{"code":"7070","name":"Guest"}"#.into()),
+        )
+        .await;
+    assert_eq!((status, body["generation"].as_u64()), (202, Some(1)), "{body}");
+    // GET with wait: the outcome once generation 1 is over.
+    let (status, o) =
+        c.send(Method::GET, &format!("/v1/access-codes/{id}?wait=20&generation=1"), Some(TEST_READ_TOKEN), None).await;
+    assert_eq!((status, o["state"].as_str()), (200, Some("succeeded")), "{o}");
+    assert_eq!(o["last_seen"]["code"], "7070");
+    let (status, h) = c.send(Method::GET, &format!("/v1/access-codes/{id}/history"), Some(TEST_READ_TOKEN), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["history"][0]["state"], "succeeded", "{h}");
+
+    // DELETE: the code must not exist; it is deleted at Seam.
+    let (status, body) = c.send(Method::DELETE, &format!("/v1/access-codes/{id}"), Some(TEST_WRITE_TOKEN), None).await;
+    assert_eq!((status, body["generation"].as_u64()), (202, Some(2)), "{body}");
+    let (_, o) =
+        c.send(Method::GET, &format!("/v1/access-codes/{id}?wait=20&generation=2"), Some(TEST_READ_TOKEN), None).await;
+    assert_eq!(o["state"], "succeeded", "{o}");
+    assert!(app.seam.requests().iter().any(|r| r.path == "/access_codes/delete"));
+
+    // A batch: one result per item, an invalid item does not stop the others.
+    let other = app.seam.add_access_code(&d, SeedCode::default());
+    let batch = json!([
+        {"access_code_id": other, "code": "8080"},
+        {"access_code_id": "ac_bad", "code": "12"},
+        {"access_code_id": "ac_typo", "cdoe": "1234"},
+    ]);
+    let (status, r) =
+        c.send(Method::POST, "/v1/access-codes/batch", Some(TEST_WRITE_TOKEN), Some(batch.to_string())).await;
+    assert_eq!(status, 200, "{r}");
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["generation"], 1, "{r}");
+    assert_eq!(results[1]["error"]["field"], "code", "{r}");
+    assert!(results[2]["error"]["rule"].as_str().unwrap().contains("cdoe"), "{r}");
+    assert!(app.store.outcome("ac_bad").await.unwrap().is_none(), "a refused item stores nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_refusal_says_why_and_stores_nothing() {
+    let app = spawn_app(AppOptions { api: true, workers: 0, ..AppOptions::default() }).await;
+    let c = Client::new(&app);
+    use reqwest::Method;
+    let put = |token: Option<&'static str>, body: &str| {
+        let body = body.to_string();
+        let c = &c;
+        async move { c.send(Method::PUT, "/v1/access-codes/ac1", token, Some(body)).await }
+    };
+    // No token, a wrong one, a read token on a write.
+    let (status, body) = put(None, r#"{"code":"1234"}"#).await;
+    assert_eq!((status, body["error"]["kind"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(put(Some("tok_not_a_real_token_at_all"), r#"{"code":"1234"}"#).await.0, 401);
+    let (status, body) = put(Some(TEST_READ_TOKEN), r#"{"code":"1234"}"#).await;
+    assert_eq!((status, body["error"]["kind"].as_str()), (403, Some("forbidden")));
+    // Bad JSON, a field that breaks a rule, an id that disagrees with the path.
+    let (status, body) = put(Some(TEST_WRITE_TOKEN), "{not json").await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("body")), "{body}");
+    let (status, body) = put(Some(TEST_WRITE_TOKEN), r#"{"code":"12ab"}"#).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("code")), "{body}");
+    assert!(!body.to_string().contains("12ab"), "a refusal never repeats a PIN: {body}");
+    let (status, body) = put(Some(TEST_WRITE_TOKEN), r#"{"access_code_id":"ac2","code":"1234"}"#).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("access_code_id")), "{body}");
+    // Too large a body.
+    let huge = format!(r#"{{"code":"1234","name":"{}"}}"#, "x".repeat(100 * 1024));
+    assert_eq!(put(Some(TEST_WRITE_TOKEN), &huge).await.0, 413);
+    // An unknown id; a wait without a generation.
+    let (status, body) = c.send(Method::GET, "/v1/access-codes/ac_never", Some(TEST_READ_TOKEN), None).await;
+    assert_eq!((status, body["error"]["kind"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, _) = c.send(Method::GET, "/v1/access-codes/ac_never?wait=1", Some(TEST_READ_TOKEN), None).await;
+    assert_eq!(status, 422);
+    // A batch over the cap.
+    let many: Vec<Value> = (0..1001).map(|i| json!({"access_code_id": format!("ac{i}"), "code": "1234"})).collect();
+    let (status, body) = c
+        .send(Method::POST, "/v1/access-codes/batch", Some(TEST_WRITE_TOKEN), Some(Value::from(many).to_string()))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(app.store.outcome("ac1").await.unwrap().is_none(), "nothing was stored");
+    assert!(app.store.outcome("ac0").await.unwrap().is_none(), "nothing was stored");
+
+    // A long-poll that runs out answers the record as it is: no worker here.
+    let (status, body) = put(Some(TEST_WRITE_TOKEN), r#"{"code":"1234"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    let started = std::time::Instant::now();
+    let (status, o) =
+        c.send(Method::GET, "/v1/access-codes/ac1?wait=1&generation=1", Some(TEST_READ_TOKEN), None).await;
+    assert_eq!((status, o["state"].as_str()), (200, Some("pending")), "{o}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "it waited");
+    app.stop().await;
+}
