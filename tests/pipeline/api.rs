@@ -147,3 +147,38 @@ async fn every_refusal_says_why_and_stores_nothing() {
     assert!(started.elapsed() >= Duration::from_millis(900), "it waited");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_request_with_its_idempotency_key_makes_no_new_generation() {
+    let app = spawn_app(AppOptions { api: true, workers: 0, ..AppOptions::default() }).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/access-codes/ac_idem", app.serve_url.as_ref().unwrap());
+    let put = async |key: &str, body: &str| {
+        let r = http
+            .put(&url)
+            .bearer_auth(TEST_WRITE_TOKEN)
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let first = put("booking-42-v1", r#"{"code":"4242"}"#).await;
+    assert_eq!((first.0, first.1["generation"].as_u64()), (202, Some(1)), "{first:?}");
+    // The producer did not hear back and sends it again: the same generation.
+    let again = put("booking-42-v1", r#"{"code":"4242"}"#).await;
+    assert_eq!((again.0, again.1["generation"].as_u64()), (202, Some(1)), "{again:?}");
+    // The key with another request is refused; nothing is stored.
+    let reused = put("booking-42-v1", r#"{"code":"9999"}"#).await;
+    assert_eq!((reused.0, reused.1["error"]["kind"].as_str()), (422, Some("idempotency_key_reused")), "{reused:?}");
+    let bad = put("has space", r#"{"code":"4242"}"#).await;
+    assert_eq!((bad.0, bad.1["error"]["field"].as_str()), (422, Some("Idempotency-Key")), "{bad:?}");
+    // Another key is another request.
+    let next = put("booking-42-v2", r#"{"code":"9999"}"#).await;
+    assert_eq!(next.1["generation"].as_u64(), Some(2), "{next:?}");
+    let o = app.store.outcome("ac_idem").await.unwrap().unwrap();
+    assert_eq!(o.generation, 2);
+    app.stop().await;
+}

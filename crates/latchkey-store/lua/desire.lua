@@ -12,9 +12,26 @@
 -- A record of this code that cannot be read (another type, not JSON, over
 -- MAX_RECORD, a counter that is not a number) is set aside (`set_aside`, kept
 -- for an operator) and started afresh, so enqueueing again always heals a code.
--- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled in here)
--- Returns the new generation.
+-- With an idempotency key (an HTTP client's `Idempotency-Key`, scoped by the
+-- caller), the same request repeated within `idem_ms` returns the generation
+-- the first made, and changes nothing; the key used for another code or
+-- another desired state is refused (error IDEMPOTENCY).
+-- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled
+--       in here)[, idempotency key, idem_ms]
+-- Returns the new generation (or the one the key's first request made).
 local id, desired, template = ARGV[1], ARGV[2], ARGV[3]
+local idem, idem_ms = ARGV[4], tonumber(ARGV[5])
+local K_IDEM = idem and (base .. ':idem:' .. idem)
+local fingerprint = idem and (id .. '\n' .. redis.sha1hex(desired))
+if idem then
+  if not idem_ms or idem_ms < 1 then return redis.error_reply('desire.lua: idem_ms must be a positive number') end
+  local seen = key_type(K_IDEM) == 'string' and redis.call('GET', K_IDEM)
+  if seen then
+    local fp, gen = seen:match('^(.*)\n(%d+)$')
+    if fp == fingerprint then return tonumber(gen) end
+    return redis.error_reply('IDEMPOTENCY this Idempotency-Key was used within 24 h for another request (another access code or desired state)')
+  end
+end
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
 local jk = job_key(id)
@@ -121,4 +138,8 @@ elseif st == 'leased' then
   redis.call('HSET', jk, 'touched', 1)
 end
 redis.call('PUBLISH', K_WAKE, now)
+if idem then
+  if key_type(K_IDEM) ~= 'none' then set_aside(K_IDEM, 'idem', idem) end
+  redis.call('SET', K_IDEM, fingerprint .. '\n' .. gen, 'PX', idem_ms)
+end
 return gen

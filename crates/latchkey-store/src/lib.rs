@@ -29,7 +29,7 @@ pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};
 pub use reconcile::{
-    DEFAULT_RETENTION, DELIVERY_DEDUP, EVENTS_CAP, EnqueueError, HISTORY_CAP, Loaded, MAX_RECORD_BYTES, Nudged,
+    DEFAULT_RETENTION, DELIVERY_DEDUP, EVENTS_CAP, IDEMPOTENCY_WINDOW, EnqueueError, HISTORY_CAP, Loaded, MAX_RECORD_BYTES, Nudged,
     RECONCILE_QUEUE, Reconciliations, Recorded, Waited,
 };
 pub use scripts::PUSH_LUA;

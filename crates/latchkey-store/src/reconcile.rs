@@ -43,7 +43,13 @@ pub enum EnqueueError {
     /// at worst it makes one more generation of the same state.
     #[error("could not store the desired state")]
     Store(#[from] Error),
+    /// The idempotency key was used for another request; nothing was stored.
+    #[error("idempotency key reused: {0}")]
+    IdempotencyKeyReused(String),
 }
+
+/// How long an idempotency key is remembered ([`Reconciliations::enqueue_once`]).
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What the reconciler reads at the start of a run.
 #[derive(Debug, Clone)]
@@ -134,21 +140,38 @@ impl Reconciliations {
         Ok(self.enqueue_valid(&desired, now).await?)
     }
 
+    /// Like [`Reconciliations::enqueue`], once per `idempotency_key` (scoped
+    /// by the caller, e.g. by the API token's name) for [`IDEMPOTENCY_WINDOW`]:
+    /// the same request again returns the generation the first one made and
+    /// changes nothing; the key with another request is refused.
+    pub async fn enqueue_once(&self, input: DesiredStateInput, idempotency_key: &str) -> Result<u64, EnqueueError> {
+        let now = Utc::now();
+        let desired = input.validate(now)?;
+        match self.desire(&desired, now, Some(idempotency_key)).await {
+            Err(Error::Redis(e)) if e.code() == Some("IDEMPOTENCY") => {
+                Err(EnqueueError::IdempotencyKeyReused(e.detail().unwrap_or_default().to_string()))
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Records an already validated desired state; returns the generation.
     pub async fn enqueue_valid(&self, desired: &DesiredState, now: DateTime<Utc>) -> Result<u64> {
+        self.desire(desired, now, None).await
+    }
+
+    async fn desire(&self, desired: &DesiredState, now: DateTime<Utc>, idem: Option<&str>) -> Result<u64> {
         let keys = self.queue.keys();
         let state = serde_json::to_string(desired).map_err(Error::Encode)?;
         let template =
             serde_json::to_string(&Outcome::pending(&desired.access_code_id, 0, now)).map_err(Error::Encode)?;
         let mut conn = self.queue.redis.conn();
-        Ok(SCRIPTS
-            .desire
-            .key(keys.base())
-            .arg(&desired.access_code_id)
-            .arg(state)
-            .arg(template)
-            .invoke_async(&mut conn)
-            .await?)
+        let mut call = SCRIPTS.desire.key(keys.base());
+        call.arg(&desired.access_code_id).arg(state).arg(template);
+        if let Some(key) = idem {
+            call.arg(key).arg(IDEMPOTENCY_WINDOW.as_millis() as u64);
+        }
+        Ok(call.invoke_async(&mut conn).await?)
     }
 
     /// The outcome record of an access code (about its newest generation).

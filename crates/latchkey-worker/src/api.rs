@@ -175,6 +175,11 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         return r;
     };
     let writes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let name = presented
+        .and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find(p).map(|t| t.name.clone()))
+        .unwrap_or_default();
+    let mut request = request;
+    request.extensions_mut().insert(Caller(name));
     if writes && role != Role::Write {
         return problem(
             StatusCode::FORBIDDEN,
@@ -182,6 +187,21 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         );
     }
     next.run(request).await
+}
+
+/// The name of the token a request came with (scopes idempotency keys).
+#[derive(Clone)]
+struct Caller(String);
+
+/// The request's `Idempotency-Key`, scoped by the caller's token name:
+/// `None` without one, an error (422) for one that breaks the id rule.
+fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> Result<Option<String>, Value> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().map_err(|_| refused("Idempotency-Key", "must be printable ASCII"))?;
+    if let Some(rule) = latchkey_core::id_rule_broken(key) {
+        return Err(refused("Idempotency-Key", rule));
+    }
+    Ok(Some(format!("{}:{key}", caller.0)))
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {
@@ -217,12 +237,25 @@ fn desired_from(id: &str, body: &[u8]) -> Result<DesiredStateInput, Value> {
     serde_json::from_value(v).map_err(|e| refused("body", &e.to_string()))
 }
 
-/// Records one desired state: its generation, or the refusal as JSON.
-async fn record(store: &Reconciliations, input: DesiredStateInput) -> Result<u64, (StatusCode, Value)> {
+/// Records one desired state (once per idempotency key, when given): its
+/// generation, or the refusal as JSON.
+async fn record(
+    store: &Reconciliations,
+    input: DesiredStateInput,
+    idem: Option<&str>,
+) -> Result<u64, (StatusCode, Value)> {
     let id = input.access_code_id.clone();
-    match store.enqueue(input).await {
+    let recorded = match idem {
+        Some(key) => store.enqueue_once(input, key).await,
+        None => store.enqueue(input).await,
+    };
+    match recorded {
         Ok(generation) => Ok(generation),
         Err(EnqueueError::Invalid(e)) => Err((StatusCode::UNPROCESSABLE_ENTITY, refused(e.field, &e.rule))),
+        Err(EnqueueError::IdempotencyKeyReused(message)) => Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": {"kind": "idempotency_key_reused", "field": "Idempotency-Key", "rule": message}}),
+        )),
         Err(EnqueueError::Store(e)) => {
             tracing::warn!(access_code_id = %latchkey_core::shown(&id), error = %error_chain(&e), "could not record a desired state");
             Err((
@@ -235,12 +268,18 @@ async fn record(store: &Reconciliations, input: DesiredStateInput) -> Result<u64
 
 /// `PUT /v1/access-codes/{id}`: 202 `{access_code_id, generation}`, 422 with
 /// the field and the rule (nothing stored).
-async fn put_code(State(api): State<Api>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let input = match desired_from(&id, &body) {
-        Ok(i) => i,
-        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+async fn put_code(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (input, idem) = match (desired_from(&id, &body), idempotency_key(&headers, &caller)) {
+        (Ok(i), Ok(k)) => (i, k),
+        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
-    match record(&api.store, input).await {
+    match record(&api.store, input, idem.as_deref()).await {
         Ok(generation) => problem(StatusCode::ACCEPTED, json!({"access_code_id": id, "generation": generation})),
         Err((status, body)) => problem(status, body),
     }
@@ -252,14 +291,24 @@ struct DeleteQuery {
 }
 
 /// `DELETE /v1/access-codes/{id}`: records that the code must not exist.
-async fn delete_code(State(api): State<Api>, Path(id): Path<String>, Query(q): Query<DeleteQuery>) -> Response {
+async fn delete_code(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let idem = match idempotency_key(&headers, &caller) {
+        Ok(k) => k,
+        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
     let input = DesiredStateInput {
         access_code_id: id.clone(),
         absent: Some(true),
         device_id: q.device_id,
         ..Default::default()
     };
-    match record(&api.store, input).await {
+    match record(&api.store, input, idem.as_deref()).await {
         Ok(generation) => problem(StatusCode::ACCEPTED, json!({"access_code_id": id, "generation": generation})),
         Err((status, body)) => problem(status, body),
     }
@@ -286,7 +335,7 @@ async fn post_batch(State(api): State<Api>, body: axum::body::Bytes) -> Response
         let id = item.get("access_code_id").and_then(Value::as_str).unwrap_or("").to_string();
         let result = match serde_json::from_value::<DesiredStateInput>(item) {
             Err(e) => refused("body", &e.to_string()),
-            Ok(input) => match record(&api.store, input).await {
+            Ok(input) => match record(&api.store, input, None).await {
                 Ok(generation) => json!({"access_code_id": id, "generation": generation}),
                 Err((_, e)) => e,
             },
