@@ -182,3 +182,59 @@ async fn a_retried_request_with_its_idempotency_key_makes_no_new_generation() {
     assert_eq!(o.generation, 2);
     app.stop().await;
 }
+
+/// Reads Server-Sent Events from `response` until `until` holds of one (or
+/// 20 s pass); returns every (id, data) read.
+async fn read_events(response: &mut reqwest::Response, until: impl Fn(&Value) -> bool) -> Vec<(String, Value)> {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await.expect("events in time").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_string);
+            if let (Some(id), Some(data)) = (field("id: "), field("data: ")) {
+                let data: Value = serde_json::from_str(&data).unwrap();
+                let done = until(&data);
+                events.push((id, data));
+                if done {
+                    return events;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn outcome_changes_stream_as_server_sent_events_and_resume_after_the_last_one_seen() {
+    let app = spawn_app(AppOptions { api: true, ..AppOptions::default() }).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", app.serve_url.as_ref().unwrap());
+    let mut live = http.get(&url).bearer_auth(TEST_READ_TOKEN).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    app.store.enqueue(crate::want(json!({"access_code_id": id, "code": "5151"}))).await.unwrap();
+    let of_code = |v: &Value| v["access_code_id"] == id.as_str();
+    let seen = read_events(&mut live, |v| of_code(v) && v["state"] == "succeeded").await;
+    let states: Vec<&str> =
+        seen.iter().filter(|(_, v)| of_code(v)).map(|(_, v)| v["state"].as_str().unwrap()).collect();
+    assert_eq!(states.first(), Some(&"pending"), "{states:?}");
+    assert_eq!(states.last(), Some(&"succeeded"), "{states:?}");
+    drop(live);
+    // A consumer that saw only the first event resumes after it and gets the rest.
+    let (first_id, _) = &seen[0];
+    let mut resumed =
+        http.get(&url).bearer_auth(TEST_READ_TOKEN).header("last-event-id", first_id).send().await.unwrap();
+    let again = read_events(&mut resumed, |v| of_code(v) && v["state"] == "succeeded").await;
+    assert_eq!(again.first().map(|(i, _)| i), seen.get(1).map(|(i, _)| i), "resumed right after {first_id}");
+    // A Last-Event-ID this stream never sent is refused.
+    let bad = http.get(&url).bearer_auth(TEST_READ_TOKEN).header("last-event-id", "yesterday").send().await.unwrap();
+    assert_eq!(bad.status(), 422);
+    drop(resumed);
+    app.stop().await;
+}

@@ -275,6 +275,76 @@ impl Reconciliations {
     }
 }
 
+/// One change of an outcome's state, from the event stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutcomeChange {
+    /// The stream entry's id (`<ms>-<seq>`): resume after it.
+    pub id: String,
+    /// The access code.
+    pub access_code_id: String,
+    /// Its generation.
+    pub generation: u64,
+    /// The state it entered.
+    pub state: String,
+}
+
+/// Whether `id` has the form of a stream entry id (`<ms>-<seq>`).
+pub fn is_stream_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let ok =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()));
+    ok(parts.next()) && ok(parts.next())
+}
+
+impl Reconciliations {
+    /// Outcome changes after stream entry `after` (at most `count`), oldest
+    /// first; `after: None` starts at the newest entry (only later changes).
+    /// Reads without blocking: the connection is shared.
+    pub async fn changes_after(&self, after: Option<&str>, count: usize) -> Result<(String, Vec<OutcomeChange>)> {
+        let key = self.queue.keys().events();
+        let mut conn = self.queue.redis.conn();
+        let after = match after.filter(|a| is_stream_id(a)) {
+            Some(a) => a.to_string(),
+            None => {
+                let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                last.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id)
+            }
+        };
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut conn)
+            .await?;
+        let mut reached = after;
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            reached = id.clone();
+            let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+            // (an entry not written by latchkey is skipped, not trusted)
+            let (Some(code), Some(generation), Some(state)) =
+                (field("access_code_id"), field("generation").and_then(|g| g.parse().ok()), field("state"))
+            else {
+                continue;
+            };
+            if state.len() > 32 || latchkey_core::id_rule_broken(&code).is_some() {
+                continue;
+            }
+            out.push(OutcomeChange { id, access_code_id: code, generation, state });
+        }
+        Ok((reached, out))
+    }
+}
+
 /// What an event did to one access code's job ([`Reconciliations::nudge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nudged {

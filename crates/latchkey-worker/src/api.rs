@@ -143,6 +143,7 @@ pub(crate) fn router(api: Api) -> Router {
     let single = Router::new()
         .route("/v1/access-codes/{id}", put(put_code).delete(delete_code).get(get_code))
         .route("/v1/access-codes/{id}/history", get(get_history))
+        .route("/v1/events", get(get_events))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let batch =
         Router::new().route("/v1/access-codes/batch", post(post_batch)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY));
@@ -406,6 +407,48 @@ async fn get_history(State(api): State<Api>, Path(id): Path<String>, _headers: H
             )
         }
     }
+}
+
+/// `GET /v1/events`: outcome changes as Server-Sent Events (`event:
+/// outcome`, `id:` the stream entry, `data:` `{id, access_code_id,
+/// generation, state}`), from now on, or after `Last-Event-ID` (the stream
+/// keeps the newest 100,000 changes). Read every 250 ms without blocking the
+/// shared Redis connection; a comment every 15 s keeps the connection alive.
+async fn get_events(State(api): State<Api>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let after = match headers.get("last-event-id").map(|v| v.to_str().unwrap_or("")) {
+        Some(id) if !latchkey_store::is_stream_id(id) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                refused("Last-Event-ID", "must be an event id this stream sent, such as 1700000000000-0"),
+            );
+        }
+        other => other.map(str::to_string),
+    };
+    let stream = futures::stream::unfold((api.store.clone(), after), |(store, mut after)| async move {
+        loop {
+            match store.changes_after(after.as_deref(), 100).await {
+                Ok((reached, changes)) => {
+                    after = Some(reached);
+                    if !changes.is_empty() {
+                        let events: Vec<Result<Event, std::convert::Infallible>> = changes
+                            .into_iter()
+                            .map(|c| {
+                                Ok(Event::default()
+                                    .event("outcome")
+                                    .id(c.id.clone())
+                                    .data(serde_json::to_string(&c).unwrap_or_default()))
+                            })
+                            .collect();
+                        return Some((futures::stream::iter(events), (store, after)));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %error_chain(&e), "events: redis not reachable; trying again"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    Sse::new(futures::StreamExt::flatten(stream)).keep_alive(KeepAlive::default()).into_response()
 }
 
 #[cfg(test)]
