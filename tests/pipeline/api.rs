@@ -238,3 +238,29 @@ async fn outcome_changes_stream_as_server_sent_events_and_resume_after_the_last_
     drop(resumed);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_python_and_node_examples_record_a_pin_and_wait_for_the_lock() {
+    let app = spawn_app(AppOptions { api: true, ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let examples = latchkey_tests::workspace_root().join("examples");
+    for (program, script, pin) in
+        [("python3", examples.join("python/enqueue.py"), "3131"), ("node", examples.join("node/enqueue.mjs"), "4141")]
+    {
+        let id = app.seam.add_access_code(&d, SeedCode::default());
+        let out = tokio::process::Command::new(program)
+            .arg(&script)
+            .args([id.as_str(), pin])
+            .env("LATCHKEY_URL", app.serve_url.as_ref().unwrap())
+            .env("LATCHKEY_TOKEN", TEST_WRITE_TOKEN)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{program} must be installed to run the examples: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{program}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("{id} generation 1: succeeded")), "{stdout}");
+        let o = app.store.outcome(&id).await.unwrap().unwrap();
+        assert_eq!(o.last_seen.unwrap().code.as_deref(), Some(pin));
+    }
+    app.stop().await;
+}
