@@ -15,7 +15,9 @@
 //!    behind for good;
 //! 8. devices that take 2 s: Seam reads per reconciliation and enqueue ->
 //!    `succeeded`, polling only and with webhooks (`latchkey serve`), side by
-//!    side.
+//!    side;
+//! 9. the HTTP door: `PUT`s per second through `latchkey serve`, and what
+//!    HTTP adds to send -> `succeeded` against Redis at scenario 3's rates.
 //!
 //! Scenarios 2 to 5 run the worker as its own process (`latchkey worker`, as
 //! in production), so its memory is its own; the simulator and the load
@@ -69,6 +71,10 @@ pub struct Args {
     /// Codes enqueued (at 50/s) with webhooks and again without, in scenario 8.
     #[arg(long, default_value_t = 500)]
     webhook_codes: usize,
+    /// PUTs through the HTTP API in scenario 9 (then scenario 3's rates again,
+    /// through HTTP and through Redis).
+    #[arg(long, default_value_t = 20_000)]
+    http_puts: usize,
     /// A folder holding `shared/peers` with `npm install bullmq@5` done; BullMQ
     /// runs side by side when given.
     #[arg(long, env = "LATCHKEY_BENCH_PEERS")]
@@ -347,6 +353,146 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
     Ok((rows, per_s, rss))
 }
 
+/// A `latchkey serve` process on `prefix`, listening on 127.0.0.1:`port`.
+struct Serve(tokio::process::Child);
+
+impl Serve {
+    async fn start(redis_url: &str, prefix: &str, port: u16, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .envs([
+                ("REDIS_URL", redis_url.to_string()),
+                ("LATCHKEY_PREFIX", prefix.to_string()),
+                ("LATCHKEY_LISTEN", format!("127.0.0.1:{port}")),
+                ("LATCHKEY_HTTP_ADDR", "off".into()),
+            ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "latchkey serve did not listen within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self(child))
+    }
+
+    async fn stop(mut self) {
+        let pid = self.0.id().map(|p| p.to_string()).unwrap_or_default();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if tokio::time::timeout(Duration::from_secs(15), self.0.wait()).await.is_err() {
+            let _ = self.0.kill().await;
+        }
+    }
+}
+
+/// Scenario 9: the HTTP door. `PUT`s per second through `latchkey serve`
+/// with keep-alive clients; then enqueue -> `succeeded` at each offered rate,
+/// through HTTP and through Redis, timed from the producer's send.
+async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -> anyhow::Result<Vec<Row>> {
+    const TOKEN: &str = "tok_bench_write_0123456789";
+    let tokens = tempfile::NamedTempFile::new()?;
+    std::fs::write(tokens.path(), format!("bench write {TOKEN}\n"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let tokens_env = [("LATCHKEY_API_TOKENS_FILE", tokens.path().display().to_string())];
+    let mut rows = Vec::new();
+
+    // Throughput: 64 keep-alive clients, no worker (recording only).
+    let prefix = bench_prefix("http");
+    let serve = Serve::start(redis_url, &prefix, port, &tokens_env).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let url = format!("http://127.0.0.1:{port}/v1/access-codes");
+    let t = Instant::now();
+    let clients = 64;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (c..puts).step_by(clients) {
+                let r = http
+                    .put(format!("{url}/put-{i}"))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(r#"{"code":"1234"}"#)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 202, "PUT answered {}", r.status());
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let per_s = puts as f64 / t.elapsed().as_secs_f64();
+    serve.stop().await;
+    rows.push(Row::new(
+        "9. PUT /v1/access-codes/{id}, 64 keep-alive clients",
+        format!("{per_s:.0} PUTs/s"),
+        json!({"scenario": "http_put", "puts": puts, "clients": clients, "per_s": per_s.round()}),
+    ));
+
+    // Latency, HTTP against Redis, in one pipeline.
+    let prefix = bench_prefix("httplat");
+    let p = Pipeline::start_against(instant_seam().await?, redis_url, &prefix, &[]).await?;
+    let serve = Serve::start(redis_url, &prefix, port, &tokens_env).await?;
+    for &rate in rates {
+        let mut p99 = Vec::new();
+        for route in ["redis", "http"] {
+            let n = (rate as u64 * secs) as usize;
+            let id = |i: usize| format!("lat-{route}-{rate}-{i}");
+            let before = p.outcomes("succeeded").await?;
+            let start = Instant::now();
+            let mut sent = Vec::with_capacity(n);
+            let mut inflight = Vec::new();
+            for i in 0..n {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate as f64)).into()).await;
+                sent.push(chrono::Utc::now());
+                if route == "http" {
+                    let req = http
+                        .put(format!("{url}/{}", id(i)))
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/json")
+                        .body(r#"{"code":"4321"}"#)
+                        .send();
+                    inflight.push(tokio::spawn(req));
+                } else {
+                    p.enqueue(json!({"access_code_id": id(i), "code": "4321"})).await?;
+                }
+            }
+            for r in inflight {
+                anyhow::ensure!(r.await??.status() == 202, "a PUT was refused");
+            }
+            p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
+            let mut lat = Vec::with_capacity(n);
+            for (i, at) in sent.iter().enumerate() {
+                if let Some(o) = p.store.outcome(&id(i)).await?
+                    && let Some(f) = o.finished_at
+                {
+                    lat.push((f - *at).num_milliseconds());
+                }
+            }
+            let spread = Spread::of(lat);
+            p99.push(spread.p99);
+            rows.push(Row::new(
+                format!("9. send -> succeeded at {rate}/s through {route}"),
+                spread.figure(),
+                json!({"scenario": "http_latency", "route": route, "rate_per_s": rate, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max}),
+            ));
+        }
+        rows.push(Row::new(
+            format!("9. HTTP adds to p99 at {rate}/s"),
+            format!("{} ms", p99[1] - p99[0]),
+            json!({"scenario": "http_latency_added", "rate_per_s": rate, "p99_added_ms": p99[1] - p99[0]}),
+        ));
+    }
+    serve.stop().await;
+    p.stop().await;
+    Ok(rows)
+}
+
 /// Scenario 8: devices that take 2 s to apply a change; the same load
 /// without webhooks (polls from 1 s, the defaults) and with them (`latchkey
 /// serve` receiving the simulator's signed events, polls from 15 s to 5
@@ -375,25 +521,7 @@ async fn scenario_webhooks(redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>
         })
         .await?;
         let mut serve = if hooks {
-            let child = tokio::process::Command::new(std::env::current_exe()?)
-                .arg("serve")
-                .envs([
-                    ("REDIS_URL", redis_url.to_string()),
-                    ("LATCHKEY_PREFIX", prefix.clone()),
-                    ("LATCHKEY_LISTEN", format!("127.0.0.1:{serve_port}")),
-                    ("LATCHKEY_HTTP_ADDR", "off".into()),
-                    ("SEAM_WEBHOOK_SECRET", SECRET.into()),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while tokio::net::TcpStream::connect(("127.0.0.1", serve_port)).await.is_err() {
-                anyhow::ensure!(Instant::now() < deadline, "latchkey serve did not listen within 20 s");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Some(child)
+            Some(Serve::start(redis_url, &prefix, serve_port, &[("SEAM_WEBHOOK_SECRET", SECRET.to_string())]).await?)
         } else {
             None
         };
@@ -424,11 +552,8 @@ async fn scenario_webhooks(redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>
             .count() as f64
             / n as f64;
         p.stop().await;
-        if let Some(mut s) = serve.take() {
-            let _ = Command::new("kill").args(["-TERM", &s.id().map(|p| p.to_string()).unwrap_or_default()]).status();
-            if tokio::time::timeout(Duration::from_secs(15), s.wait()).await.is_err() {
-                let _ = s.kill().await;
-            }
+        if let Some(s) = serve.take() {
+            s.stop().await;
         }
         let over = spread.p99 - DELAY.as_millis() as i64;
         let with = if hooks { "with webhooks" } else { "polling only" };
@@ -752,6 +877,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if run(8) {
         eprintln!("scenario 8: {webhook_codes} codes on 2 s devices, without webhooks and with...");
         rows.extend(scenario_webhooks(&local.url, webhook_codes).await?);
+    }
+    if run(9) {
+        let puts = if args.smoke { 500 } else { args.http_puts };
+        eprintln!("scenario 9: {puts} PUTs over HTTP, then HTTP against Redis...");
+        rows.extend(scenario_http(&local.url, puts, &rates, rate_secs).await?);
     }
     if run(5) || run(6) {
         eprintln!("scenario 5: {waiting} waiting verifications...");

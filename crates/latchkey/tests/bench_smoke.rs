@@ -26,6 +26,9 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "lived_memory",
         "webhooks_reads",
         "webhooks_latency",
+        "http_put",
+        "http_latency",
+        "http_latency_added",
     ] {
         let line = stdout
             .lines()
