@@ -183,6 +183,27 @@ pub struct ActionAttempt {
 }
 
 #[cfg(test)]
+impl AccessCode {
+    /// A code for tests: `ac` on device `d`, PIN 1234, named Guest, ongoing.
+    pub(crate) fn sample(status: CodeStatus) -> Self {
+        AccessCode {
+            access_code_id: "ac".into(),
+            device_id: "d".into(),
+            name: Some("Guest".into()),
+            code: Some("1234".into()),
+            code_type: CodeType::Ongoing,
+            status,
+            starts_at: None,
+            ends_at: None,
+            errors: vec![],
+            warnings: vec![],
+            is_scheduled_on_device: None,
+            is_offline_access_code: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -217,17 +238,8 @@ mod tests {
     fn debug_of_an_access_code_hides_the_pin() {
         let code = AccessCode {
             access_code_id: "ac_1".into(),
-            device_id: "d".into(),
-            name: Some("Guest".into()),
             code: Some("86420".into()),
-            code_type: CodeType::Ongoing,
-            status: CodeStatus::Set,
-            starts_at: None,
-            ends_at: None,
-            errors: vec![],
-            warnings: vec![],
-            is_scheduled_on_device: None,
-            is_offline_access_code: None,
+            ..AccessCode::sample(CodeStatus::Set)
         };
         let shown = format!("{code:?} {code:#?}");
         assert!(!shown.contains("86420"), "{shown}");

@@ -373,20 +373,7 @@ mod tests {
     }
 
     fn code(status: CodeStatus) -> AccessCode {
-        AccessCode {
-            access_code_id: "ac".into(),
-            device_id: "d".into(),
-            name: Some("Guest".into()),
-            code: Some("1234".into()),
-            code_type: CodeType::Ongoing,
-            status,
-            starts_at: None,
-            ends_at: None,
-            errors: vec![],
-            warnings: vec![],
-            is_scheduled_on_device: None,
-            is_offline_access_code: None,
-        }
+        AccessCode::sample(status)
     }
 
     fn issue(code: &str, created_at: Option<&str>) -> CodeIssue {
