@@ -166,8 +166,9 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let role = presented.and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find(p).map(|t| t.role));
-    let Some(role) = role else {
+    let found = presented
+        .and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find(p).map(|t| (t.role, t.name.clone())));
+    let Some((role, name)) = found else {
         let mut r = problem(
             StatusCode::UNAUTHORIZED,
             json!({"error": {"kind": "unauthorized", "message": "a valid bearer token is required"}}),
@@ -176,9 +177,6 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         return r;
     };
     let writes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    let name = presented
-        .and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find(p).map(|t| t.name.clone()))
-        .unwrap_or_default();
     let mut request = request;
     request.extensions_mut().insert(Caller(name));
     if writes && role != Role::Write {
