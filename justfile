@@ -18,9 +18,11 @@ bench *ARGS:
     cargo run --release --quiet -p latchkey -- bench $( [ -d target/peers/node_modules/bullmq ] && echo --peers target/peers ) {{ARGS}}
 
 # Formatting, clippy (warnings as errors), the deployment files (rendered and
-# validated, Dockerfile linted) and the supply chain (cargo deny, offline).
+# validated, Dockerfile linted), the supply chain (cargo deny, offline) and the
+# HTTP API's contract (OpenAPI document valid, examples type-checked against it).
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     bash deploy/check
     bash deploy/deny
+    bash examples/check

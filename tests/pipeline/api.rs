@@ -240,6 +240,34 @@ async fn outcome_changes_stream_as_server_sent_events_and_resume_after_the_last_
 }
 
 #[tokio::test]
+async fn the_openapi_document_is_served_without_a_token_and_describes_every_route() {
+    let app = spawn_app(AppOptions { api: true, ..AppOptions::default() }).await;
+    let r = reqwest::get(format!("{}/v1/openapi.json", app.serve_url.as_ref().unwrap())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, methods) in [
+        ("/v1/access-codes/{id}", &["put", "delete", "get"][..]),
+        ("/v1/access-codes/{id}/history", &["get"]),
+        ("/v1/access-codes/batch", &["post"]),
+        ("/v1/events", &["get"]),
+    ] {
+        for m in methods {
+            assert!(doc["paths"][path][m].is_object(), "{m} {path} is not in the document");
+        }
+    }
+    // The refusal a producer handles is the one the document promises.
+    assert_eq!(
+        doc["paths"]["/v1/access-codes/{id}"]["put"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+    assert!(doc["components"]["schemas"]["DesiredState"].is_object());
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_python_and_node_examples_record_a_pin_and_wait_for_the_lock() {
     let app = spawn_app(AppOptions { api: true, ..AppOptions::default() }).await;
     let d = device(&app, 50);

@@ -12,25 +12,35 @@ use crate::observed::CodeType;
 /// What a producer sends: every field optional but `access_code_id`, times as
 /// ISO 8601 strings. Unknown fields are refused, so a typo is not silently lost.
 /// `Debug` shows no PIN.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    as = DesiredState,
+    description = "The desired state of an access code: every field optional but access_code_id (left out, the field stays as it is on Seam); unknown fields are refused. Ongoing: type ongoing. Time-bound: starts_at and ends_at (type time_bound, or left out). Cancelled: absent true, with only access_code_id and device_id."
+)]
 pub struct DesiredStateInput {
-    /// Seam's id of the access code to reconcile.
+    /// Seam's id of the access code to reconcile (required in a batch; a
+    /// `PUT` takes it from the path).
+    #[schema(required = false)]
     pub access_code_id: String,
     /// The PIN: digits only, 4 to 9 of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]{4,9}$")]
     pub code: Option<String>,
     /// The code's name on Seam.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `ongoing` or `time_bound`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<CodeType>)]
     pub code_type: Option<String>,
     /// Start of validity, ISO 8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
     /// End of validity, ISO 8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     /// The device holding the code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,7 +55,7 @@ pub struct DesiredStateInput {
 }
 
 /// Seam's other update parameters (seed 004), sent as given.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpdateOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_external_modification: Option<bool>,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::issue::IssueKind;
 
 /// Where an access code is in its life on the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeStatus {
     /// Being programmed onto the lock.
@@ -44,7 +44,7 @@ impl CodeStatus {
 /// Whether a code works always or only between `starts_at` and `ends_at`.
 /// Exactly Seam's two values, which is also what a desired state may ask for;
 /// see the module docs for a type Seam adds later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeType {
     /// Works until removed.
@@ -64,7 +64,7 @@ impl CodeType {
 }
 
 /// An entry of an access code's `errors` or `warnings`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CodeIssue {
     /// `error_code` or `warning_code`, e.g. `failed_to_set_on_device`.
     pub code: String,
@@ -78,7 +78,7 @@ pub struct CodeIssue {
 
 /// An access code as Seam last reported it. Its `Debug` shows `code` (the
 /// PIN) as `[redacted]`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessCode {
     /// Seam's id of the access code.
     pub access_code_id: String,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::observed::{AccessCode, CodeType};
 
 /// Where a reconciliation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeState {
     /// Recorded, not started.
@@ -66,7 +66,7 @@ impl OutcomeState {
 }
 
 /// Why a reconciliation did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutcomeError {
     /// Seam's error type (`invalid_input`, an action attempt's error type,
     /// `access_code_not_found`), `access_code_errors`, `access_code_warnings`,
@@ -81,7 +81,7 @@ pub struct OutcomeError {
 }
 
 /// The record under `latchkey:{reconcile}:outcome:<access_code_id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// The access code.
     pub access_code_id: String,
@@ -206,7 +206,7 @@ fn is_zero(n: &u32) -> bool {
 /// A difference between the lock and the desired state found after the code
 /// was verified: someone changed it at the lock or in another app, or the
 /// lock dropped it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drift {
     /// When the resync look found it.
     pub at: DateTime<Utc>,
@@ -249,7 +249,7 @@ impl Outcome {
 /// One state change in an access code's history (`latchkey history ID`):
 /// enough to answer "why did the guest's PIN not work on Tuesday?" without
 /// the PIN itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// When the state changed.
     pub at: DateTime<Utc>,

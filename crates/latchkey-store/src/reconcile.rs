@@ -276,7 +276,7 @@ impl Reconciliations {
 }
 
 /// One change of an outcome's state, from the event stream.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct OutcomeChange {
     /// The stream entry's id (`<ms>-<seq>`): resume after it.
     pub id: String,

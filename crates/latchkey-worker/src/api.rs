@@ -17,11 +17,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use latchkey_core::DesiredStateInput;
-use latchkey_store::{EnqueueError, Reconciliations, Waited, error_chain};
-use serde_json::{Value, json};
+use latchkey_core::{DesiredStateInput, HistoryEntry, Outcome};
+use latchkey_store::{EnqueueError, OutcomeChange, Reconciliations, Waited, error_chain};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// The most desired states in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -150,12 +152,124 @@ pub(crate) fn router(api: Api) -> Router {
     single
         .merge(batch)
         .route_layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }))
         .layer(middleware::from_fn(security_headers))
         .with_state(api)
 }
 
-fn problem(status: StatusCode, body: Value) -> Response {
+/// The OpenAPI 3.1 document of `/v1`, generated from the handlers and types
+/// below (served at `GET /v1/openapi.json`, without a token).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "latchkey",
+        description = "Record the desired state of Seam access codes and read how latchkey reconciled them. Every call but this document needs a bearer token from LATCHKEY_API_TOKENS_FILE: a read token to read, a write token to record."
+    ),
+    paths(put_code, delete_code, get_code, get_history, post_batch, get_events),
+    components(schemas(Accepted, Problem, ProblemDetail, BatchResults, BatchResult, History, OutcomeChange)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "access codes", description = "Desired states in, outcomes out"))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as pretty JSON (`latchkey openapi`, `GET /v1/openapi.json`).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A token of LATCHKEY_API_TOKENS_FILE (NAME ROLE TOKEN lines)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// 202: the desired state is recorded; `generation` identifies it (wait for
+/// it with `GET /v1/access-codes/{id}?wait=30&generation=N`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The access code.
+    pub access_code_id: String,
+    /// The generation recorded (or, for a replayed `Idempotency-Key`, the one
+    /// recorded the first time).
+    pub generation: u64,
+}
+
+/// A refusal or a failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// What went wrong.
+    pub error: ProblemDetail,
+}
+
+/// What went wrong: `kind` is `invalid` (with `field` and `rule`),
+/// `idempotency_key_reused`, `unauthorized`, `forbidden`, `not_found` or
+/// `unavailable` (Redis is not reachable: try again).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDetail {
+    /// The kind of problem.
+    pub kind: String,
+    /// The field that broke a rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The rule it broke.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// A human-readable explanation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Problem {
+    fn new(kind: &str, message: impl Into<String>) -> Self {
+        Self { error: ProblemDetail { kind: kind.into(), field: None, rule: None, message: Some(message.into()) } }
+    }
+}
+
+/// One result per item of a batch, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResults {
+    /// An `Accepted` or a `Problem` per item.
+    pub results: Vec<BatchResult>,
+}
+
+/// The result of one item of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    /// Recorded.
+    Accepted(Accepted),
+    /// Refused (nothing stored for this item).
+    Refused(Problem),
+}
+
+/// An access code's state changes, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History {
+    /// The access code.
+    pub access_code_id: String,
+    /// Its state changes, newest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+fn reply(status: StatusCode, body: &impl Serialize) -> Response {
     (status, Json(body)).into_response()
+}
+
+fn unavailable() -> Response {
+    reply(StatusCode::SERVICE_UNAVAILABLE, &Problem::new("unavailable", "redis is not reachable; try again"))
 }
 
 /// 401 without a valid token, 403 for a read token on a write.
@@ -169,10 +283,7 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
     let found = presented
         .and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find(p).map(|t| (t.role, t.name.clone())));
     let Some((role, name)) = found else {
-        let mut r = problem(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": {"kind": "unauthorized", "message": "a valid bearer token is required"}}),
-        );
+        let mut r = reply(StatusCode::UNAUTHORIZED, &Problem::new("unauthorized", "a valid bearer token is required"));
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
@@ -180,9 +291,9 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
     let mut request = request;
     request.extensions_mut().insert(Caller(name));
     if writes && role != Role::Write {
-        return problem(
+        return reply(
             StatusCode::FORBIDDEN,
-            json!({"error": {"kind": "forbidden", "message": "this token may only read; recording a desired state needs a write token"}}),
+            &Problem::new("forbidden", "this token may only read; recording a desired state needs a write token"),
         );
     }
     next.run(request).await
@@ -194,7 +305,7 @@ struct Caller(String);
 
 /// The request's `Idempotency-Key`, scoped by the caller's token name:
 /// `None` without one, an error (422) for one that breaks the id rule.
-fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> Result<Option<String>, Value> {
+fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> Result<Option<String>, Problem> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
     let key = v.to_str().map_err(|_| refused("Idempotency-Key", "must be printable ASCII"))?;
     if let Some(rule) = latchkey_core::id_rule_broken(key) {
@@ -218,12 +329,19 @@ async fn security_headers(request: Request, next: Next) -> Response {
     r
 }
 
-fn refused(field: &str, rule: &str) -> Value {
-    json!({"error": {"kind": "invalid", "field": field, "rule": rule}})
+fn refused(field: &str, rule: &str) -> Problem {
+    Problem {
+        error: ProblemDetail {
+            kind: "invalid".into(),
+            field: Some(field.into()),
+            rule: Some(rule.into()),
+            message: None,
+        },
+    }
 }
 
 /// A desired state from a request body, with the id from the path.
-fn desired_from(id: &str, body: &[u8]) -> Result<DesiredStateInput, Value> {
+fn desired_from(id: &str, body: &[u8]) -> Result<DesiredStateInput, Problem> {
     let mut v: Value = serde_json::from_slice(body).map_err(|e| refused("body", &format!("must be JSON: {e}")))?;
     let Some(obj) = v.as_object_mut() else { return Err(refused("body", "must be a JSON object")) };
     match obj.get("access_code_id") {
@@ -242,31 +360,51 @@ async fn record(
     store: &Reconciliations,
     input: DesiredStateInput,
     idem: Option<&str>,
-) -> Result<u64, (StatusCode, Value)> {
+) -> Result<Accepted, (StatusCode, Problem)> {
     let id = input.access_code_id.clone();
     let recorded = match idem {
         Some(key) => store.enqueue_once(input, key).await,
         None => store.enqueue(input).await,
     };
     match recorded {
-        Ok(generation) => Ok(generation),
+        Ok(generation) => Ok(Accepted { access_code_id: id, generation }),
         Err(EnqueueError::Invalid(e)) => Err((StatusCode::UNPROCESSABLE_ENTITY, refused(e.field, &e.rule))),
-        Err(EnqueueError::IdempotencyKeyReused(message)) => Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"error": {"kind": "idempotency_key_reused", "field": "Idempotency-Key", "rule": message}}),
-        )),
+        Err(EnqueueError::IdempotencyKeyReused(message)) => {
+            let mut p = refused("Idempotency-Key", &message);
+            p.error.kind = "idempotency_key_reused".into();
+            Err((StatusCode::UNPROCESSABLE_ENTITY, p))
+        }
         Err(EnqueueError::Store(e)) => {
             tracing::warn!(access_code_id = %latchkey_core::shown(&id), error = %error_chain(&e), "could not record a desired state");
-            Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": {"kind": "unavailable", "message": "redis is not reachable; try again"}}),
-            ))
+            Err((StatusCode::SERVICE_UNAVAILABLE, Problem::new("unavailable", "redis is not reachable; try again")))
         }
     }
 }
 
-/// `PUT /v1/access-codes/{id}`: 202 `{access_code_id, generation}`, 422 with
-/// the field and the rule (nothing stored).
+/// Records the desired state of an access code.
+///
+/// The body is the same JSON as `latchkey enqueue --json`; `access_code_id`
+/// comes from the path (if the body has one, it must be the same). A newer
+/// desired state supersedes an older one. A refusal names the field and the
+/// rule, and nothing is stored.
+#[utoipa::path(
+    put,
+    path = "/v1/access-codes/{id}",
+    tag = "access codes",
+    params(
+        ("id" = String, Path, description = "Seam's access_code_id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key (within 24 h, same token) returns the first generation instead of recording a new one"),
+    ),
+    request_body(content = DesiredStateInput, description = "The desired state"),
+    responses(
+        (status = 202, description = "Recorded", body = Accepted),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "A read token", body = Problem),
+        (status = 413, description = "The body is over 64 KiB"),
+        (status = 422, description = "Refused: the field and the rule", body = Problem),
+        (status = 503, description = "Redis is not reachable", body = Problem),
+    )
+)]
 async fn put_code(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -276,20 +414,42 @@ async fn put_code(
 ) -> Response {
     let (input, idem) = match (desired_from(&id, &body), idempotency_key(&headers, &caller)) {
         (Ok(i), Ok(k)) => (i, k),
-        (Err(e), _) | (_, Err(e)) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+        (Err(e), _) | (_, Err(e)) => return reply(StatusCode::UNPROCESSABLE_ENTITY, &e),
     };
     match record(&api.store, input, idem.as_deref()).await {
-        Ok(generation) => problem(StatusCode::ACCEPTED, json!({"access_code_id": id, "generation": generation})),
-        Err((status, body)) => problem(status, body),
+        Ok(accepted) => reply(StatusCode::ACCEPTED, &accepted),
+        Err((status, body)) => reply(status, &body),
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// The lock the code is on, when the caller knows it.
     device_id: Option<String>,
 }
 
-/// `DELETE /v1/access-codes/{id}`: records that the code must not exist.
+/// Records that an access code must not exist (a cancelled booking).
+///
+/// latchkey deletes it from Seam and verifies it is gone; the outcome ends
+/// `succeeded` once Seam confirms it.
+#[utoipa::path(
+    delete,
+    path = "/v1/access-codes/{id}",
+    tag = "access codes",
+    params(
+        ("id" = String, Path, description = "Seam's access_code_id"),
+        DeleteQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "As for PUT"),
+    ),
+    responses(
+        (status = 202, description = "Recorded", body = Accepted),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "A read token", body = Problem),
+        (status = 422, description = "Refused: the field and the rule", body = Problem),
+        (status = 503, description = "Redis is not reachable", body = Problem),
+    )
+)]
 async fn delete_code(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -299,7 +459,7 @@ async fn delete_code(
 ) -> Response {
     let idem = match idempotency_key(&headers, &caller) {
         Ok(k) => k,
-        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => return reply(StatusCode::UNPROCESSABLE_ENTITY, &e),
     };
     let input = DesiredStateInput {
         access_code_id: id.clone(),
@@ -308,66 +468,98 @@ async fn delete_code(
         ..Default::default()
     };
     match record(&api.store, input, idem.as_deref()).await {
-        Ok(generation) => problem(StatusCode::ACCEPTED, json!({"access_code_id": id, "generation": generation})),
-        Err((status, body)) => problem(status, body),
+        Ok(accepted) => reply(StatusCode::ACCEPTED, &accepted),
+        Err((status, body)) => reply(status, &body),
     }
 }
 
-/// `POST /v1/access-codes/batch`: a JSON array of desired states (each with
-/// its `access_code_id`), at most [`MAX_BATCH`]; one result per item, in
-/// order. An invalid item does not stop the others.
+/// Records up to 1,000 desired states in one request (a check-in wave).
+///
+/// The body is a JSON array of desired states, each with its
+/// `access_code_id`. One result per item, in order; an invalid item does not
+/// stop the others.
+#[utoipa::path(
+    post,
+    path = "/v1/access-codes/batch",
+    tag = "access codes",
+    request_body(content = Vec<DesiredStateInput>, description = "At most 1,000 desired states (4 MiB)"),
+    responses(
+        (status = 200, description = "One result per item", body = BatchResults),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 403, description = "A read token", body = Problem),
+        (status = 413, description = "The body is over 4 MiB"),
+        (status = 422, description = "Not a JSON array, or more than 1,000 items", body = Problem),
+    )
+)]
 async fn post_batch(State(api): State<Api>, body: axum::body::Bytes) -> Response {
     let items: Vec<Value> = match serde_json::from_slice(&body) {
         Ok(items) => items,
         Err(e) => {
-            return problem(StatusCode::UNPROCESSABLE_ENTITY, refused("body", &format!("must be a JSON array: {e}")));
+            return reply(StatusCode::UNPROCESSABLE_ENTITY, &refused("body", &format!("must be a JSON array: {e}")));
         }
     };
     if items.len() > MAX_BATCH {
-        return problem(
+        return reply(
             StatusCode::UNPROCESSABLE_ENTITY,
-            refused("body", &format!("at most {MAX_BATCH} desired states per batch, not {}", items.len())),
+            &refused("body", &format!("at most {MAX_BATCH} desired states per batch, not {}", items.len())),
         );
     }
     let mut results = Vec::with_capacity(items.len());
     for item in items {
-        let id = item.get("access_code_id").and_then(Value::as_str).unwrap_or("").to_string();
         let result = match serde_json::from_value::<DesiredStateInput>(item) {
-            Err(e) => refused("body", &e.to_string()),
+            Err(e) => BatchResult::Refused(refused("body", &e.to_string())),
             Ok(input) => match record(&api.store, input, None).await {
-                Ok(generation) => json!({"access_code_id": id, "generation": generation}),
-                Err((_, e)) => e,
+                Ok(accepted) => BatchResult::Accepted(accepted),
+                Err((_, e)) => BatchResult::Refused(e),
             },
         };
         results.push(result);
     }
-    problem(StatusCode::OK, json!({"results": results}))
+    reply(StatusCode::OK, &BatchResults { results })
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct GetQuery {
     /// Seconds to wait for `generation` to finish (at most 60).
     wait: Option<u64>,
+    /// The generation to wait for (required with `wait`).
     generation: Option<u64>,
 }
 
 fn not_found(id: &str) -> Response {
-    problem(
+    reply(
         StatusCode::NOT_FOUND,
-        json!({"error": {"kind": "not_found", "message": format!("no desired state was ever recorded for access code {:?}", latchkey_core::shown(id))}}),
+        &Problem::new(
+            "not_found",
+            format!("no desired state was ever recorded for access code {:?}", latchkey_core::shown(id)),
+        ),
     )
 }
 
-/// `GET /v1/access-codes/{id}`: the outcome record. With `wait` and
-/// `generation`: waits (at most 60 s) until that generation is terminal or
-/// superseded, then answers the record as it is (its `state` says which).
+/// Reads an access code's outcome record.
+///
+/// With `wait` and `generation`: waits (at most 60 s) until that generation
+/// is terminal or superseded, then answers the record as it is (its `state`
+/// and `generation` say which; a wait that runs out answers the record as it
+/// stands).
+#[utoipa::path(
+    get,
+    path = "/v1/access-codes/{id}",
+    tag = "access codes",
+    params(("id" = String, Path, description = "Seam's access_code_id"), GetQuery),
+    responses(
+        (status = 200, description = "The outcome record", body = Outcome),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 404, description = "No desired state was ever recorded for it", body = Problem),
+        (status = 422, description = "`wait` without `generation`", body = Problem),
+        (status = 503, description = "Redis is not reachable", body = Problem),
+    )
+)]
 async fn get_code(State(api): State<Api>, Path(id): Path<String>, Query(q): Query<GetQuery>) -> Response {
     let unavailable = |e: latchkey_store::Error| {
         tracing::warn!(error = %error_chain(&e), "could not read an outcome");
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": {"kind": "unavailable", "message": "redis is not reachable; try again"}}),
-        )
+        unavailable()
     };
     let outcome = match (q.wait, q.generation) {
         (Some(wait), Some(generation)) => {
@@ -379,7 +571,7 @@ async fn get_code(State(api): State<Api>, Path(id): Path<String>, Query(q): Quer
             }
         }
         (Some(_), None) => {
-            return problem(StatusCode::UNPROCESSABLE_ENTITY, refused("generation", "is required with wait"));
+            return reply(StatusCode::UNPROCESSABLE_ENTITY, &refused("generation", "is required with wait"));
         }
         _ => match api.store.outcome(&id).await {
             Ok(o) => o,
@@ -387,38 +579,60 @@ async fn get_code(State(api): State<Api>, Path(id): Path<String>, Query(q): Quer
         },
     };
     match outcome {
-        Some(o) => problem(StatusCode::OK, serde_json::to_value(o).unwrap_or_default()),
+        Some(o) => reply(StatusCode::OK, &o),
         None => not_found(&id),
     }
 }
 
-/// `GET /v1/access-codes/{id}/history`: its state changes, newest first.
-async fn get_history(State(api): State<Api>, Path(id): Path<String>, _headers: HeaderMap) -> Response {
+/// Reads an access code's state changes, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/access-codes/{id}/history",
+    tag = "access codes",
+    params(("id" = String, Path, description = "Seam's access_code_id")),
+    responses(
+        (status = 200, description = "Its state changes", body = History),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 404, description = "No history (never recorded, or expired)", body = Problem),
+        (status = 503, description = "Redis is not reachable", body = Problem),
+    )
+)]
+async fn get_history(State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.store.history(&id).await {
         Ok(h) if h.is_empty() => not_found(&id),
-        Ok(h) => problem(StatusCode::OK, json!({"access_code_id": id, "history": h})),
+        Ok(history) => reply(StatusCode::OK, &History { access_code_id: id, history }),
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "could not read a history");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": {"kind": "unavailable", "message": "redis is not reachable; try again"}}),
-            )
+            unavailable()
         }
     }
 }
 
-/// `GET /v1/events`: outcome changes as Server-Sent Events (`event:
-/// outcome`, `id:` the stream entry, `data:` `{id, access_code_id,
-/// generation, state}`), from now on, or after `Last-Event-ID` (the stream
-/// keeps the newest 100,000 changes). Read every 250 ms without blocking the
-/// shared Redis connection; a comment every 15 s keeps the connection alive.
+/// Follows outcome changes as Server-Sent Events.
+///
+/// Each event is `event: outcome`, `id:` the stream entry, `data:` an
+/// `OutcomeChange` as JSON; from now on, or after `Last-Event-ID` (the
+/// stream keeps the newest 100,000 changes). A comment every 15 s keeps the
+/// connection alive.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "access codes",
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "A stream of `outcome` events whose data is an OutcomeChange", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid token", body = Problem),
+        (status = 422, description = "Last-Event-ID is not an id this stream sent", body = Problem),
+    )
+)]
+// Read every 250 ms without blocking the shared Redis connection.
 async fn get_events(State(api): State<Api>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let after = match headers.get("last-event-id").map(|v| v.to_str().unwrap_or("")) {
         Some(id) if !latchkey_store::is_stream_id(id) => {
-            return problem(
+            return reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                refused("Last-Event-ID", "must be an event id this stream sent, such as 1700000000000-0"),
+                &refused("Last-Event-ID", "must be an event id this stream sent, such as 1700000000000-0"),
             );
         }
         other => other.map(str::to_string),

@@ -30,8 +30,12 @@ enum Command {
     /// Runs the reconciliation worker (the daemon).
     Worker(latchkey_worker::WorkerArgs),
     /// Runs the public listener: Seam's webhooks (`POST /webhooks/seam`) pull
-    /// reconciliations forward.
+    /// reconciliations forward; the producers' HTTP API (`/v1`) and the
+    /// console (`/console`).
     Serve(latchkey_worker::ServeArgs),
+    /// Prints the HTTP API's OpenAPI 3.1 document (as `serve` answers at
+    /// `GET /v1/openapi.json`).
+    Openapi,
     /// Records a desired access code state; prints its generation.
     Enqueue(producer::EnqueueArgs),
     /// Prints an access code's outcome record, optionally waiting for it to finish.
@@ -130,6 +134,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => {
             latchkey_worker::run_serve(args, latchkey_worker::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            println!("{}", latchkey_worker::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck(args) => ops::healthcheck(args).await,
