@@ -3,6 +3,7 @@
 
 mod api;
 mod chaos;
+mod console;
 mod failures;
 mod faults;
 mod hostile;

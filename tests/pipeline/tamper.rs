@@ -88,6 +88,7 @@ async fn unreadable_records_are_set_aside_and_enqueueing_again_heals_the_code() 
     let _: () = r.del(format!("{base}:history:{id}")).await.unwrap();
     let _: () = r.sadd(format!("{base}:history:{id}"), "x").await.unwrap();
     let _: () = r.hset(format!("{base}:stats"), "pushed", "lots").await.unwrap();
+    let _: () = r.set(format!("{base}:attention"), "not a sorted set").await.unwrap();
 
     let generation =
         app.store.enqueue(want(json!({"access_code_id": id, "code": "5999"}))).await.expect("enqueue heals");
@@ -99,6 +100,10 @@ async fn unreadable_records_are_set_aside_and_enqueueing_again_heals_the_code() 
     let counters = app.store.queue().counters().await.unwrap();
     assert_eq!(counters.get("unreadable"), Some(&3), "{counters:?}");
     assert_eq!(counters.get("pushed"), None, "a garbage counter is left out, not a failure: {counters:?}");
+    // The console's list of codes needing a human starts over, the garbage kept aside.
+    let aside: Vec<String> = r.keys(format!("{base}:unreadable:attention:*")).await.unwrap();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(app.store.needing_attention(10).await.unwrap().0, 0);
     app.stop().await;
 }
 

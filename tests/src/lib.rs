@@ -7,6 +7,7 @@
 //! message saying so). With neither, tests fail with instructions.
 
 pub mod app;
+pub mod browser;
 pub mod hostile;
 pub mod proxy;
 pub mod worker;

@@ -55,7 +55,8 @@ local function key_type(k) return redis.call('TYPE', k).ok end
 -- registry and the event stream can start over: one of another type is set
 -- aside (see set_aside) by the first script that meets it.
 local JOB_LISTS = {{K_READY, 'list'}, {K_SCHED, 'zset'}, {K_LEASED, 'zset'}, {K_DEAD, 'zset'}}
-local REBUILT = {{K_STATS, 'hash', 'stats'}, {K_WORKERS, 'zset', 'workers'}, {base .. ':events', 'stream', 'events'}}
+local REBUILT = {{K_STATS, 'hash', 'stats'}, {K_WORKERS, 'zset', 'workers'}, {base .. ':events', 'stream', 'events'},
+  {base .. ':attention', 'zset', 'attention'}}
 local function structure_error()
   for _, kt in ipairs(JOB_LISTS) do
     local kind = key_type(kt[1])
@@ -163,6 +164,7 @@ end
 -- Outcome states after which nothing more happens to a generation; keep equal
 -- to OutcomeState::is_terminal in latchkey-core.
 local TERMINAL = {succeeded = true, failed = true, rejected = true, timed_out = true, superseded = true, expired = true}
+local NEEDS_HUMAN = {failed = true, rejected = true, timed_out = true}
 
 -- Most entries kept in `<base>:events`, approximately (XADD MAXLEN ~): the one
 -- cap of every script that appends to the stream. Keep equal to EVENTS_CAP in
@@ -178,6 +180,13 @@ local HISTORY_CAP = 50
 local function note_change(id, generation, state, entry)
   redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
     'access_code_id', id, 'generation', generation, 'state', state)
+  -- The codes that need a human (the console's list): in it while their
+  -- newest generation ended failed, rejected or timed out.
+  if NEEDS_HUMAN[state] then
+    redis.call('ZADD', base .. ':attention', now, id)
+  else
+    redis.call('ZREM', base .. ':attention', id)
+  end
   local K_HISTORY = base .. ':history:' .. id
   local kind = key_type(K_HISTORY)
   if kind ~= 'none' and kind ~= 'list' then set_aside(K_HISTORY, 'history', id) end

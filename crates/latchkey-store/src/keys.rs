@@ -75,6 +75,11 @@ impl QueueKeys {
     pub fn history(&self, access_code_id: &str) -> String {
         format!("{}:history:{access_code_id}", self.base)
     }
+    /// ZSET of the access codes whose newest generation ended `failed`,
+    /// `rejected` or `timed_out` (they need a human), scored by when (ms).
+    pub fn attention(&self) -> String {
+        format!("{}:attention", self.base)
+    }
     /// STREAM of outcome state changes, capped.
     pub fn events(&self) -> String {
         format!("{}:events", self.base)

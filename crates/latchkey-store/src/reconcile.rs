@@ -297,6 +297,62 @@ pub fn is_stream_id(id: &str) -> bool {
 }
 
 impl Reconciliations {
+    /// The access codes that need a human (newest generation ended `failed`,
+    /// `rejected` or `timed_out`), most recent first: how many there are,
+    /// and the outcome records of the first `limit`.
+    pub async fn needing_attention(&self, limit: usize) -> Result<(u64, Vec<Outcome>)> {
+        let key = self.queue.keys().attention();
+        let mut conn = self.queue.redis.conn();
+        let (total, ids): (u64, Vec<String>) =
+            redis::pipe().zcard(&key).zrevrange(&key, 0, limit.max(1) as isize - 1).query_async(&mut conn).await?;
+        Ok((total, self.outcomes(&ids).await?))
+    }
+
+    /// The outcome records of the access codes whose state changed most
+    /// recently (from the newest `scan` changes of the stream), newest first,
+    /// at most `limit`, each code once.
+    pub async fn recent_outcomes(&self, scan: usize, limit: usize) -> Result<Vec<Outcome>> {
+        let mut conn = self.queue.redis.conn();
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(self.queue.keys().events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(scan.max(1))
+            .query_async(&mut conn)
+            .await?;
+        let mut ids: Vec<String> = Vec::new();
+        for (_, fields) in entries {
+            let Some((_, code)) = fields.into_iter().find(|(f, _)| f == "access_code_id") else { continue };
+            if latchkey_core::id_rule_broken(&code).is_none() && !ids.contains(&code) {
+                ids.push(code);
+                if ids.len() == limit {
+                    break;
+                }
+            }
+        }
+        self.outcomes(&ids).await
+    }
+
+    /// The outcome records of these access codes, in order; a missing one, or
+    /// one that is not a record latchkey wrote (too large, not JSON), is left
+    /// out.
+    pub async fn outcomes(&self, ids: &[String]) -> Result<Vec<Outcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.queue.redis.conn();
+        let keys: Vec<String> = ids.iter().map(|id| self.queue.keys().outcome(id)).collect();
+        // (MGET by hand: the typed `mget` sends GET for a single key)
+        let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
+        Ok(raw
+            .into_iter()
+            .flatten()
+            .filter(|r| r.len() <= MAX_RECORD_BYTES)
+            .filter_map(|r| serde_json::from_slice(&r).ok())
+            .collect())
+    }
+
     /// Outcome changes after stream entry `after` (at most `count`), oldest
     /// first; `after: None` starts at the newest entry (only later changes).
     /// Reads without blocking: the connection is shared.

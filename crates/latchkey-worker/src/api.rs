@@ -89,6 +89,17 @@ impl Tokens {
         Ok(Self(tokens))
     }
 
+    /// The name, role and digest of the token presented, if it is one of
+    /// these (a console sign-in).
+    pub(crate) fn find_session(&self, presented: &str) -> Option<(String, Role, [u8; 32])> {
+        self.find(presented).map(|t| (t.name.clone(), t.role, t.digest))
+    }
+
+    /// The role and digest of every token with this name.
+    pub(crate) fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (Role, &'a [u8; 32])> + 'a {
+        self.0.iter().filter(move |t| t.name == name).map(|t| (t.role, &t.digest))
+    }
+
     /// The token presented, if it is one of these: compared by digest, in
     /// constant time, against every token (no early exit).
     fn find(&self, presented: &str) -> Option<&Token> {
@@ -316,17 +327,22 @@ fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> Result<Option<String
 
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut r = next.run(request).await;
-    let h = r.headers_mut();
+    set_security_headers(r.headers_mut(), "default-src 'none'; frame-ancestors 'none'");
+    r
+}
+
+/// The headers every answer of `serve`'s public listener carries, with this
+/// Content-Security-Policy.
+pub(crate) fn set_security_headers(h: &mut HeaderMap, csp: &'static str) {
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CACHE_CONTROL, "no-store"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+        (header::CONTENT_SECURITY_POLICY, csp),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
-    r
 }
 
 fn refused(field: &str, rule: &str) -> Problem {

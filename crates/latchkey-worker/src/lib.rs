@@ -3,6 +3,7 @@
 //! that receives Seam's webhooks.
 
 pub mod api;
+mod console;
 mod daemon;
 mod events;
 pub mod listener;

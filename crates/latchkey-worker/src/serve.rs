@@ -126,8 +126,11 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
     let token_watch = match (tokens, &args.api_tokens_file) {
         (Some(tokens), Some(path)) => {
             let tokens = std::sync::Arc::new(std::sync::RwLock::new(tokens));
-            public = public.merge(crate::api::router(crate::api::Api { store, tokens: tokens.clone() }));
+            public = public
+                .merge(crate::api::router(crate::api::Api { store: store.clone(), tokens: tokens.clone() }))
+                .merge(crate::console::router(crate::console::Console { store, tokens: tokens.clone() }));
             offered.push("/v1");
+            offered.push("/console");
             Some(tokio::spawn(crate::api::watch_tokens(path.clone(), tokens)))
         }
         _ => None,
