@@ -11,12 +11,25 @@ use serde_json::{Value, json};
 /// The key of an element reference in WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A headless Chromium session; the driver is killed on drop.
+/// A headless Chromium session. On drop (a test that panicked before
+/// `quit`), the driver's whole process group goes, Chromium with it.
 #[derive(Debug)]
 pub struct Browser {
     http: reqwest::Client,
     session: String,
     _driver: tokio::process::Child,
+    group: Option<u32>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn which(names: &[&str]) -> Option<String> {
@@ -39,6 +52,7 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
@@ -70,7 +84,8 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("chromedriver could not start Chromium: {created}"))
             .to_string();
-        Self { http, session: format!("{base}/session/{session}"), _driver: driver }
+        let group = driver.id();
+        Self { http, session: format!("{base}/session/{session}"), _driver: driver, group }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

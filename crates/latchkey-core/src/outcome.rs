@@ -35,6 +35,20 @@ pub enum OutcomeState {
 }
 
 impl OutcomeState {
+    /// Every state, in the order of a reconciliation's life.
+    pub const ALL: [OutcomeState; 10] = [
+        OutcomeState::Pending,
+        OutcomeState::Applying,
+        OutcomeState::Verifying,
+        OutcomeState::Scheduled,
+        OutcomeState::Succeeded,
+        OutcomeState::Failed,
+        OutcomeState::Rejected,
+        OutcomeState::TimedOut,
+        OutcomeState::Superseded,
+        OutcomeState::Expired,
+    ];
+
     /// Whether nothing more will happen for this generation.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -381,14 +395,7 @@ mod tests {
         assert_eq!(Step::of(&stay), Step::Watch { ends_at: None }, "an ongoing code is watched for drift");
         stay.state = OutcomeState::Expired;
         assert_eq!(Step::of(&stay), Step::Done);
-        for s in [
-            OutcomeState::Succeeded,
-            OutcomeState::Failed,
-            OutcomeState::Rejected,
-            OutcomeState::TimedOut,
-            OutcomeState::Superseded,
-            OutcomeState::Expired,
-        ] {
+        for s in OutcomeState::ALL.into_iter().filter(|s| s.is_terminal()) {
             assert_eq!(Step::of(&at(s)), Step::Done);
         }
     }

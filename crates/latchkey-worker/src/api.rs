@@ -397,6 +397,14 @@ async fn record(
     }
 }
 
+/// [`record`], answered: 202 with the generation, or the refusal.
+async fn record_reply(store: &Reconciliations, input: DesiredStateInput, idem: Option<&str>) -> Response {
+    match record(store, input, idem).await {
+        Ok(accepted) => reply(StatusCode::ACCEPTED, &accepted),
+        Err((status, body)) => reply(status, &body),
+    }
+}
+
 /// Records the desired state of an access code.
 ///
 /// The body is the same JSON as `latchkey enqueue --json`; `access_code_id`
@@ -432,10 +440,7 @@ async fn put_code(
         (Ok(i), Ok(k)) => (i, k),
         (Err(e), _) | (_, Err(e)) => return reply(StatusCode::UNPROCESSABLE_ENTITY, &e),
     };
-    match record(&api.store, input, idem.as_deref()).await {
-        Ok(accepted) => reply(StatusCode::ACCEPTED, &accepted),
-        Err((status, body)) => reply(status, &body),
-    }
+    record_reply(&api.store, input, idem.as_deref()).await
 }
 
 #[derive(serde::Deserialize, IntoParams)]
@@ -483,10 +488,7 @@ async fn delete_code(
         device_id: q.device_id,
         ..Default::default()
     };
-    match record(&api.store, input, idem.as_deref()).await {
-        Ok(accepted) => reply(StatusCode::ACCEPTED, &accepted),
-        Err((status, body)) => reply(status, &body),
-    }
+    record_reply(&api.store, input, idem.as_deref()).await
 }
 
 /// Records up to 1,000 desired states in one request (a check-in wave).

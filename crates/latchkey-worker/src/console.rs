@@ -367,7 +367,7 @@ async fn dashboard(store: &Reconciliations, session: &Session, q: &PageQuery) ->
 
     // Recent outcomes, by state.
     b.push_str("<section id=\"recent\"><h2>Recent outcomes</h2><form method=\"get\" action=\"/console\"><select name=\"state\" aria-label=\"state\"><option value=\"\">every state</option>");
-    for s in ALL_STATES {
+    for s in OutcomeState::ALL {
         let _ = write!(
             b,
             "<option value=\"{0}\"{1}>{0}</option>",
@@ -417,19 +417,6 @@ async fn dashboard(store: &Reconciliations, session: &Session, q: &PageQuery) ->
     b.push_str("</section>");
     Ok(b)
 }
-
-const ALL_STATES: [OutcomeState; 10] = [
-    OutcomeState::Pending,
-    OutcomeState::Applying,
-    OutcomeState::Verifying,
-    OutcomeState::Scheduled,
-    OutcomeState::Succeeded,
-    OutcomeState::Failed,
-    OutcomeState::Rejected,
-    OutcomeState::TimedOut,
-    OutcomeState::Superseded,
-    OutcomeState::Expired,
-];
 
 fn state_badge(state: OutcomeState) -> String {
     format!("<span class=\"state {0}\">{0}</span>", state.as_str())
