@@ -13,7 +13,10 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -127,8 +130,19 @@ impl fmt::Debug for RedisConn {
     }
 }
 
+/// Requests this process has sent to Redis, each a round trip: a command, a
+/// script call or a whole pipeline (`latchkey_redis_round_trips_total`; the
+/// benchmark divides it by reconciliations).
+static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+
+/// Round trips to Redis since this process started (see [`ROUND_TRIPS`]).
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(Ordering::Relaxed)
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
@@ -141,6 +155,7 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
+        ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),

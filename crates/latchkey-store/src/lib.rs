@@ -24,7 +24,7 @@ mod throttle;
 mod wake;
 
 pub use backend::{JobInfo, Lease, Next, RedisBackend, RetryAt, SettleLayer, SettleService, WorkerOptions};
-pub use conn::{Redis, RedisConfig, RedisConn, redact_url};
+pub use conn::{Redis, RedisConfig, RedisConn, redact_url, round_trips};
 pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};

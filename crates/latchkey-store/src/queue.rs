@@ -12,7 +12,6 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::{
-    backend::{RedisBackend, WorkerOptions},
     conn::Redis,
     error::{Error, Result},
     keys::{QueueKeys, validate_job_id},
@@ -177,11 +176,6 @@ impl Queue {
     /// The queue's settings.
     pub fn config(&self) -> &QueueConfig {
         &self.config
-    }
-
-    /// An apalis backend that works this queue, for `WorkerBuilder::backend`.
-    pub fn backend<Args>(&self, options: WorkerOptions) -> RedisBackend<Args> {
-        RedisBackend::new(self.clone(), options)
     }
 
     /// Pushes one job.

@@ -64,6 +64,7 @@ pub(crate) fn install() {
 /// The metrics in Prometheus' text format.
 pub(crate) fn render() -> impl IntoResponse {
     let handle = prometheus();
+    counter!("latchkey_redis_round_trips_total").absolute(latchkey_store::round_trips());
     handle.run_upkeep();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
@@ -99,6 +100,10 @@ fn prometheus() -> &'static PrometheusHandle {
 
 fn describe() {
     describe_gauge!("latchkey_build_info", "Always 1; the version is a label.");
+    describe_counter!(
+        "latchkey_redis_round_trips_total",
+        "Requests this process sent to Redis, each a round trip (a command, a script call or a pipeline)."
+    );
     describe_counter!("latchkey_jobs_started_total", "Job runs started.");
     describe_counter!(
         "latchkey_jobs_finished_total",

@@ -319,8 +319,21 @@ impl Pipeline {
     }
 }
 
+/// `latchkey_redis_round_trips_total` of a worker's /metrics.
+async fn worker_round_trips(ops: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("http://{ops}/metrics")).await?.text().await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("latchkey_redis_round_trips_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| anyhow::anyhow!("the worker's /metrics has no latchkey_redis_round_trips_total"))
+}
+
 async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Result<(Vec<Row>, f64, f64)> {
-    let p = Pipeline::start(redis_url, "rec").await?;
+    let ops = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    let p = Pipeline::start_with(redis_url, "rec", &[("LATCHKEY_HTTP_ADDR", ops.as_str())]).await?;
+    let trips_before = worker_round_trips(&ops).await?;
+    let seam_before = p.seam.requests().len();
     let cpu_before = (cpu_secs(&p.pid), redis_cpu_secs(redis).await?, cpu_secs("self"));
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
@@ -337,6 +350,17 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
     let redis_cpu = per_k(redis_cpu_secs(redis).await?, cpu_before.1);
     let driver = per_k(cpu_secs("self"), cpu_before.2);
     let rss = p.worker_peak_mb();
+    // What a reconciliation costs, counted: the worker's requests to Redis
+    // (its fetches, heartbeats and records included; the producer's enqueue
+    // is one more), and the simulator's log of Seam requests by endpoint.
+    let trips = (worker_round_trips(&ops).await? - trips_before) as f64 / n as f64;
+    let mut by_path: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &p.seam.requests()[seam_before..] {
+        *by_path.entry(r.path.clone()).or_default() += 1;
+    }
+    let seam_total = by_path.values().sum::<usize>() as f64 / n as f64;
+    let seam_paths: Vec<String> =
+        by_path.iter().map(|(path, c)| format!("{path} {:.2}", *c as f64 / n as f64)).collect();
     p.stop().await;
     let rows = vec![
         Row::new(
@@ -348,6 +372,14 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
             "2. CPU seconds per 1,000 reconciliations",
             format!("worker {worker:.2}, Redis {redis_cpu:.2}, simulator + load {driver:.2}"),
             json!({"scenario": "reconcile_cpu", "worker_s_per_1000": (worker * 100.0).round() / 100.0, "redis_s_per_1000": (redis_cpu * 100.0).round() / 100.0, "simulator_and_load_s_per_1000": (driver * 100.0).round() / 100.0}),
+        ),
+        Row::new(
+            "2. per reconciliation, counted",
+            format!(
+                "{trips:.2} Redis round trips (worker) + 1 enqueue; {seam_total:.2} Seam requests ({})",
+                seam_paths.join(", ")
+            ),
+            json!({"scenario": "reconcile_cost", "redis_round_trips": (trips * 100.0).round() / 100.0, "seam_requests": (seam_total * 100.0).round() / 100.0, "seam_by_path": by_path.iter().map(|(p, c)| (p.clone(), json!((*c as f64 / n as f64 * 100.0).round() / 100.0))).collect::<serde_json::Map<_, _>>()}),
         ),
     ];
     Ok((rows, per_s, rss))

@@ -17,6 +17,7 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "queue_noop",
         "reconcile",
         "reconcile_cpu",
+        "reconcile_cost",
         "latency",
         "starts_at_lateness",
         "time_bound_code_memory",

@@ -1,0 +1,214 @@
+//! The fetch loop: leases jobs in batches (reclaiming expired leases and
+//! promoting due jobs on the way, all in `fetch.lua`), turns them into apalis
+//! tasks, and between fetches sleeps until a wake-up, a due time or the idle
+//! poll.
+
+use std::{any::type_name, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
+use redis::Value;
+use serde::de::DeserializeOwned;
+
+use super::{Held, JobInfo, Lease, Shared, now_ms, settle::Verdict};
+use crate::{
+    error::{Error, Result, error_chain},
+    scripts::SCRIPTS,
+};
+
+/// One job as the fetch script hands it out.
+struct Fetched {
+    id: String,
+    payload: Vec<u8>,
+    attempt: u32,
+    max_attempts: u32,
+    enqueued_at_ms: u64,
+    fence: u64,
+}
+
+struct FetchReply {
+    redis_now_ms: u64,
+    next_wake_ms: Option<u64>,
+    more: bool,
+    recovered: u64,
+    jobs: Vec<Fetched>,
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_fetch(reply: Value) -> Result<FetchReply> {
+    let bad = |detail: &str| Error::Protocol { script: "fetch.lua", detail: detail.to_string() };
+    let Value::Array(items) = reply else {
+        return Err(bad("not an array"));
+    };
+    const FIELDS: usize = 6;
+    if items.len() < 4 || (items.len() - 4) % FIELDS != 0 {
+        return Err(bad("wrong length"));
+    }
+    let head: Vec<i64> = items[..4].iter().map(int).collect::<Option<_>>().ok_or_else(|| bad("header"))?;
+    let mut jobs = Vec::with_capacity((items.len() - 4) / FIELDS);
+    let mut rest = items.into_iter().skip(4);
+    while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq), Some(fence)) =
+        (rest.next(), rest.next(), rest.next(), rest.next(), rest.next(), rest.next())
+    {
+        let (Value::BulkString(id), Value::BulkString(payload)) = (id, payload) else {
+            return Err(bad("job id or payload not a string"));
+        };
+        jobs.push(Fetched {
+            id: String::from_utf8(id).map_err(|_| bad("job id not UTF-8"))?,
+            payload,
+            attempt: int(&attempt).ok_or_else(|| bad("attempt"))? as u32,
+            max_attempts: int(&max).ok_or_else(|| bad("max_attempts"))? as u32,
+            enqueued_at_ms: int(&enq).ok_or_else(|| bad("enqueued_at"))? as u64,
+            fence: int(&fence).ok_or_else(|| bad("fence"))? as u64,
+        });
+    }
+    Ok(FetchReply {
+        redis_now_ms: head[0] as u64,
+        next_wake_ms: (head[1] >= 0).then_some(head[1] as u64),
+        more: head[2] == 1,
+        recovered: head[3] as u64,
+        jobs,
+    })
+}
+
+impl Shared {
+    async fn fetch_once(&self, max: usize) -> Result<FetchReply> {
+        let q = &self.queue;
+        let mut conn = q.redis.conn();
+        let reply: Value = SCRIPTS
+            .fetch
+            .key(q.keys.base())
+            .arg(&self.opts.identity)
+            .arg(self.opts.lease.as_millis() as u64)
+            .arg(max)
+            .arg(self.opts.chunk)
+            .arg(q.config.max_attempts)
+            .arg(q.config.dead_letter_cap)
+            .invoke_async(&mut conn)
+            .await?;
+        let reply = parse_fetch(reply)?;
+        self.clock_offset_ms.store(reply.redis_now_ms as i64 - now_ms() as i64, Ordering::Relaxed);
+        Ok(reply)
+    }
+
+    /// Fetches until there is at least one job to hand to apalis, waiting for
+    /// wake-ups and due times in between. Returns empty only when closing.
+    pub(super) async fn fetch_until_work<Args: DeserializeOwned>(self: Arc<Self>) -> Vec<Task<Args>> {
+        let mut failures = 0u32;
+        loop {
+            if self.is_closing() {
+                return Vec::new();
+            }
+            self.wake.reset();
+            let reply = match self.fetch_once(self.opts.fetch_batch).await {
+                Ok(reply) => {
+                    if failures > 0 {
+                        tracing::info!(queue = %self.queue.name(), "redis is reachable again; fetching");
+                    }
+                    failures = 0;
+                    reply
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = Duration::from_millis((50u64 << failures.min(6)).min(2_000));
+                    tracing::warn!(queue = %self.queue.name(), error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
+                    self.sleep_unless_closing(delay).await;
+                    continue;
+                }
+            };
+            if reply.recovered > 0 {
+                tracing::warn!(queue = %self.queue.name(), count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
+            }
+            let tasks = self.decode(reply.jobs).await;
+            if !tasks.is_empty() {
+                return tasks;
+            }
+            if reply.more {
+                continue;
+            }
+            self.wait_for_work(reply.next_wake_ms).await;
+        }
+    }
+
+    /// Turns fetched jobs into apalis tasks; a payload that does not parse
+    /// becomes a dead letter at once (it would fail the same way every time).
+    async fn decode<Args: DeserializeOwned>(&self, jobs: Vec<Fetched>) -> Vec<Task<Args>> {
+        let mut tasks = Vec::with_capacity(jobs.len());
+        {
+            let mut inflight = self.inflight.lock().expect("inflight lock");
+            for job in &jobs {
+                let run = self.fetches.fetch_add(1, Ordering::Relaxed);
+                let held = inflight.entry(job.id.clone()).or_default();
+                *held = Held { runs: held.runs + 1, newest: run, settling: false };
+            }
+        }
+        for job in jobs {
+            match serde_json::from_slice::<Args>(&job.payload) {
+                Ok(args) => {
+                    let info = JobInfo {
+                        id: job.id.clone(),
+                        queue: self.queue.name.clone(),
+                        attempt: job.attempt,
+                        max_attempts: job.max_attempts,
+                        enqueued_at_ms: job.enqueued_at_ms,
+                        lease: Lease { worker: self.identity.clone(), fence: job.fence, duration: self.opts.lease },
+                    };
+                    tasks.push(
+                        TaskBuilder::new(args)
+                            .task_id(TaskId::from_string(job.id))
+                            // apalis counts the attempt up when the task starts.
+                            .attempt(job.attempt.saturating_sub(1) as usize)
+                            .max_attempts(job.max_attempts as usize)
+                            .data(info)
+                            .build(),
+                    );
+                }
+                Err(e) => {
+                    let error = format!("payload does not parse as {}: {e}", type_name::<Args>());
+                    tracing::error!(queue = %self.queue.name(), job_id = %job.id, %error, "dead-lettering job");
+                    self.settle(&job.id, job.fence, Verdict::Bury { error }).await;
+                }
+            }
+        }
+        tasks
+    }
+
+    async fn sleep_unless_closing(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.wake.notified() => {}
+        }
+    }
+
+    /// Sleeps until something may be due: a push announced work (now, or at a
+    /// time that moves the timer), the next scheduled job or lease expiry is
+    /// reached, the idle poll interval passes, or the worker closes.
+    async fn wait_for_work(&self, next_wake_ms: Option<u64>) {
+        let start = tokio::time::Instant::now();
+        let idle_deadline = start + self.opts.idle_poll;
+        let mut due_ms = next_wake_ms.unwrap_or(u64::MAX);
+        loop {
+            due_ms = due_ms.min(self.wake.min_due());
+            let now = self.redis_now_estimate();
+            if due_ms <= now || self.is_closing() {
+                return;
+            }
+            let until_due = tokio::time::Instant::now() + Duration::from_millis(due_ms - now);
+            let deadline = until_due.min(idle_deadline);
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if deadline == idle_deadline || until_due <= tokio::time::Instant::now() {
+                        return;
+                    }
+                }
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+}
