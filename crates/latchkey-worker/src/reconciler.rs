@@ -7,7 +7,7 @@
 //! Level-triggered: the job only names the access code; a newer desired state
 //! is picked up by the next run, never overwritten by an older one.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use apalis::prelude::AbortError;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
@@ -117,7 +117,8 @@ impl Reconciler {
         let span = tracing::info_span!("reconcile", access_code_id = %job.access_code_id, generation = tracing::field::Empty, attempt = info.attempt);
         let started = std::time::Instant::now();
         observe::job_started(RECONCILE_QUEUE);
-        let result = Run { r: self, info: info.clone() }.run_inner(job).instrument(span).await;
+        let result =
+            Run { r: self, info: info.clone(), carried: Mutex::default() }.run_inner(job).instrument(span).await;
         let how = match &result {
             Ok(Next::Done) => "done",
             Ok(Next::RunAt(_)) => "continued",
@@ -134,6 +135,20 @@ impl Reconciler {
 struct Run<'a> {
     r: &'a Reconciler,
     info: JobInfo,
+    /// What this run last read and wrote (the desired state of the step, and
+    /// the record it then wrote), handed to the next step of the same run
+    /// instead of reading both again: the record is what this run wrote
+    /// under its lease, and every later write is fenced by generation and
+    /// lease, so a newer desired state arriving meanwhile is seen at the next
+    /// write (`Superseded`), before anything is sent to Seam.
+    carried: Mutex<Carried>,
+}
+
+/// See [`Run::carried`].
+#[derive(Default)]
+struct Carried {
+    desired: Option<(u64, DesiredState)>,
+    written: Option<Outcome>,
 }
 
 impl Run<'_> {
@@ -158,6 +173,19 @@ impl Run<'_> {
 
     /// Fetch, plan, act: one step.
     async fn step(&self, job: &ReconcileJob) -> RunResult {
+        let carried = {
+            let mut c = self.carried.lock().unwrap_or_else(|e| e.into_inner());
+            let written = c.written.take();
+            match (&c.desired, written) {
+                (Some((generation, desired)), Some(outcome)) if outcome.generation == *generation => {
+                    Some((desired.clone(), outcome))
+                }
+                _ => None,
+            }
+        };
+        if let Some((desired, outcome)) = carried {
+            return self.act(desired, outcome).await;
+        }
         let loaded = match self.r.store.load(&job.access_code_id).await {
             Ok(loaded) => loaded,
             // A record that cannot be read will not become readable by trying
@@ -172,7 +200,13 @@ impl Run<'_> {
             return Ok(Next::Done);
         };
         tracing::Span::current().record("generation", loaded.generation);
-        let (desired, outcome) = (loaded.desired, loaded.outcome);
+        self.carried.lock().unwrap_or_else(|e| e.into_inner()).desired =
+            Some((loaded.generation, loaded.desired.clone()));
+        self.act(loaded.desired, loaded.outcome).await
+    }
+
+    /// Plans and acts on a desired state and its record.
+    async fn act(&self, desired: DesiredState, outcome: Outcome) -> RunResult {
         match Step::of(&outcome) {
             Step::Done => Ok(Next::Done),
             Step::Apply => self.apply(&desired, outcome).await,
@@ -845,12 +879,17 @@ impl Run<'_> {
     /// generation exists (run again at once to pick it up) or the lease is gone.
     async fn save(&self, outcome: &Outcome) -> Result<Option<Next>, latchkey_store::Error> {
         Ok(match self.r.store.record(outcome, &self.info.lease).await? {
-            Recorded::Written => None,
+            Recorded::Written => {
+                self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = Some(outcome.clone());
+                None
+            }
             Recorded::Superseded => {
+                self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
                 tracing::info!("a newer desired state arrived; starting over with it");
                 Some(Next::RunAt(0))
             }
             Recorded::LeaseLost => {
+                self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
                 tracing::warn!("this worker lost the job's lease; another worker carries on");
                 Some(Next::Done)
             }
