@@ -414,3 +414,67 @@ async fn the_lua_rfc3339_formatter_agrees_with_chrono() {
         assert_eq!(got, want);
     }
 }
+
+#[tokio::test]
+async fn a_last_record_that_puts_its_job_back_settles_it_in_the_same_script_unless_superseded() {
+    use apalis::prelude::*;
+    use latchkey_store::{Next, WorkerOptions};
+
+    /// ac1: records `verifying` and puts the job back for a minute, in one
+    /// script. ac2: a newer desired state arrives first; the old record is
+    /// refused and nothing is put back (the run starts over).
+    async fn record_and_continue(
+        job: serde_json::Value,
+        info: Data<JobInfo>,
+        store: Data<Reconciliations>,
+    ) -> Result<Next, BoxDynError> {
+        let id = job["access_code_id"].as_str().unwrap();
+        let loaded = store.load(id).await?.unwrap();
+        if loaded.outcome.state == OutcomeState::Verifying || loaded.generation > 1 {
+            return Ok(Next::Done);
+        }
+        if id == "ac2" {
+            store.enqueue(want(r#"{"access_code_id":"ac2","code":"5678"}"#)).await?;
+        }
+        let verifying = loaded.outcome.moved(OutcomeState::Verifying, Utc::now());
+        let at = Utc::now().timestamp_millis() as u64 + 60_000;
+        info.settling();
+        match store.record_then_continue(&verifying, &info.lease, at).await? {
+            Recorded::Written => Ok(Next::Settled),
+            Recorded::Superseded => Ok(Next::RunAt(0)),
+            Recorded::LeaseLost => Err("lease lost".into()),
+        }
+    }
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let r = store(&url).await;
+    r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap();
+    r.enqueue(want(r#"{"access_code_id":"ac2","code":"1234"}"#)).await.unwrap();
+    let worker = WorkerBuilder::new("continues")
+        .backend(r.queue().backend::<serde_json::Value>(WorkerOptions { identity: "w-cont".into(), ..test_options() }))
+        .data(r.clone())
+        .build(record_and_continue);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = rx.await;
+        Ok::<(), WorkerError>(())
+    }));
+    // ac2's newer generation runs and is acknowledged; ac1 waits its minute.
+    wait_for_counter(r.queue(), "completed", 1).await;
+    let _ = tx.send(());
+    running.await.unwrap().unwrap();
+
+    let ac1 = r.queue().job("ac1").await.unwrap().unwrap();
+    assert_eq!((ac1.state.as_str(), ac1.attempts, ac1.lease.as_deref()), ("scheduled", 0, None), "{ac1:?}");
+    let run_at: u64 = raw(&url).await.hget(r.queue().keys().job("ac1"), "run_at").await.unwrap();
+    assert!(run_at > Utc::now().timestamp_millis() as u64 + 50_000, "put back for its minute: {run_at}");
+    assert_eq!(r.outcome("ac1").await.unwrap().unwrap().state, OutcomeState::Verifying);
+    let depth = r.queue().depth().await.unwrap();
+    assert_eq!((depth.leased, depth.scheduled, depth.dead), (0, 1, 0), "{depth:?}");
+    // ac2's stale record was refused and its job was not put back for a
+    // minute: it ran again at once, with the newer generation.
+    let ac2 = r.outcome("ac2").await.unwrap().unwrap();
+    assert_eq!((ac2.generation, ac2.state), (2, OutcomeState::Pending), "{ac2:?}");
+    assert!(r.queue().job("ac2").await.unwrap().is_none(), "acknowledged after its rerun");
+}

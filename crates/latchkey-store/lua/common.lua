@@ -161,6 +161,46 @@ local function rerun_if_touched(id, jk)
   return true
 end
 
+-- Puts back a job this run holds, to run at run_at (a held lease checked by
+-- the caller, and a touched job already rerun):
+--   a failed attempt (err given): the attempt counts, the error is kept;
+--   a continuation (err empty, e.g. "verify again in 5 s"): not a failure,
+--     so the attempt count starts over and no error is recorded;
+--   a wait (err empty, defer true, e.g. a rate limit or the spacing of
+--     updates): no progress and no failure, so the attempt this run's fetch
+--     counted is given back and the count of failures stands (a job that
+--     keeps failing between waits still runs out of attempts).
+-- Used by retry.lua, and by record.lua to settle a continuation in the same
+-- script as the run's last record.
+local function put_back(id, jk, run_at, err, defer)
+  redis.call('ZREM', K_LEASED, id)
+  redis.call('HDEL', jk, 'lease')
+  local counter = 'retried'
+  if err == '' then
+    counter = 'requeued'
+    if defer then
+      -- (held: the record is a hash; its attempts were counted by a fetch)
+      local attempts = tonumber(redis.call('HGET', jk, 'attempts')) or 1
+      redis.call('HSET', jk, 'attempts', math.max(attempts - 1, 0))
+      counter = 'deferred'
+    else
+      redis.call('HSET', jk, 'attempts', 0)
+      redis.call('HDEL', jk, 'error')
+    end
+  end
+  if run_at <= now then
+    redis.call('HSET', jk, 'state', 'ready')
+    redis.call('LPUSH', K_READY, id)
+    run_at = now
+  else
+    redis.call('HSET', jk, 'state', 'scheduled', 'run_at', run_at)
+    redis.call('ZADD', K_SCHED, run_at, id)
+  end
+  if err ~= '' then redis.call('HSET', jk, 'error', err) end
+  count(counter, 1)
+  redis.call('PUBLISH', K_WAKE, run_at)
+end
+
 -- Outcome states after which nothing more happens to a generation; keep equal
 -- to OutcomeState::is_terminal in latchkey-core.
 local TERMINAL = {succeeded = true, failed = true, rejected = true, timed_out = true, superseded = true, expired = true}

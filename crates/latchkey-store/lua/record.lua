@@ -10,13 +10,23 @@
 -- The code is kept in its device's index (`<base>:device:<device_id>`, a set;
 -- a device event pulls the device's codes forward, nudge.lua) while its
 -- records live, and leaves it when they are set to be forgotten.
+-- With continue_at, the record is the run's last write before its job runs
+-- again at that time: the job is put back in this same script (as retry.lua
+-- does for a continuation), one round trip instead of two.
 -- ARGV: access_code_id, generation, outcome JSON, state, worker, fence,
---       lease_ms, history entry JSON, forget_ms (0: keep), device_id ('' unknown)
--- Returns 1 written, 0 superseded (a newer generation exists), -1 lease lost.
+--       lease_ms, history entry JSON, forget_ms (0: keep), device_id ('' unknown),
+--       continue_at (ms; absent or '': the run goes on)
+-- Returns 1 written (and put back, with continue_at), 0 superseded (a newer
+-- generation exists; nothing written or put back), -1 lease lost.
 local id, gen, outcome, state, worker, fence = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local lease_ms, entry, forget_ms, device = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9]), ARGV[10] or ''
+local continue_at = ARGV[11] or ''
 if not gen or not lease_ms or not forget_ms then
   return redis.error_reply('record.lua: generation, lease_ms and forget_ms must be numbers')
+end
+if continue_at ~= '' then
+  continue_at = tonumber(continue_at)
+  if not continue_at then return redis.error_reply('record.lua: continue_at must be a number') end
 end
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
@@ -45,5 +55,9 @@ if device ~= '' then
 end
 if forget_ms > 0 then
   for _, k in ipairs({K_DESIRED, K_OUTCOME, base .. ':history:' .. id}) do redis.call('PEXPIRE', k, forget_ms) end
+end
+if continue_at ~= '' then
+  local jk = job_key(id)
+  if not rerun_if_touched(id, jk) then put_back(id, jk, continue_at, '', false) end
 end
 return 1

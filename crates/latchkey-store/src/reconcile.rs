@@ -231,6 +231,20 @@ impl Reconciliations {
     /// run holding `lease` still holds the access code's job (renewing the
     /// lease); appends the state change to the event stream.
     pub async fn record(&self, outcome: &Outcome, lease: &Lease) -> Result<Recorded> {
+        self.record_inner(outcome, lease, None).await
+    }
+
+    /// [`record`](Self::record) as the run's last write, and, when written,
+    /// the job put back to run again at `at_ms` in the same script (a
+    /// continuation: its attempts start over; a job touched meanwhile runs
+    /// at once). One round trip instead of two. The handler then returns
+    /// [`Next::Settled`](crate::Next::Settled); after `Superseded` or
+    /// `LeaseLost` nothing was put back.
+    pub async fn record_then_continue(&self, outcome: &Outcome, lease: &Lease, at_ms: u64) -> Result<Recorded> {
+        self.record_inner(outcome, lease, Some(at_ms)).await
+    }
+
+    async fn record_inner(&self, outcome: &Outcome, lease: &Lease, continue_at: Option<u64>) -> Result<Recorded> {
         let json = serde_json::to_string(outcome).map_err(Error::Encode)?;
         let mut conn = self.queue.redis.conn();
         let r: i64 = SCRIPTS
@@ -246,6 +260,7 @@ impl Reconciliations {
             .arg(serde_json::to_string(&HistoryEntry::of(outcome)).map_err(Error::Encode)?)
             .arg(if outcome.is_forgettable() { self.retention.as_millis() as u64 } else { 0 })
             .arg(outcome.device_id.as_deref().filter(|d| latchkey_core::id_rule_broken(d).is_none()).unwrap_or(""))
+            .arg(continue_at.map(|at| at.to_string()).unwrap_or_default())
             .invoke_async(&mut conn)
             .await?;
         Ok(match r {

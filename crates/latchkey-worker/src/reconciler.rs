@@ -123,6 +123,7 @@ impl Reconciler {
             Ok(Next::Done) => "done",
             Ok(Next::RunAt(_)) => "continued",
             Ok(Next::Wait(_)) => "waiting",
+            Ok(Next::Settled) => "continued",
             Err(_) => "failed",
         };
         observe::job_finished(RECONCILE_QUEUE, how, started.elapsed());
@@ -863,35 +864,61 @@ impl Run<'_> {
                 tracing::warn!(state = state.as_str(), error = ?outcome.error, "reconciliation ended without success")
             }
         }
-        if let Some(stop) = self.save(&outcome).await? {
-            return Ok(stop);
-        }
+        let next = match self.save_for(&outcome, next).await? {
+            Ok(next) => next,
+            Err(stop) => return Ok(stop),
+        };
         let since_enqueue = outcome.finished_at.and_then(|f| (f - outcome.enqueued_at).to_std().ok());
         observe::outcome(outcome.state.as_str(), since_enqueue);
         Ok(next)
     }
 
     async fn save_then(&self, outcome: &Outcome, next: Next) -> RunResult {
-        Ok(self.save(outcome).await?.unwrap_or(next))
+        Ok(match self.save_for(outcome, next).await? {
+            Ok(next) | Err(next) => next,
+        })
+    }
+
+    /// Writes the record as the run's last write before `next`. A
+    /// continuation later (`Next::RunAt` in the future) puts the job back in
+    /// the same script, one round trip instead of two, and is then
+    /// `Next::Settled`. `Err(stop)` when the run must stop instead (see
+    /// [`save`](Self::save)).
+    async fn save_for(&self, outcome: &Outcome, next: Next) -> Result<Result<Next, Next>, latchkey_store::Error> {
+        let Next::RunAt(at) = next else {
+            return Ok(self.save(outcome).await?.map_or(Ok(next), Err));
+        };
+        if at <= ms(Utc::now()) {
+            return Ok(self.save(outcome).await?.map_or(Ok(next), Err));
+        }
+        self.info.settling();
+        let recorded = self.r.store.record_then_continue(outcome, &self.info.lease, at).await?;
+        Ok(self.on_recorded(outcome, recorded).map_or(Ok(Next::Settled), Err))
     }
 
     /// Writes the record. `Some(next)` when the run must stop instead: a newer
     /// generation exists (run again at once to pick it up) or the lease is gone.
     async fn save(&self, outcome: &Outcome) -> Result<Option<Next>, latchkey_store::Error> {
-        Ok(match self.r.store.record(outcome, &self.info.lease).await? {
+        let recorded = self.r.store.record(outcome, &self.info.lease).await?;
+        Ok(self.on_recorded(outcome, recorded))
+    }
+
+    /// What a record's write means for the run: `None` to go on.
+    fn on_recorded(&self, outcome: &Outcome, recorded: Recorded) -> Option<Next> {
+        Some(match recorded {
             Recorded::Written => {
                 self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = Some(outcome.clone());
-                None
+                return None;
             }
             Recorded::Superseded => {
                 self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
                 tracing::info!("a newer desired state arrived; starting over with it");
-                Some(Next::RunAt(0))
+                Next::RunAt(0)
             }
             Recorded::LeaseLost => {
                 self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
                 tracing::warn!("this worker lost the job's lease; another worker carries on");
-                Some(Next::Done)
+                Next::Done
             }
         })
     }

@@ -9,7 +9,7 @@ use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
 use redis::Value;
 use serde::de::DeserializeOwned;
 
-use super::{Held, JobInfo, Lease, Shared, now_ms, settle::Verdict};
+use super::{Held, JobInfo, Lease, SettlingHook, Shared, now_ms, settle::Verdict};
 use crate::{
     error::{Error, Result, error_chain},
     scripts::SCRIPTS,
@@ -138,7 +138,7 @@ impl Shared {
 
     /// Turns fetched jobs into apalis tasks; a payload that does not parse
     /// becomes a dead letter at once (it would fail the same way every time).
-    async fn decode<Args: DeserializeOwned>(&self, jobs: Vec<Fetched>) -> Vec<Task<Args>> {
+    async fn decode<Args: DeserializeOwned>(self: &Arc<Self>, jobs: Vec<Fetched>) -> Vec<Task<Args>> {
         let mut tasks = Vec::with_capacity(jobs.len());
         {
             let mut inflight = self.inflight.lock().expect("inflight lock");
@@ -158,6 +158,14 @@ impl Shared {
                         max_attempts: job.max_attempts,
                         enqueued_at_ms: job.enqueued_at_ms,
                         lease: Lease { worker: self.identity.clone(), fence: job.fence, duration: self.opts.lease },
+                        settling: {
+                            let (shared, id) = (Arc::downgrade(self), job.id.clone());
+                            SettlingHook(Some(Arc::new(move || {
+                                if let Some(s) = shared.upgrade() {
+                                    s.mark_settling(&id);
+                                }
+                            })))
+                        },
                     };
                     tasks.push(
                         TaskBuilder::new(args)

@@ -110,7 +110,38 @@ pub struct JobInfo {
     /// This run's lease: every write on the job's behalf (settling it,
     /// recording its outcome) must present it.
     pub lease: Lease,
+    /// Tells the worker this run is about to settle its job itself.
+    pub(crate) settling: SettlingHook,
 }
+
+impl JobInfo {
+    /// Says this run is about to settle its job itself (a write that also puts
+    /// the job back, then [`Next::Settled`]): from now on the worker does not
+    /// take the job leaving its lease for a lease lost in a stall.
+    pub fn settling(&self) {
+        if let Some(hook) = &self.settling.0 {
+            hook();
+        }
+    }
+}
+
+/// See [`JobInfo::settling`]. Equal to every other (it is not data).
+#[derive(Clone, Default)]
+pub(crate) struct SettlingHook(Option<Arc<dyn Fn() + Send + Sync>>);
+
+impl fmt::Debug for SettlingHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SettlingHook")
+    }
+}
+
+impl PartialEq for SettlingHook {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SettlingHook {}
 
 /// A run's hold on its job. The fence token is new at every fetch, so a run
 /// that lost its lease, even to a later run of this same worker, can change
@@ -153,6 +184,10 @@ pub enum Next {
     /// run used is given back and the failures counted so far stand, so a
     /// job that keeps failing between waits still runs out of attempts.
     Wait(u64),
+    /// The handler already put its job back, in the same script as its last
+    /// write (`Reconciliations::record_then_continue`, after
+    /// [`JobInfo::settling`]): nothing is left to settle.
+    Settled,
 }
 
 impl Next {
@@ -261,6 +296,13 @@ fn now_ms() -> u64 {
 impl Shared {
     fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// A run of job `id` settles it itself ([`JobInfo::settling`]).
+    fn mark_settling(&self, id: &str) {
+        if let Some(held) = self.inflight.lock().expect("inflight lock").get_mut(id) {
+            held.settling = true;
+        }
     }
 
     fn redis_now_estimate(&self) -> u64 {

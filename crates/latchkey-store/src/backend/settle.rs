@@ -135,6 +135,11 @@ impl Shared {
                 tracing::error!(queue = %q.name(), job_id = %id, error = %error_chain(&e), "could not settle job; it will run again when its lease expires")
             }
         }
+        self.forget_run(id);
+    }
+
+    /// A run of job `id` is over (settled): it no longer holds the job.
+    fn forget_run(&self, id: &str) {
         let mut inflight = self.inflight.lock().expect("inflight lock");
         if let Some(held) = inflight.get_mut(id) {
             held.runs -= 1;
@@ -213,6 +218,11 @@ where
                 return Err("task did not come from latchkey-store (no JobInfo)".into());
             };
             let verdict = match outcome {
+                Ok(Ok(Some(Next::Settled))) => {
+                    tracing::debug!(queue = %info.queue, job_id = %info.id, "job put back by its handler");
+                    shared.forget_run(&info.id);
+                    return Ok(());
+                }
                 Ok(Ok(Some(Next::RunAt(at_ms)))) => Verdict::Continue { at_ms },
                 Ok(Ok(Some(Next::Wait(at_ms)))) => Verdict::Defer { at_ms },
                 Ok(Ok(_)) => Verdict::Ack,
