@@ -152,13 +152,8 @@ async fn a_time_bound_code_is_watched_to_its_end_of_stay_and_expires() {
     let states: Vec<OutcomeState> = app.store.history(&id).await.unwrap().into_iter().rev().map(|e| e.state).collect();
     assert_eq!(
         states,
-        [
-            OutcomeState::Pending,
-            OutcomeState::Applying,
-            OutcomeState::Verifying,
-            OutcomeState::Succeeded,
-            OutcomeState::Expired
-        ]
+        // (the first look found it set: no `verifying` between)
+        [OutcomeState::Pending, OutcomeState::Applying, OutcomeState::Succeeded, OutcomeState::Expired]
     );
     app.stop().await;
 }

@@ -341,7 +341,23 @@ impl Run<'_> {
         if o.verify_deadline.is_none() {
             o.verify_deadline = Some(deadline(&desired.schedule, now, self.r.settings.verify_timeout));
         }
-        self.save_then(&o, Next::RunAt(ms(now))).await
+        // The first look is now, in this run, and what it finds is recorded
+        // (`succeeded`, or `verifying` with the poll counted): `verifying` is
+        // written on its own only when the look recorded nothing (a wait for
+        // the key budget, a transient failure), exactly as before the look.
+        self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
+        let looked =
+            if desired.absent { self.verify_gone(o.clone()).await } else { self.verify(desired, o.clone()).await };
+        if self.carried.lock().unwrap_or_else(|e| e.into_inner()).written.is_some() {
+            return looked;
+        }
+        match looked {
+            Ok(next) => self.save_then(&o, next).await,
+            Err(e) => match self.save(&o).await? {
+                Some(stop) => Ok(stop),
+                None => Err(e),
+            },
+        }
     }
 
     async fn verify(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
