@@ -141,7 +141,7 @@ pub struct DesiredState {
 }
 
 /// How `Debug` shows a PIN: whether there is one, never what it is.
-fn pin_shown(code: &Option<String>) -> Option<&'static str> {
+pub(crate) fn pin_shown(code: &Option<String>) -> Option<&'static str> {
     code.as_ref().map(|_| "[redacted]")
 }
 
@@ -175,12 +175,19 @@ impl fmt::Debug for DesiredState {
     }
 }
 
+/// Whether `c` is a bidirectional embedding, override or isolate: text after
+/// it shows in another order than it is written.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Whether `c` is invisible or reorders text around it: format characters
 /// (zero-width spaces and joiners, the byte order mark, soft hyphen) and the
 /// bidirectional embeddings, overrides and isolates. An id holding one can
 /// look exactly like another id in a log line or on a page.
 pub fn is_invisible(c: char) -> bool {
-    matches!(c,
+    is_bidi_control(c)
+        || matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
         | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
         | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}')
@@ -282,7 +289,7 @@ impl DesiredStateInput {
             if name.chars().count() > 200 {
                 return Err(invalid("name", "must be at most 200 characters"));
             }
-            if name.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')) {
+            if name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
                 return Err(invalid(
                     "name",
                     "must not contain control characters or bidirectional overrides (U+202A to U+202E, U+2066 to U+2069)",

@@ -114,7 +114,7 @@ impl std::fmt::Debug for AccessCode {
             .field("access_code_id", &self.access_code_id)
             .field("device_id", &self.device_id)
             .field("name", &self.name)
-            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("code", &crate::desired::pin_shown(&self.code))
             .field("code_type", &self.code_type)
             .field("status", &self.status)
             .field("starts_at", &self.starts_at)

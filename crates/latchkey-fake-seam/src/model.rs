@@ -516,6 +516,11 @@ impl World {
             "created_at": ts(now),
             "occurred_at": ts(now),
         });
+        self.publish(event);
+    }
+
+    /// Keeps an event for `/events/list` and delivers it as a webhook, if set.
+    fn publish(&mut self, event: serde_json::Value) {
         if let Some(tx) = &self.webhook {
             let _ = tx.send(event.clone());
         }
@@ -535,10 +540,7 @@ impl World {
             "created_at": ts(now),
             "occurred_at": ts(now),
         });
-        if let Some(tx) = &self.webhook {
-            let _ = tx.send(event.clone());
-        }
-        self.events.push(event);
+        self.publish(event);
     }
 
     /// Starts programming a change onto the lock: `setting`, a pending

@@ -7,7 +7,7 @@ local n = 0
 for _, id in ipairs(redis.call('ZRANGE', K_LEASED, 0, -1)) do
   local jk = job_key(id)
   -- (a job that cannot be read is left to its lease's expiry, which buries it)
-  if not unreadable(id) and redis.pcall('HGET', jk, 'lease') == worker then
+  if redis.pcall('HGET', jk, 'lease') == worker and not unreadable(id) then
     redis.call('ZREM', K_LEASED, id)
     redis.call('HDEL', jk, 'lease')
     redis.call('HSET', jk, 'state', 'ready')

@@ -42,7 +42,7 @@ local changed = not (prev_ok and type(prev) == 'table' and prev.state == state)
 local K_DEVICE = base .. ':device:' .. device
 local device_kind = device ~= '' and key_type(K_DEVICE) or 'none'
 redis.call('SET', K_OUTCOME, outcome)
-redis.call('ZADD', K_LEASED, 'XX', now + lease_ms, id)
+if continue_at == '' then redis.call('ZADD', K_LEASED, 'XX', now + lease_ms, id) end
 if changed then
   note_change(id, gen, state, entry)
   -- Finished reconciliations by how they ended (`queue stats`; the benchmark

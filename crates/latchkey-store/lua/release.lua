@@ -7,7 +7,7 @@ for i = 2, #ARGV do
   local id = ARGV[i]
   local jk = job_key(id)
   -- (a job that cannot be read is left to its lease's expiry, which buries it)
-  if not unreadable(id) and redis.pcall('HGET', jk, 'lease') == worker then
+  if redis.pcall('HGET', jk, 'lease') == worker and not unreadable(id) then
     redis.call('ZREM', K_LEASED, id)
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HSET', jk, 'state', 'ready')

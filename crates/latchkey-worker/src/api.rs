@@ -123,22 +123,29 @@ pub(crate) struct Api {
 
 /// Reads the tokens file; refuses to start on a bad one.
 pub(crate) fn read_tokens(path: &FsPath) -> Result<Tokens, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("LATCHKEY_API_TOKENS_FILE {}: cannot be read: {e}", path.display()))?;
-    Tokens::parse(&text).map_err(|e| format!("LATCHKEY_API_TOKENS_FILE {}: {e}", path.display()))
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("LATCHKEY_API_TOKENS_FILE {}: cannot be read: {e}", path.display()))?;
+    parse_tokens(path, &bytes)
 }
 
-/// Re-reads the tokens file every 2 s; a changed, valid file replaces the
-/// tokens (a bad one is logged and the old tokens stay).
+fn parse_tokens(path: &FsPath, bytes: &[u8]) -> Result<Tokens, String> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| format!("LATCHKEY_API_TOKENS_FILE {}: is not UTF-8", path.display()))?;
+    Tokens::parse(text).map_err(|e| format!("LATCHKEY_API_TOKENS_FILE {}: {e}", path.display()))
+}
+
+/// Re-reads the tokens file as often as the Seam key file
+/// ([`KEY_FILE_POLL`](crate::daemon::KEY_FILE_POLL)); a changed, valid file
+/// replaces the tokens (a bad one is logged and the old tokens stay).
 pub(crate) async fn watch_tokens(path: PathBuf, tokens: Arc<RwLock<Tokens>>) {
     let mut last = std::fs::read(&path).ok();
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = std::fs::read(&path).ok();
-        if now.is_none() || now == last {
+        tokio::time::sleep(crate::daemon::KEY_FILE_POLL).await;
+        let Some(now) = std::fs::read(&path).ok() else { continue };
+        if last.as_ref() == Some(&now) {
             continue;
         }
-        match read_tokens(&path) {
+        match parse_tokens(&path, &now) {
             Ok(t) => {
                 tracing::info!(tokens = t.0.len(), "API tokens file changed; tokens replaced");
                 *tokens.write().unwrap_or_else(|e| e.into_inner()) = t;
@@ -147,7 +154,7 @@ pub(crate) async fn watch_tokens(path: PathBuf, tokens: Arc<RwLock<Tokens>>) {
                 tracing::error!(error = %e, "API tokens file changed but cannot be used; the previous tokens stay")
             }
         }
-        last = now;
+        last = Some(now);
     }
 }
 
@@ -247,6 +254,10 @@ impl Problem {
     fn new(kind: &str, message: impl Into<String>) -> Self {
         Self { error: ProblemDetail { kind: kind.into(), field: None, rule: None, message: Some(message.into()) } }
     }
+
+    fn unavailable() -> Self {
+        Self::new("unavailable", "redis is not reachable; try again")
+    }
 }
 
 /// One result per item of a batch, in order.
@@ -280,7 +291,7 @@ fn reply(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 fn unavailable() -> Response {
-    reply(StatusCode::SERVICE_UNAVAILABLE, &Problem::new("unavailable", "redis is not reachable; try again"))
+    reply(StatusCode::SERVICE_UNAVAILABLE, &Problem::unavailable())
 }
 
 /// 401 without a valid token, 403 for a read token on a write.
@@ -291,9 +302,8 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let found = presented
-        .and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find(p).map(|t| (t.role, t.name.clone())));
-    let Some((role, name)) = found else {
+    let found = presented.and_then(|p| api.tokens.read().unwrap_or_else(|e| e.into_inner()).find_session(p));
+    let Some((name, role, _)) = found else {
         let mut r = reply(StatusCode::UNAUTHORIZED, &Problem::new("unauthorized", "a valid bearer token is required"));
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
@@ -327,17 +337,17 @@ fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> Result<Option<String
 
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut r = next.run(request).await;
-    set_security_headers(r.headers_mut(), "default-src 'none'; frame-ancestors 'none'");
+    set_security_headers(r.headers_mut(), "default-src 'none'; frame-ancestors 'none'", "no-referrer");
     r
 }
 
 /// The headers every answer of `serve`'s public listener carries, with this
-/// Content-Security-Policy.
-pub(crate) fn set_security_headers(h: &mut HeaderMap, csp: &'static str) {
+/// Content-Security-Policy and Referrer-Policy.
+pub(crate) fn set_security_headers(h: &mut HeaderMap, csp: &'static str, referrer: &'static str) {
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, referrer),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::CONTENT_SECURITY_POLICY, csp),
     ] {
@@ -392,7 +402,7 @@ async fn record(
         }
         Err(EnqueueError::Store(e)) => {
             tracing::warn!(access_code_id = %latchkey_core::shown(&id), error = %error_chain(&e), "could not record a desired state");
-            Err((StatusCode::SERVICE_UNAVAILABLE, Problem::new("unavailable", "redis is not reachable; try again")))
+            Err((StatusCode::SERVICE_UNAVAILABLE, Problem::unavailable()))
         }
     }
 }

@@ -32,7 +32,7 @@ use latchkey_core::{Outcome, OutcomeState, shown};
 use latchkey_store::{Reconciliations, error_chain};
 use sha2::Sha256;
 
-use crate::api::{Role, Tokens};
+use crate::api::{Api, Role, Tokens};
 
 /// The session cookie's name.
 const COOKIE: &str = "latchkey_console";
@@ -45,14 +45,8 @@ const ROWS: usize = 50;
 /// A worker is alive when it sent a heartbeat this recently.
 const ALIVE: Duration = Duration::from_secs(30);
 
-#[derive(Clone)]
-pub(crate) struct Console {
-    pub store: Reconciliations,
-    pub tokens: Arc<RwLock<Tokens>>,
-}
-
-/// The `/console` routes.
-pub(crate) fn router(console: Console) -> Router {
+/// The `/console` routes, on the API's state (its store and tokens).
+pub(crate) fn router(console: Api) -> Router {
     Router::new()
         .route("/console", get(page))
         .route("/console/login", post(login))
@@ -65,13 +59,14 @@ pub(crate) fn router(console: Console) -> Router {
 
 async fn headers(request: Request, next: Next) -> Response {
     let mut r = next.run(request).await;
+    // (`same-origin`: with `no-referrer`, browsers send `Origin: null` on the
+    // page's own forms, and the origin check could not tell them from a
+    // stranger's)
     crate::api::set_security_headers(
         r.headers_mut(),
         "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "same-origin",
     );
-    // (with `no-referrer`, browsers send `Origin: null` on the page's own
-    // forms, and the origin check could not tell them from a stranger's)
-    r.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     r
 }
 
@@ -163,7 +158,7 @@ struct LoginForm {
 }
 
 /// Signs in with an API token: sets the session cookie, back to the page.
-async fn login(State(console): State<Console>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(console): State<Api>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     if !same_origin(&headers) {
         return forbidden("this form must be sent from the console's own page");
     }
@@ -210,7 +205,7 @@ struct RetryForm {
 }
 
 /// Re-queues one dead letter (write role, same origin, CSRF token).
-async fn retry(State(console): State<Console>, headers: HeaderMap, Form(form): Form<RetryForm>) -> Response {
+async fn retry(State(console): State<Api>, headers: HeaderMap, Form(form): Form<RetryForm>) -> Response {
     let Some(session) = Session::from_request(&headers, &console.tokens) else {
         return Redirect::to("/console").into_response();
     };
@@ -251,7 +246,7 @@ struct PageQuery {
 }
 
 /// The page: sign-in without a session, the dashboard with one.
-async fn page(State(console): State<Console>, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
+async fn page(State(console): State<Api>, headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
     let Some(session) = Session::from_request(&headers, &console.tokens) else {
         return html_page("Sign in", &login_form(None), None).into_response();
     };
@@ -274,17 +269,18 @@ async fn page(State(console): State<Console>, headers: HeaderMap, Query(q): Quer
 
 async fn dashboard(store: &Reconciliations, session: &Session, q: &PageQuery) -> latchkey_store::Result<String> {
     let queue = store.queue();
-    let (depth, due, workers, dead) =
-        tokio::try_join!(queue.depth(), queue.due(), queue.workers_alive(ALIVE), queue.dead_letters(ROWS))?;
-    let (attention_total, attention) = store.needing_attention(ROWS).await?;
     let filter = q.state.as_deref().filter(|s| !s.is_empty());
-    let recent: Vec<Outcome> = store
-        .recent_outcomes(2000, if filter.is_some() { 500 } else { ROWS })
-        .await?
-        .into_iter()
-        .filter(|o| filter.is_none_or(|f| o.state.as_str() == f))
-        .take(ROWS)
-        .collect();
+    // Every read the page needs, at once (none depends on another).
+    let (depth, due, workers, dead, (attention_total, attention), recent) = tokio::try_join!(
+        queue.depth(),
+        queue.due(),
+        queue.workers_alive(ALIVE),
+        queue.dead_letters(ROWS),
+        store.needing_attention(ROWS),
+        store.recent_outcomes(2000, if filter.is_some() { 500 } else { ROWS }),
+    )?;
+    let recent: Vec<Outcome> =
+        recent.into_iter().filter(|o| filter.is_none_or(|f| o.state.as_str() == f)).take(ROWS).collect();
 
     let mut b = String::new();
     let _ = write!(
@@ -391,6 +387,7 @@ async fn dashboard(store: &Reconciliations, session: &Session, q: &PageQuery) ->
         b.push_str(
             "<table><thead><tr><th>Job</th><th>Attempts</th><th>Why</th><th>Died</th><th></th></tr></thead><tbody>",
         );
+        let csrf = session.csrf();
         for d in &dead {
             let died = DateTime::<Utc>::from_timestamp_millis(d.dead_at_ms as i64).map(ago).unwrap_or_default();
             let action = if session.role == Role::Write {
@@ -398,7 +395,7 @@ async fn dashboard(store: &Reconciliations, session: &Session, q: &PageQuery) ->
                     "<form method=\"post\" action=\"/console/dead/retry\"><input type=\"hidden\" name=\"id\" value=\"{}\">\
                      <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Retry</button></form>",
                     esc(&d.id),
-                    session.csrf()
+                    csrf
                 )
             } else {
                 String::new()

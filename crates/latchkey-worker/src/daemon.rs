@@ -263,15 +263,7 @@ impl WorkerArgs {
 
     /// The ops listener's address; `None` when it is `off`.
     fn ops_addr(&self) -> Result<Option<SocketAddr>, Error> {
-        if self.http_addr.eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        self.http_addr.parse().map(Some).map_err(|_| {
-            Error::Config(format!(
-                "LATCHKEY_HTTP_ADDR {:?}: must be host:port with an IP address (e.g. 0.0.0.0:9090) or `off`",
-                self.http_addr
-            ))
-        })
+        ops_addr(&self.http_addr)
     }
 
     fn lease(&self) -> Duration {
@@ -379,10 +371,24 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     Ok(())
 }
 
-/// How often SEAM_API_KEY_FILE is read for a new key. Kubernetes updates a
+/// LATCHKEY_HTTP_ADDR, the ops listener's address (the worker's and
+/// serve's); `None` when it is `off`.
+pub(crate) fn ops_addr(value: &str) -> Result<Option<SocketAddr>, Error> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        Error::Config(format!(
+            "LATCHKEY_HTTP_ADDR {value:?}: must be host:port with an IP address (e.g. 0.0.0.0:9090) or `off`"
+        ))
+    })
+}
+
+/// How often SEAM_API_KEY_FILE (and serve's LATCHKEY_API_TOKENS_FILE) is read
+/// for a change. Kubernetes updates a
 /// mounted secret in place (within a minute or so); reading a small file this
 /// often costs nothing.
-const KEY_FILE_POLL: Duration = Duration::from_secs(2);
+pub(crate) const KEY_FILE_POLL: Duration = Duration::from_secs(2);
 
 fn read_key_file(path: &std::path::Path) -> Result<ApiKey, Error> {
     let text = std::fs::read_to_string(path)

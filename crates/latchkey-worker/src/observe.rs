@@ -53,9 +53,8 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// How long a Redis read for a probe or a scrape may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The process's Prometheus recorder, installed on first use.
 /// Installs the process's Prometheus recorder (once).
 pub(crate) fn install() {
     prometheus();
@@ -69,6 +68,7 @@ pub(crate) fn render() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
+/// The process's Prometheus recorder, installed on first use.
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {

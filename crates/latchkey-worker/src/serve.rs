@@ -94,19 +94,18 @@ impl ServeArgs {
 /// deliveries in flight finish.
 pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let secret = args.secret()?;
-    let tokens = args.api_tokens_file.as_deref().map(crate::api::read_tokens).transpose().map_err(Error::Config)?;
-    if secret.is_none() && tokens.is_none() {
+    let api_tokens = match &args.api_tokens_file {
+        Some(path) => Some((path.clone(), crate::api::read_tokens(path).map_err(Error::Config)?)),
+        None => None,
+    };
+    if secret.is_none() && api_tokens.is_none() {
         return Err(Error::Config(
             "nothing to serve: set SEAM_WEBHOOK_SECRET_FILE (webhooks, the secret Seam shows for the endpoint) and/or LATCHKEY_API_TOKENS_FILE (the producers' API)"
                 .into(),
         ));
     }
     let listen = addr("LATCHKEY_LISTEN", &args.listen)?;
-    let ops_addr = if args.http_addr.eq_ignore_ascii_case("off") {
-        None
-    } else {
-        Some(addr("LATCHKEY_HTTP_ADDR", &args.http_addr)?)
-    };
+    let ops_addr = crate::daemon::ops_addr(&args.http_addr)?;
     let redis_config = args.redis_config()?;
     let redis = Redis::connect(&redis_config).await?;
     let store =
@@ -123,18 +122,14 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
         );
         offered.push("POST /webhooks/seam");
     }
-    let token_watch = match (tokens, &args.api_tokens_file) {
-        (Some(tokens), Some(path)) => {
-            let tokens = std::sync::Arc::new(std::sync::RwLock::new(tokens));
-            public = public
-                .merge(crate::api::router(crate::api::Api { store: store.clone(), tokens: tokens.clone() }))
-                .merge(crate::console::router(crate::console::Console { store, tokens: tokens.clone() }));
-            offered.push("/v1");
-            offered.push("/console");
-            Some(tokio::spawn(crate::api::watch_tokens(path.clone(), tokens)))
-        }
-        _ => None,
-    };
+    let token_watch = api_tokens.map(|(path, tokens)| {
+        let tokens = std::sync::Arc::new(std::sync::RwLock::new(tokens));
+        let api = crate::api::Api { store, tokens: tokens.clone() };
+        public = std::mem::take(&mut public).merge(crate::api::router(api.clone())).merge(crate::console::router(api));
+        offered.push("/v1");
+        offered.push("/console");
+        tokio::spawn(crate::api::watch_tokens(path, tokens))
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Listen { addr: listen.to_string(), source })?;
@@ -168,12 +163,18 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
     Ok(())
 }
 
-/// Ready when Redis answers within 2 s: a delivery can then be recorded.
+/// Ready when Redis answers within [`observe::PROBE_TIMEOUT`]: a delivery
+/// can then be recorded.
 async fn readyz(State(redis): State<Redis>) -> impl IntoResponse {
     let ping = async { redis::cmd("PING").query_async::<String>(&mut redis.conn()).await };
-    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+    match tokio::time::timeout(observe::PROBE_TIMEOUT, ping).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_string()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: redis: {e}\n")),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: redis did not answer within 2 s\n".to_string()),
+        Ok(Err(e)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: redis: {}\n", latchkey_store::error_chain(&e)))
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: redis did not answer within {} s\n", observe::PROBE_TIMEOUT.as_secs()),
+        ),
     }
 }

@@ -330,7 +330,7 @@ async fn worker_round_trips(ops: &str) -> anyhow::Result<u64> {
 }
 
 async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Result<(Vec<Row>, f64, f64)> {
-    let ops = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    let ops = format!("127.0.0.1:{}", latchkey_devenv::free_tcp_port());
     let p = Pipeline::start_with(redis_url, "rec", &[("LATCHKEY_HTTP_ADDR", ops.as_str())]).await?;
     let trips_before = worker_round_trips(&ops).await?;
     let seam_before = p.seam.requests().len();
@@ -427,7 +427,7 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
     const TOKEN: &str = "tok_bench_write_0123456789";
     let tokens = tempfile::NamedTempFile::new()?;
     std::fs::write(tokens.path(), format!("bench write {TOKEN}\n"))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = latchkey_devenv::free_tcp_port();
     let tokens_env = [("LATCHKEY_API_TOKENS_FILE", tokens.path().display().to_string())];
     let mut rows = Vec::new();
 
@@ -565,7 +565,7 @@ async fn scenario_webhooks(redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>
     for hooks in [false, true] {
         let tag = if hooks { "hooks" } else { "polls" };
         let prefix = bench_prefix(tag);
-        let serve_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let serve_port = latchkey_devenv::free_tcp_port();
         let seam = FakeSeam::spawn(SimConfig {
             api_key: "seam_test".into(),
             device_delay: DELAY,

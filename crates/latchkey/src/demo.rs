@@ -34,10 +34,7 @@ struct Case {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let local = crate::local_redis::resolve(args.redis_url)?;
-    let serve_addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?
-    };
+    let serve_addr = std::net::SocketAddr::from(([127, 0, 0, 1], latchkey_devenv::free_tcp_port()));
     let seam = FakeSeam::spawn(SimConfig {
         api_key: KEY.into(),
         device_delay: Duration::from_millis(400),

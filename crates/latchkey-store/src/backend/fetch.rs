@@ -158,14 +158,7 @@ impl Shared {
                         max_attempts: job.max_attempts,
                         enqueued_at_ms: job.enqueued_at_ms,
                         lease: Lease { worker: self.identity.clone(), fence: job.fence, duration: self.opts.lease },
-                        settling: {
-                            let (shared, id) = (Arc::downgrade(self), job.id.clone());
-                            SettlingHook(Some(Arc::new(move || {
-                                if let Some(s) = shared.upgrade() {
-                                    s.mark_settling(&id);
-                                }
-                            })))
-                        },
+                        settling: SettlingHook(Arc::downgrade(self)),
                     };
                     tasks.push(
                         TaskBuilder::new(args)

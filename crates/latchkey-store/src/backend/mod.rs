@@ -28,7 +28,7 @@ use std::{
     fmt,
     marker::PhantomData,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -119,15 +119,16 @@ impl JobInfo {
     /// the job back, then [`Next::Settled`]): from now on the worker does not
     /// take the job leaving its lease for a lease lost in a stall.
     pub fn settling(&self) {
-        if let Some(hook) = &self.settling.0 {
-            hook();
+        if let Some(shared) = self.settling.0.upgrade() {
+            shared.mark_settling(&self.id);
         }
     }
 }
 
-/// See [`JobInfo::settling`]. Equal to every other (it is not data).
-#[derive(Clone, Default)]
-pub(crate) struct SettlingHook(Option<Arc<dyn Fn() + Send + Sync>>);
+/// See [`JobInfo::settling`]: the worker that fetched the job. Equal to
+/// every other (it is not data).
+#[derive(Clone)]
+pub(crate) struct SettlingHook(Weak<Shared>);
 
 impl fmt::Debug for SettlingHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

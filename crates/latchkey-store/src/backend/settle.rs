@@ -67,9 +67,16 @@ impl Shared {
     /// lease will expire and the job runs again: at-least-once.
     pub(super) async fn settle(&self, id: &str, fence: u64, verdict: Verdict) {
         let q = &self.queue;
-        if let Some(held) = self.inflight.lock().expect("inflight lock").get_mut(id) {
-            held.settling = true;
-        }
+        self.mark_settling(id);
+        // retry.lua's three uses: a failed attempt, a continuation, a wait.
+        let retry = |at_ms: u64, error: &str, defer: bool| {
+            let mut call = SCRIPTS.retry.prepare_invoke();
+            call.arg(id).arg(&self.opts.identity).arg(fence).arg(at_ms).arg(error);
+            if defer {
+                call.arg("1");
+            }
+            call
+        };
         let attempt = || async {
             let mut conn = q.redis.conn();
             let mut call = match &verdict {
@@ -79,21 +86,9 @@ impl Shared {
                     call.arg(id).arg(&self.opts.identity).arg(fence).arg(keep);
                     call
                 }
-                Verdict::Retry { at_ms, error } => {
-                    let mut call = SCRIPTS.retry.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg(error);
-                    call
-                }
-                Verdict::Continue { at_ms } => {
-                    let mut call = SCRIPTS.retry.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg("");
-                    call
-                }
-                Verdict::Defer { at_ms } => {
-                    let mut call = SCRIPTS.retry.prepare_invoke();
-                    call.arg(id).arg(&self.opts.identity).arg(fence).arg(*at_ms).arg("").arg("1");
-                    call
-                }
+                Verdict::Retry { at_ms, error } => retry(*at_ms, error, false),
+                Verdict::Continue { at_ms } => retry(*at_ms, "", false),
+                Verdict::Defer { at_ms } => retry(*at_ms, "", true),
                 Verdict::Bury { error } => {
                     let mut call = SCRIPTS.bury.prepare_invoke();
                     call.arg(id).arg(&self.opts.identity).arg(fence).arg(error).arg(q.config.dead_letter_cap);
