@@ -240,6 +240,29 @@ async fn outcome_changes_stream_as_server_sent_events_and_resume_after_the_last_
 }
 
 #[tokio::test]
+async fn a_long_poll_outlasts_the_listeners_usual_ten_second_answer() {
+    // No worker: the generation stays pending, and the wait runs its course.
+    let app = spawn_app(AppOptions { api: true, workers: 0, ..AppOptions::default() }).await;
+    let c = Client::new(&app);
+    let (status, _) = c
+        .send(
+            reqwest::Method::PUT,
+            "/v1/access-codes/ac_slow",
+            Some(TEST_WRITE_TOKEN),
+            Some(r#"{"code":"1234"}"#.into()),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let started = std::time::Instant::now();
+    let (status, o) = c
+        .send(reqwest::Method::GET, "/v1/access-codes/ac_slow?wait=12&generation=1", Some(TEST_READ_TOKEN), None)
+        .await;
+    assert_eq!((status, o["state"].as_str()), (200, Some("pending")), "{o}");
+    assert!(started.elapsed() >= Duration::from_secs(12), "answered after {:?}", started.elapsed());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_openapi_document_is_served_without_a_token_and_describes_every_route() {
     let app = spawn_app(AppOptions { api: true, ..AppOptions::default() }).await;
     let r = reqwest::get(format!("{}/v1/openapi.json", app.serve_url.as_ref().unwrap())).await.unwrap();

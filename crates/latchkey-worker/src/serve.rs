@@ -151,7 +151,15 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
         }
         None => None,
     };
-    listener::serve(listener, public, Limits { max_connections: 1024, ..Limits::default() }, shutdown).await;
+    // A long-poll (`GET /v1/access-codes/{id}?wait=`) holds its request up to
+    // MAX_WAIT: the handler's time and the idle time must outlast it.
+    let limits = Limits {
+        max_connections: 1024,
+        request_timeout: crate::api::MAX_WAIT + Duration::from_secs(10),
+        idle_timeout: crate::api::MAX_WAIT + Duration::from_secs(30),
+        ..Limits::default()
+    };
+    listener::serve(listener, public, limits, shutdown).await;
     let _ = stop_ops.send(());
     if let Some(t) = ops_task {
         let _ = t.await;
