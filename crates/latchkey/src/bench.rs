@@ -488,49 +488,33 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
             let n = (rate as u64 * secs) as usize;
             let id = |i: usize| format!("lat-{route}-{rate}-{i}");
             let before = p.outcomes("succeeded").await?;
-            let start = Instant::now();
-            let mut sent = Vec::with_capacity(n);
-            let mut inflight = Vec::new();
-            for i in 0..n {
-                tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate as f64)).into()).await;
-                sent.push(chrono::Utc::now());
-                if route == "http" {
-                    let req = http
-                        .put(format!("{url}/{}", id(i)))
-                        .bearer_auth(TOKEN)
-                        .header("content-type", "application/json")
-                        .body(r#"{"code":"4321"}"#)
-                        .send();
-                    let t = Instant::now();
-                    inflight.push(producer_handle.spawn(async move { req.await.map(|r| (r.status(), t.elapsed())) }));
-                } else {
-                    p.enqueue(json!({"access_code_id": id(i), "code": "4321"})).await?;
+            let (scheduled, answered) = offer(&producer_handle, rate, n, |i| {
+                let (http, store, url, id) = (http.clone(), p.store.clone(), url.clone(), id(i));
+                async move {
+                    if route == "http" {
+                        let r = http
+                            .put(format!("{url}/{id}"))
+                            .bearer_auth(TOKEN)
+                            .header("content-type", "application/json")
+                            .body(r#"{"code":"4321"}"#)
+                            .send()
+                            .await?;
+                        anyhow::ensure!(r.status() == 202, "a PUT was answered {}", r.status());
+                    } else {
+                        store.enqueue(serde_json::from_value(json!({"access_code_id": id, "code": "4321"}))?).await?;
+                    }
+                    Ok(())
                 }
-            }
-            let mut answered = Vec::with_capacity(inflight.len());
-            for r in inflight {
-                let (status, took) = r.await??;
-                anyhow::ensure!(status == 202, "a PUT was refused");
-                answered.push(took.as_millis() as i64);
-            }
-            if !answered.is_empty() {
-                let spread = Spread::of(answered);
-                rows.push(Row::new(
-                    format!("9. PUT answered at {rate}/s"),
-                    spread.figure(),
-                    json!({"scenario": "http_put_latency", "rate_per_s": rate, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max}),
-                ));
-            }
+            })
+            .await?;
+            let spread = Spread::of(answered);
+            rows.push(Row::new(
+                format!("9. {} answered at {rate}/s", if route == "http" { "PUT" } else { "enqueue" }),
+                spread.figure(),
+                json!({"scenario": "http_put_latency", "route": route, "rate_per_s": rate, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max}),
+            ));
             p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
-            let mut lat = Vec::with_capacity(n);
-            for (i, at) in sent.iter().enumerate() {
-                if let Some(o) = p.store.outcome(&id(i)).await?
-                    && let Some(f) = o.finished_at
-                {
-                    lat.push((f - *at).num_milliseconds());
-                }
-            }
-            let spread = Spread::of(lat);
+            let spread = latency_since(&p.store, &scheduled, id).await?;
             p99.push(spread.p99);
             rows.push(Row::new(
                 format!("9. send -> succeeded at {rate}/s through {route}"),
@@ -631,27 +615,73 @@ async fn scenario_webhooks(redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>
     Ok(rows)
 }
 
-/// Enqueues at a fixed rate and measures enqueue -> `succeeded`.
+/// Starts `send(i)` for each i below `n` at `rate` per second on `on`, open
+/// loop: each at its scheduled time whether or not the ones before it were
+/// answered, as many independent producers would. A pipeline that cannot keep
+/// up then shows it as latency, where a producer that waited for each answer
+/// would slow down to the pipeline's pace and hide it (coordinated omission).
+/// Returns each send's scheduled time, and how long after it the send was
+/// answered (ms).
+async fn offer<Fut>(
+    on: &tokio::runtime::Handle,
+    rate: u32,
+    n: usize,
+    send: impl Fn(usize) -> Fut,
+) -> anyhow::Result<(Vec<chrono::DateTime<Utc>>, Vec<i64>)>
+where
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (start, wall) = (Instant::now(), Utc::now());
+    let mut scheduled = Vec::with_capacity(n);
+    let mut sends = Vec::with_capacity(n);
+    for i in 0..n {
+        let offset = Duration::from_secs_f64(i as f64 / rate as f64);
+        let due = start + offset;
+        tokio::time::sleep_until(due.into()).await;
+        scheduled.push(wall + chrono::Duration::from_std(offset)?);
+        let sent = send(i);
+        sends.push(on.spawn(async move { sent.await.map(|()| due.elapsed().as_millis() as i64) }));
+    }
+    let mut answered = Vec::with_capacity(n);
+    for s in sends {
+        answered.push(s.await??);
+    }
+    Ok((scheduled, answered))
+}
+
+/// Each code's time from its scheduled send to its `succeeded`.
+async fn latency_since(
+    store: &Reconciliations,
+    scheduled: &[chrono::DateTime<Utc>],
+    id: impl Fn(usize) -> String,
+) -> anyhow::Result<Spread> {
+    let mut lat = Vec::with_capacity(scheduled.len());
+    for (i, at) in scheduled.iter().enumerate() {
+        if let Some(o) = store.outcome(&id(i)).await?
+            && let Some(f) = o.finished_at
+        {
+            lat.push((f - *at).num_milliseconds());
+        }
+    }
+    Ok(Spread::of(lat))
+}
+
+/// Enqueues at a fixed rate, open loop ([`offer`]), and measures scheduled
+/// send -> `succeeded`.
 async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::Result<Spread> {
     let n = (rate as u64 * secs) as usize;
     let id = |i: usize| format!("lat-{tag}-{rate}-{i}");
     let before = p.outcomes("succeeded").await?;
-    let start = Instant::now();
-    for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        p.enqueue(json!({"access_code_id": id(i), "code": "4321"})).await?;
-    }
-    p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        if let Some(o) = p.store.outcome(&id(i)).await?
-            && let Some(f) = o.finished_at
-        {
-            lat.push((f - o.enqueued_at).num_milliseconds());
+    let (scheduled, _) = offer(&tokio::runtime::Handle::current(), rate, n, |i| {
+        let (store, id) = (p.store.clone(), id(i));
+        async move {
+            store.enqueue(serde_json::from_value(json!({"access_code_id": id, "code": "4321"}))?).await?;
+            Ok(())
         }
-    }
-    Ok(Spread::of(lat))
+    })
+    .await?;
+    p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
+    latency_since(&p.store, &scheduled, id).await
 }
 
 async fn scenario_latency(redis_url: &str, rate: u32, secs: u64) -> anyhow::Result<(Row, Spread)> {
