@@ -51,12 +51,16 @@ local function key_type(k) return redis.call('TYPE', k).ok end
 
 -- The queue's own keys must have their types. The lists of job ids cannot
 -- be rebuilt: if one has another type (written by something else), every
--- script refuses before writing anything, naming it. The counters, the worker
--- registry and the event stream can start over: one of another type is set
--- aside (see set_aside) by the first script that meets it.
+-- script that touches them refuses before writing anything, naming it (the
+-- check is guard.lua, which scripts.rs runs before the body of every script
+-- but the few that touch no list: it costs four calls). The counters, the
+-- worker registry, the event stream and the attention index can start over:
+-- one of another type is set aside by the first script that uses it
+-- (`rebuilt`, called before each use; renaming a key that exists cannot
+-- fail, so this may come after other writes).
 local JOB_LISTS = {{K_READY, 'list'}, {K_SCHED, 'zset'}, {K_LEASED, 'zset'}, {K_DEAD, 'zset'}}
-local REBUILT = {{K_STATS, 'hash', 'stats'}, {K_WORKERS, 'zset', 'workers'}, {base .. ':events', 'stream', 'events'},
-  {base .. ':attention', 'zset', 'attention'}}
+local REBUILT = {[K_STATS] = {'hash', 'stats'}, [K_WORKERS] = {'zset', 'workers'},
+  [base .. ':events'] = {'stream', 'events'}, [base .. ':attention'] = {'zset', 'attention'}}
 local function structure_error()
   for _, kt in ipairs(JOB_LISTS) do
     local kind = key_type(kt[1])
@@ -67,16 +71,18 @@ local function structure_error()
   end
   return nil
 end
-local broken = structure_error()
-if broken then return broken end
-for _, kt in ipairs(REBUILT) do
-  local kind = key_type(kt[1])
-  if kind ~= 'none' and kind ~= kt[2] then redis.call('RENAME', kt[1], aside_key(kt[3], now)) end
+local rebuilt_checked = {}
+local function rebuilt(k)
+  if rebuilt_checked[k] then return end
+  rebuilt_checked[k] = true
+  local kind = key_type(k)
+  if kind ~= 'none' and kind ~= REBUILT[k][1] then redis.call('RENAME', k, aside_key(REBUILT[k][2], now)) end
 end
 
 -- Adds n to a queue counter. A counter that is not a number (written by hand)
 -- starts over at n rather than failing the script.
 local function count(field, n)
+  rebuilt(K_STATS)
   local r = redis.pcall('HINCRBY', K_STATS, field, n)
   if type(r) == 'table' and r.err then redis.call('HSET', K_STATS, field, n) end
 end
@@ -129,22 +135,26 @@ end
 
 -- What makes job `id`'s record unreadable, or nil when it can be read (or is
 -- missing): it must be a hash, its counters integers and its payload at most
--- MAX_PAYLOAD bytes. Read-only.
+-- MAX_PAYLOAD bytes. The second value says whether the record exists (so a
+-- caller need not ask again). Read-only.
+local JOB_CHECKED = {'attempts', 'fence', 'max_attempts', 'enqueued_at', 'state'}
 local function unreadable(id)
-  if not valid_id(id) then return 'its id is not 1 to 200 bytes of UTF-8 without control characters or spaces' end
+  if not valid_id(id) then return 'its id is not 1 to 200 bytes of UTF-8 without control characters or spaces', true end
   local jk = job_key(id)
   local kind = key_type(jk)
-  if kind == 'none' then return nil end
-  if kind ~= 'hash' then return 'the job record is a ' .. kind .. ', not a hash' end
-  local f = redis.call('HMGET', jk, unpack(JOB_INTS))
+  if kind == 'none' then return nil, false end
+  if kind ~= 'hash' then return 'the job record is a ' .. kind .. ', not a hash', true end
+  local f = redis.call('HMGET', jk, unpack(JOB_CHECKED))
   for i, name in ipairs(JOB_INTS) do
-    if f[i] and not is_int(f[i]) then return 'its ' .. name .. ' is not an integer: ' .. excerpt(f[i]) end
+    if f[i] and not is_int(f[i]) then return 'its ' .. name .. ' is not an integer: ' .. excerpt(f[i]), true end
   end
-  local state = redis.call('HGET', jk, 'state')
-  if state and not JOB_STATES[state] then return 'its state is not one of ready, scheduled, leased, dead, done: ' .. excerpt(state) end
+  local state = f[#JOB_CHECKED]
+  if state and not JOB_STATES[state] then
+    return 'its state is not one of ready, scheduled, leased, dead, done: ' .. excerpt(state), true
+  end
   local len = redis.call('HSTRLEN', jk, 'payload')
-  if len > MAX_PAYLOAD then return 'its payload is ' .. len .. ' bytes, over the cap of ' .. MAX_PAYLOAD end
-  return nil
+  if len > MAX_PAYLOAD then return 'its payload is ' .. len .. ' bytes, over the cap of ' .. MAX_PAYLOAD, true end
+  return nil, true
 end
 
 -- A job touched while leased (a newer desired state arrived mid-run) must run
@@ -218,6 +228,8 @@ local HISTORY_CAP = 50
 -- A state change of access code `id`'s outcome: appended to the event stream
 -- and to the code's capped history (`entry`: the JSON of a history entry).
 local function note_change(id, generation, state, entry)
+  rebuilt(base .. ':events')
+  rebuilt(base .. ':attention')
   redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
     'access_code_id', id, 'generation', generation, 'state', state)
   -- The codes that need a human (the console's list): in it while their

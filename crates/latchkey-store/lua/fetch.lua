@@ -48,10 +48,10 @@ if redis.call('LLEN', K_READY) < chunk then
   if #due == chunk then more = 1 end
   for _, id in ipairs(due) do
     redis.call('ZREM', K_SCHED, id)
-    local why = unreadable(id)
+    local why, present = unreadable(id)
     if why then
       quarantine(id, why, dead_cap)
-    elseif key_type(job_key(id)) == 'hash' then
+    elseif present then
       redis.call('HSET', job_key(id), 'state', 'ready')
       redis.call('LPUSH', K_READY, id)
     else
@@ -67,10 +67,10 @@ if ids then
   local expiry = now + lease_ms
   for _, id in ipairs(ids) do
     local jk = job_key(id)
-    local why = unreadable(id)
+    local why, present = unreadable(id)
     if why then
       quarantine(id, why, dead_cap)
-    elseif redis.call('EXISTS', jk) == 1 then
+    elseif present then
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
       local fence = redis.call('HINCRBY', jk, 'fence', 1)
       redis.call('HSET', jk, 'state', 'leased', 'lease', worker)

@@ -16,13 +16,18 @@ local K_DEV = base .. ':rate:device:' .. device
 local K_KEY, K_SEQ = base .. ':rate:key', base .. ':rate:seq'
 -- Rate state of another type or value (written by hand) is set aside: the
 -- limits start over rather than fail every call.
+-- (each key's type and value read once: this runs before every Seam call)
 if device ~= '' and not ({none = true, zset = true})[key_type(K_DEV)] then set_aside(K_DEV, 'rate', device) end
-if key_type(K_KEY) ~= 'none' and (key_type(K_KEY) ~= 'string' or not tonumber(redis.call('GET', K_KEY))) then
-  set_aside(K_KEY, 'rate', 'key')
+-- A string's value, or false when the key is missing; a key of another type
+-- or a value `valid` refuses is set aside (counts as missing).
+local function readable(k, what, valid)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' and valid(v) then return v end
+  if v then set_aside(k, 'rate', what) end
+  return false
 end
-if key_type(K_SEQ) ~= 'none' and (key_type(K_SEQ) ~= 'string' or not is_int(redis.call('GET', K_SEQ))) then
-  set_aside(K_SEQ, 'rate', 'seq')
-end
+local key_tat = interval > 0 and readable(K_KEY, 'key', tonumber)
+if device ~= '' then readable(K_SEQ, 'seq', is_int) end
 if device ~= '' then
   redis.call('ZREMRANGEBYSCORE', K_DEV, '-inf', now - window)
   if redis.call('ZCARD', K_DEV) >= limit then
@@ -32,7 +37,7 @@ if device ~= '' then
 end
 local tat = now
 if interval > 0 then
-  tat = math.max(tonumber(redis.call('GET', K_KEY) or now), now)
+  tat = math.max(tonumber(key_tat) or now, now)
   local allow_at = tat - interval * (burst - 1)
   if allow_at > now then wait = math.max(wait, allow_at - now) end
 end
