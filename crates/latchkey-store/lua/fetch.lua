@@ -1,8 +1,12 @@
 -- Lease up to max_jobs ready jobs to a worker, after two bounded chores:
 -- reclaiming expired leases and promoting due scheduled jobs (at most `chunk` each).
--- ARGV: worker, lease_ms, max_jobs, chunk, default_max_attempts, dead_cap
+-- ARGV: worker, lease_ms, max_jobs, chunk, default_max_attempts, dead_cap,
+--       records ('1': the queue's jobs are reconciliations; each comes with
+--       its records, read_records, at the instant of its lease)
 -- Returns {now, next_wake_ms or -1, more (1 if a chore hit its bound), recovered,
---          id, payload, attempts, max_attempts, enqueued_at, fence, ...}
+--          id, payload, attempts, max_attempts, enqueued_at, fence,
+--          [generation, desired, outcome: with records, '' when missing or
+--          unreadable (the run then reads them itself and meets the error)], ...}
 -- Each lease gets a new fence token (the job's `fence` counter): settling and
 -- recording require it, so a run that lost its lease, even to a later run of
 -- the same worker, can change nothing. A job whose record cannot be read
@@ -13,6 +17,7 @@ local chunk, default_max, dead_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonum
 if not (lease_ms and max_jobs and chunk and default_max and dead_cap) then
   return redis.error_reply('fetch.lua: lease_ms, max_jobs, chunk, default_max_attempts and dead_cap must be numbers')
 end
+local with_records = ARGV[7] == '1'
 local more = 0
 
 -- 1. Leases that expired: their worker is gone (or stalled). Back to the front
@@ -84,6 +89,11 @@ if ids then
       out[#out + 1] = tonumber(f[2]) or default_max
       out[#out + 1] = tonumber(f[3]) or now
       out[#out + 1] = fence
+      if with_records then
+        local r = read_records(id)
+        if type(r) ~= 'table' or r.err then r = {'', '', ''} end
+        for i = 1, 3 do out[#out + 1] = r[i] end
+      end
     else
       count('orphan_ids', 1)
     end

@@ -154,13 +154,16 @@ pub struct Queue {
     pub(crate) name: Arc<str>,
     pub(crate) keys: Arc<QueueKeys>,
     pub(crate) config: Arc<QueueConfig>,
+    /// Its jobs are reconciliations: a fetch hands each over with its
+    /// records (see [`Reconciliations`](crate::Reconciliations)).
+    pub(crate) with_records: bool,
 }
 
 impl Queue {
     /// The queue `name` on this Redis.
     pub fn new(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         let keys = QueueKeys::new(&config.prefix, name)?;
-        Ok(Self { redis, name: name.into(), keys: Arc::new(keys), config: Arc::new(config) })
+        Ok(Self { redis, name: name.into(), keys: Arc::new(keys), config: Arc::new(config), with_records: false })
     }
 
     /// The queue's name.

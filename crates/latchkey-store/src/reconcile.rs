@@ -18,7 +18,7 @@ use latchkey_core::{DesiredState, DesiredStateInput, HistoryEntry, InvalidDesire
 use redis::AsyncCommands;
 
 use crate::{
-    backend::Lease,
+    backend::{JobInfo, Lease},
     conn::Redis,
     error::{Error, Result},
     queue::{Queue, QueueConfig},
@@ -107,7 +107,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 impl Reconciliations {
     /// On this Redis, with this queue configuration (its prefix applies).
     pub fn new(redis: Redis, config: QueueConfig) -> Result<Self> {
-        Ok(Self { queue: Queue::new(redis, RECONCILE_QUEUE, config)?, retention: DEFAULT_RETENTION })
+        let queue = Queue { with_records: true, ..Queue::new(redis, RECONCILE_QUEUE, config)? };
+        Ok(Self { queue, retention: DEFAULT_RETENTION })
     }
 
     /// Keeps the records of a code whose life is over (deleted, or expired)
@@ -213,18 +214,21 @@ impl Reconciliations {
         let Some((generation, desired, outcome)) = read else {
             return Ok(None);
         };
-        let outcome: Outcome = decode("outcome record", &outcome)?;
-        if outcome.generation != generation {
-            return Err(Error::Protocol {
-                script: "load.lua",
-                detail: format!(
-                    "access code {access_code_id}: the desired state is generation {generation} \
-                     but the outcome record is about generation {}",
-                    outcome.generation
-                ),
-            });
+        loaded(access_code_id, generation, &desired, &outcome).map(Some)
+    }
+
+    /// What [`load`](Self::load) would read, from the records the job's fetch
+    /// handed over (read at the instant of its lease, one round trip fewer);
+    /// `load` itself when there are none (missing or unreadable: it then
+    /// meets the error), or when they are about another access code. Only
+    /// for a run's first read: a later step reads again.
+    pub async fn load_fetched(&self, access_code_id: &str, info: &JobInfo) -> Result<Option<Loaded>> {
+        match &info.records {
+            Some(r) if info.id == access_code_id => {
+                loaded(access_code_id, r.generation, &r.desired, &r.outcome).map(Some)
+            }
+            _ => self.load(access_code_id).await,
         }
-        Ok(Some(Loaded { generation, desired: decode("desired state", &desired)?, outcome }))
     }
 
     /// Writes `outcome` if it is still about the newest generation and the
@@ -532,6 +536,23 @@ impl Reconciliations {
             .await?;
         Ok(())
     }
+}
+
+/// A desired state and its outcome record, decoded; the record must be about
+/// `generation`.
+fn loaded(access_code_id: &str, generation: u64, desired: &str, outcome: &str) -> Result<Loaded> {
+    let outcome: Outcome = decode("outcome record", outcome)?;
+    if outcome.generation != generation {
+        return Err(Error::Protocol {
+            script: "load.lua",
+            detail: format!(
+                "access code {access_code_id}: the desired state is generation {generation} \
+                 but the outcome record is about generation {}",
+                outcome.generation
+            ),
+        });
+    }
+    Ok(Loaded { generation, desired: decode("desired state", desired)?, outcome })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T> {

@@ -150,6 +150,8 @@ struct Run<'a> {
 struct Carried {
     desired: Option<(u64, DesiredState)>,
     written: Option<Outcome>,
+    /// The run has read the records once: the fetch's copy is spent.
+    read: bool,
 }
 
 impl Run<'_> {
@@ -174,20 +176,28 @@ impl Run<'_> {
 
     /// Fetch, plan, act: one step.
     async fn step(&self, job: &ReconcileJob) -> RunResult {
-        let carried = {
+        let (carried, first_read) = {
             let mut c = self.carried.lock().unwrap_or_else(|e| e.into_inner());
             let written = c.written.take();
-            match (&c.desired, written) {
+            let carried = match (&c.desired, written) {
                 (Some((generation, desired)), Some(outcome)) if outcome.generation == *generation => {
                     Some((desired.clone(), outcome))
                 }
                 _ => None,
-            }
+            };
+            (carried, !std::mem::replace(&mut c.read, true))
         };
         if let Some((desired, outcome)) = carried {
             return self.act(desired, outcome).await;
         }
-        let loaded = match self.r.store.load(&job.access_code_id).await {
+        // The first read is the records the fetch handed over with the job
+        // (read at the instant of the lease); a later step reads them again.
+        let loaded = if first_read {
+            self.r.store.load_fetched(&job.access_code_id, &self.info).await
+        } else {
+            self.r.store.load(&job.access_code_id).await
+        };
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             // A record that cannot be read will not become readable by trying
             // again: a dead letter with the reason at once (its outcome ends

@@ -9,7 +9,7 @@ use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
 use redis::Value;
 use serde::de::DeserializeOwned;
 
-use super::{Held, JobInfo, Lease, SettlingHook, Shared, now_ms, settle::Verdict};
+use super::{FetchedRecords, Held, JobInfo, Lease, SettlingHook, Shared, now_ms, settle::Verdict};
 use crate::{
     error::{Error, Result, error_chain},
     scripts::SCRIPTS,
@@ -23,6 +23,7 @@ struct Fetched {
     max_attempts: u32,
     enqueued_at_ms: u64,
     fence: u64,
+    records: Option<FetchedRecords>,
 }
 
 struct FetchReply {
@@ -41,17 +42,17 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-fn parse_fetch(reply: Value) -> Result<FetchReply> {
+fn parse_fetch(reply: Value, with_records: bool) -> Result<FetchReply> {
     let bad = |detail: &str| Error::Protocol { script: "fetch.lua", detail: detail.to_string() };
     let Value::Array(items) = reply else {
         return Err(bad("not an array"));
     };
-    const FIELDS: usize = 6;
-    if items.len() < 4 || (items.len() - 4) % FIELDS != 0 {
+    let fields = if with_records { 9 } else { 6 };
+    if items.len() < 4 || (items.len() - 4) % fields != 0 {
         return Err(bad("wrong length"));
     }
     let head: Vec<i64> = items[..4].iter().map(int).collect::<Option<_>>().ok_or_else(|| bad("header"))?;
-    let mut jobs = Vec::with_capacity((items.len() - 4) / FIELDS);
+    let mut jobs = Vec::with_capacity((items.len() - 4) / fields);
     let mut rest = items.into_iter().skip(4);
     while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq), Some(fence)) =
         (rest.next(), rest.next(), rest.next(), rest.next(), rest.next(), rest.next())
@@ -66,6 +67,7 @@ fn parse_fetch(reply: Value) -> Result<FetchReply> {
             max_attempts: int(&max).ok_or_else(|| bad("max_attempts"))? as u32,
             enqueued_at_ms: int(&enq).ok_or_else(|| bad("enqueued_at"))? as u64,
             fence: int(&fence).ok_or_else(|| bad("fence"))? as u64,
+            records: if with_records { records(&mut rest) } else { None },
         });
     }
     Ok(FetchReply {
@@ -74,6 +76,21 @@ fn parse_fetch(reply: Value) -> Result<FetchReply> {
         more: head[2] == 1,
         recovered: head[3] as u64,
         jobs,
+    })
+}
+
+/// A job's records after its six fields ([`FetchedRecords`]); none when the
+/// script found them missing or unreadable ('').
+fn records(rest: &mut impl Iterator<Item = Value>) -> Option<FetchedRecords> {
+    let (generation, desired, outcome) = (rest.next()?, rest.next()?, rest.next()?);
+    let text = |v: Value| match v {
+        Value::BulkString(b) if !b.is_empty() => String::from_utf8(b).ok(),
+        _ => None,
+    };
+    Some(FetchedRecords {
+        generation: int(&generation).and_then(|g| u64::try_from(g).ok())?,
+        desired: text(desired)?,
+        outcome: text(outcome)?,
     })
 }
 
@@ -90,9 +107,10 @@ impl Shared {
             .arg(self.opts.chunk)
             .arg(q.config.max_attempts)
             .arg(q.config.dead_letter_cap)
+            .arg(if q.with_records { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
-        let reply = parse_fetch(reply)?;
+        let reply = parse_fetch(reply, q.with_records)?;
         self.clock_offset_ms.store(reply.redis_now_ms as i64 - now_ms() as i64, Ordering::Relaxed);
         Ok(reply)
     }
@@ -159,6 +177,7 @@ impl Shared {
                         enqueued_at_ms: job.enqueued_at_ms,
                         lease: Lease { worker: self.identity.clone(), fence: job.fence, duration: self.opts.lease },
                         settling: SettlingHook(Arc::downgrade(self)),
+                        records: job.records.map(Arc::new),
                     };
                     tasks.push(
                         TaskBuilder::new(args)

@@ -112,6 +112,25 @@ pub struct JobInfo {
     pub lease: Lease,
     /// Tells the worker this run is about to settle its job itself.
     pub(crate) settling: SettlingHook,
+    /// A reconciliation's records, as its fetch read them.
+    pub(crate) records: Option<Arc<FetchedRecords>>,
+}
+
+/// An access code's newest desired state and outcome record, raw, read by
+/// the fetch that leased its job (`fetch.lua`, `read_records`), so the run
+/// need not read them again (`Reconciliations::load_fetched`).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct FetchedRecords {
+    pub generation: u64,
+    pub desired: String,
+    pub outcome: String,
+}
+
+impl fmt::Debug for FetchedRecords {
+    // (the desired state holds the guest's PIN)
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FetchedRecords").field("generation", &self.generation).finish_non_exhaustive()
+    }
 }
 
 impl JobInfo {
