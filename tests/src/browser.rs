@@ -89,15 +89,27 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.session));
+        self.try_call(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|(error, message)| panic!("WebDriver {method} {path}: {error}: {message}"))
+    }
+
+    /// A WebDriver command; its error (name, message) when it failed.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let answer: Value = request.send().await.expect("chromedriver answers").json().await.expect("JSON");
-        if let Some(error) = answer["value"]["error"].as_str() {
-            panic!("WebDriver {method} {path}: {error}: {}", answer["value"]["message"]);
+        match answer["value"]["error"].as_str() {
+            Some(error) => Err((error.to_string(), answer["value"]["message"].clone())),
+            None => Ok(answer["value"].clone()),
         }
-        answer["value"].clone()
     }
 
     /// Opens a URL and waits for it to load.
@@ -132,9 +144,20 @@ impl Browser {
     }
 
     /// The text a person sees in the element matching `css` ("" when none does).
+    /// An element a navigation replaced between finding and reading it (the
+    /// page after a click, or its refresh) is found again.
     pub async fn text(&self, css: &str) -> String {
-        let Some(e) = Box::pin(self.find(css)).await else { return String::new() };
-        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None).await.as_str().unwrap_or("").to_string()
+        for _ in 0..20 {
+            let Some(e) = Box::pin(self.find(css)).await else { return String::new() };
+            match self.try_call(reqwest::Method::GET, &format!("/element/{e}/text"), None).await {
+                Ok(text) => return text.as_str().unwrap_or("").to_string(),
+                Err((error, _)) if error == "stale element reference" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err((error, message)) => panic!("WebDriver text of {css:?}: {error}: {message}"),
+            }
+        }
+        panic!("{css:?} went stale 20 times in a row")
     }
 
     /// The text of the element matching `css` once it contains `needle`
