@@ -311,37 +311,9 @@ impl Run<'_> {
         }
     }
 
-    /// Follows the action attempt of the update sent. On the generation's
-    /// first look (no poll yet) the code itself is read first: `set` exactly
-    /// as desired, with no issue raised since the update, it is the truth
-    /// whatever the attempt says yet, and the reconciliation succeeds on one
-    /// request instead of two (a device that is quick is done here). Short of
-    /// that, the attempt is asked, for an error it may report before the code
-    /// does, and from then on only the attempt until it settles: a slow
-    /// device costs this one read more, once.
     async fn follow_attempt(&self, desired: &DesiredState, mut outcome: Outcome, id: &str) -> RunResult {
         if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
             return Ok(Next::wait(wait));
-        }
-        if !desired.absent && outcome.polls == 0 {
-            let device = desired.device_id.as_deref().or(outcome.device_id.as_deref());
-            // (a failure here is the attempt's to meet: it is asked next)
-            if let Ok(code) = self
-                .quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id))
-                .await
-                .and_then(|code| about(&desired.access_code_id, device, code))
-            {
-                let now = Utc::now();
-                if matches!(judge(desired, &code, self.window(&outcome), now), Verdict::Succeeded) {
-                    outcome.polls += 1;
-                    outcome.last_seen = Some(code);
-                    outcome.action_attempt_id = None;
-                    return self.succeeded(outcome, now).await;
-                }
-            }
-            if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
-                return Ok(Next::wait(wait));
-            }
         }
         match self.quick_retry(|| self.r.seam.get_action_attempt(id)).await {
             Err(e) => self.on_seam_error(e, outcome, OutcomeState::Failed).await,
@@ -420,7 +392,12 @@ impl Run<'_> {
         };
         let now = Utc::now();
         outcome.polls += 1;
-        let window = self.window(&outcome);
+        let window = Window {
+            applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
+            timeout: self.r.settings.verify_timeout,
+            reapplies: outcome.reapplies,
+            max_reapplies: self.r.settings.max_reapplies,
+        };
         let schedule = effective_schedule(&desired.schedule, &observed);
         let deadline = window.deadline(&schedule);
         outcome.verify_deadline = Some(deadline);
@@ -433,7 +410,12 @@ impl Run<'_> {
             outcome.finished_at = None;
         }
         match verdict {
-            Verdict::Succeeded => self.succeeded(outcome, now).await,
+            Verdict::Succeeded => {
+                let o = outcome.moved(OutcomeState::Succeeded, now);
+                // Watched from now on: resync looks for drift, and its end of stay.
+                let next = self.next_watch(&o);
+                self.finish_then(o, next).await
+            }
             Verdict::Failed { issues } => {
                 let error = issues_error(&observed, issues);
                 // Seam keeps retrying after some failures: look again while the window is open.
@@ -493,24 +475,6 @@ impl Run<'_> {
                 self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await
             }
         }
-    }
-
-    /// The verification window of the update recorded in `outcome`.
-    fn window(&self, outcome: &Outcome) -> Window {
-        Window {
-            applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
-            timeout: self.r.settings.verify_timeout,
-            reapplies: outcome.reapplies,
-            max_reapplies: self.r.settings.max_reapplies,
-        }
-    }
-
-    /// The code is on the lock as desired.
-    async fn succeeded(&self, outcome: Outcome, now: DateTime<Utc>) -> RunResult {
-        let o = outcome.moved(OutcomeState::Succeeded, now);
-        // Watched from now on: resync looks for drift, and its end of stay.
-        let next = self.next_watch(&o);
-        self.finish_then(o, next).await
     }
 
     /// The code is gone, as an absent desired state wants.
