@@ -3,8 +3,10 @@
 //! Their sources live in `lua/`; all but `push.lua` (which producers in other
 //! languages run as is) start with the shared prelude `lua/common.lua`, which
 //! also holds what several scripts share: the burial (`bury`, which ends a
-//! dead reconciliation's outcome record), the terminal outcome states and the
-//! event stream's cap.
+//! dead reconciliation's outcome record), the reading of a reconciliation's
+//! records (`read_records`, for `load.lua` and `fetch.lua`), the terminal
+//! outcome states and the event stream's cap. `lua/guard.lua` follows the
+//! prelude in every script that touches the job lists.
 
 use std::sync::LazyLock;
 
