@@ -55,12 +55,11 @@ local function key_type(k) return redis.call('TYPE', k).ok end
 -- check is guard.lua, which scripts.rs runs before the body of every script
 -- but the few that touch no list: it costs four calls). The counters, the
 -- worker registry, the event stream and the attention index can start over:
--- one of another type is set aside by the first script that uses it
--- (`rebuilt`, called before each use; renaming a key that exists cannot
--- fail, so this may come after other writes).
+-- one of another type is set aside by the first write that meets it
+-- (`rebuilt_call`).
 local JOB_LISTS = {{K_READY, 'list'}, {K_SCHED, 'zset'}, {K_LEASED, 'zset'}, {K_DEAD, 'zset'}}
-local REBUILT = {[K_STATS] = {'hash', 'stats'}, [K_WORKERS] = {'zset', 'workers'},
-  [base .. ':events'] = {'stream', 'events'}, [base .. ':attention'] = {'zset', 'attention'}}
+local REBUILT = {[K_STATS] = 'stats', [K_WORKERS] = 'workers', [base .. ':events'] = 'events',
+  [base .. ':attention'] = 'attention'}
 local function structure_error()
   for _, kt in ipairs(JOB_LISTS) do
     local kind = key_type(kt[1])
@@ -71,20 +70,44 @@ local function structure_error()
   end
   return nil
 end
-local rebuilt_checked = {}
-local function rebuilt(k)
-  if rebuilt_checked[k] then return end
-  rebuilt_checked[k] = true
-  local kind = key_type(k)
-  if kind ~= 'none' and kind ~= REBUILT[k][1] then redis.call('RENAME', k, aside_key(REBUILT[k][2], now)) end
+
+-- Whether a pcall's reply is Redis refusing a key of the wrong type (a write
+-- refused so has written nothing).
+local function wrong_type(r)
+  return type(r) == 'table' and type(r.err) == 'string' and r.err:find('^WRONGTYPE') ~= nil
+end
+
+-- Writes `cmd k ...` to a key that may start over: when `k` has another type
+-- (written by hand), `aside()` moves it out of the way and the write is made
+-- on a fresh key. One call where checking the type first would take two; a
+-- write refused for its type writes nothing, and moving a key that exists
+-- cannot fail, so this may come after the script's other writes. Any other
+-- error is raised as Redis gave it.
+local function write_or(aside, cmd, k, ...)
+  local r = redis.pcall(cmd, k, ...)
+  if wrong_type(r) then
+    aside()
+  elseif not (type(r) == 'table' and r.err) then
+    return r
+  end
+  return redis.call(cmd, k, ...)
+end
+
+-- write_or for the REBUILT keys: renamed aside, not counted (a counter or a
+-- registry that starts over is no code's record).
+local function rebuilt_call(cmd, k, ...)
+  return write_or(function() redis.call('RENAME', k, aside_key(REBUILT[k], now)) end, cmd, k, ...)
 end
 
 -- Adds n to a queue counter. A counter that is not a number (written by hand)
 -- starts over at n rather than failing the script.
 local function count(field, n)
-  rebuilt(K_STATS)
   local r = redis.pcall('HINCRBY', K_STATS, field, n)
-  if type(r) == 'table' and r.err then redis.call('HSET', K_STATS, field, n) end
+  if wrong_type(r) then
+    rebuilt_call('HINCRBY', K_STATS, field, n)
+  elseif type(r) == 'table' and r.err then
+    redis.call('HSET', K_STATS, field, n)
+  end
 end
 
 -- Moves a key latchkey cannot read out of the way, to `<base>:unreadable:<what>:<id>`
@@ -254,21 +277,17 @@ local HISTORY_CAP = 50
 -- A state change of access code `id`'s outcome: appended to the event stream
 -- and to the code's capped history (`entry`: the JSON of a history entry).
 local function note_change(id, generation, state, entry)
-  rebuilt(base .. ':events')
-  rebuilt(base .. ':attention')
-  redis.call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
+  rebuilt_call('XADD', base .. ':events', 'MAXLEN', '~', EVENTS_CAP, '*',
     'access_code_id', id, 'generation', generation, 'state', state)
   -- The codes that need a human (the console's list): in it while their
   -- newest generation ended failed, rejected or timed out.
   if NEEDS_HUMAN[state] then
-    redis.call('ZADD', base .. ':attention', now, id)
+    rebuilt_call('ZADD', base .. ':attention', now, id)
   else
-    redis.call('ZREM', base .. ':attention', id)
+    rebuilt_call('ZREM', base .. ':attention', id)
   end
   local K_HISTORY = base .. ':history:' .. id
-  local kind = key_type(K_HISTORY)
-  if kind ~= 'none' and kind ~= 'list' then set_aside(K_HISTORY, 'history', id) end
-  redis.call('LPUSH', K_HISTORY, entry)
+  write_or(function() set_aside(K_HISTORY, 'history', id) end, 'LPUSH', K_HISTORY, entry)
   redis.call('LTRIM', K_HISTORY, 0, HISTORY_CAP - 1)
 end
 

@@ -15,7 +15,6 @@ for _, id in ipairs(redis.call('ZRANGE', K_LEASED, 0, -1)) do
     n = n + 1
   end
 end
-rebuilt(K_WORKERS)
-redis.call('ZREM', K_WORKERS, worker)
+rebuilt_call('ZREM', K_WORKERS, worker)
 if n > 0 then redis.call('PUBLISH', K_WAKE, now) end
 return n

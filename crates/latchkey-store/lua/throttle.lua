@@ -16,8 +16,7 @@ local K_DEV = base .. ':rate:device:' .. device
 local K_KEY, K_SEQ = base .. ':rate:key', base .. ':rate:seq'
 -- Rate state of another type or value (written by hand) is set aside: the
 -- limits start over rather than fail every call.
--- (each key's type and value read once: this runs before every Seam call)
-if device ~= '' and not ({none = true, zset = true})[key_type(K_DEV)] then set_aside(K_DEV, 'rate', device) end
+-- (each key read once: this runs before every Seam call)
 -- A string's value, or false when the key is missing; a key of another type
 -- or a value `valid` refuses is set aside (counts as missing).
 local function readable(k, what, valid)
@@ -29,7 +28,7 @@ end
 local key_tat = interval > 0 and readable(K_KEY, 'key', tonumber)
 if device ~= '' then readable(K_SEQ, 'seq', is_int) end
 if device ~= '' then
-  redis.call('ZREMRANGEBYSCORE', K_DEV, '-inf', now - window)
+  write_or(function() set_aside(K_DEV, 'rate', device) end, 'ZREMRANGEBYSCORE', K_DEV, '-inf', now - window)
   if redis.call('ZCARD', K_DEV) >= limit then
     local oldest = redis.call('ZRANGE', K_DEV, 0, 0, 'WITHSCORES')
     wait = math.max(wait, tonumber(oldest[2]) + window - now)
