@@ -77,21 +77,31 @@ async fn a_producer_records_desired_states_and_reads_outcomes_over_http() {
     assert_eq!(o["state"], "succeeded", "{o}");
     assert!(app.seam.requests().iter().any(|r| r.path == "/access_codes/delete"));
 
-    // A batch: one result per item, an invalid item does not stop the others.
+    // A batch: one result per item, an invalid item does not stop the others,
+    // and a code that comes twice ends with its later item, as if sent alone.
     let other = app.seam.add_access_code(&d, SeedCode::default());
+    let twice = app.seam.add_access_code(&d, SeedCode::default());
     let batch = json!([
         {"access_code_id": other, "code": "8080"},
+        {"access_code_id": twice, "code": "1111"},
         {"access_code_id": "ac_bad", "code": "12"},
         {"access_code_id": "ac_typo", "cdoe": "1234"},
+        {"access_code_id": twice, "code": "2222"},
     ]);
     let (status, r) =
         c.send(Method::POST, "/v1/access-codes/batch", Some(TEST_WRITE_TOKEN), Some(batch.to_string())).await;
     assert_eq!(status, 200, "{r}");
     let results = r["results"].as_array().unwrap();
-    assert_eq!(results.len(), 3);
+    assert_eq!(results.len(), 5);
     assert_eq!(results[0]["generation"], 1, "{r}");
-    assert_eq!(results[1]["error"]["field"], "code", "{r}");
-    assert!(results[2]["error"]["rule"].as_str().unwrap().contains("cdoe"), "{r}");
+    assert_eq!((&results[1]["generation"], &results[4]["generation"]), (&json!(1), &json!(2)), "{r}");
+    assert_eq!(results[2]["error"]["field"], "code", "{r}");
+    assert!(results[3]["error"]["rule"].as_str().unwrap().contains("cdoe"), "{r}");
+    let (_, o) = c
+        .send(Method::GET, &format!("/v1/access-codes/{twice}?wait=20&generation=2"), Some(TEST_READ_TOKEN), None)
+        .await;
+    assert_eq!(o["state"], "succeeded", "{o}");
+    assert_eq!(app.seam.access_code(&twice).unwrap()["code"], "2222", "the later item is on the lock");
     assert!(app.store.outcome("ac_bad").await.unwrap().is_none(), "a refused item stores nothing");
     app.stop().await;
 }

@@ -532,17 +532,39 @@ async fn post_batch(State(api): State<Api>, body: axum::body::Bytes) -> Response
             &refused("body", &format!("at most {MAX_BATCH} desired states per batch, not {}", items.len())),
         );
     }
-    let mut results = Vec::with_capacity(items.len());
-    for item in items {
-        let result = match serde_json::from_value::<DesiredStateInput>(item) {
-            Err(e) => BatchResult::Refused(refused("body", &e.to_string())),
-            Ok(input) => match record(&api.store, input, None).await {
+    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
+    let mut pending = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match serde_json::from_value::<DesiredStateInput>(item) {
+            Err(e) => results.push(Some(BatchResult::Refused(refused("body", &e.to_string())))),
+            Ok(input) => {
+                results.push(None);
+                pending.push((i, input));
+            }
+        }
+    }
+    // The items are recorded together: their scripts go to Redis back to
+    // back on the one connection (a pipeline, not a round trip each), in
+    // item order. An access code that comes again waits for the wave
+    // before, so its later item is the newer generation, as if sent alone.
+    while !pending.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (wave, later): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(_, input)| seen.insert(input.access_code_id.clone()));
+        let recorded = futures::future::join_all(wave.into_iter().map(|(i, input)| {
+            let store = &api.store;
+            async move { (i, record(store, input, None).await) }
+        }))
+        .await;
+        for (i, r) in recorded {
+            results[i] = Some(match r {
                 Ok(accepted) => BatchResult::Accepted(accepted),
                 Err((_, e)) => BatchResult::Refused(e),
-            },
-        };
-        results.push(result);
+            });
+        }
+        pending = later;
     }
+    let results = results.into_iter().map(|r| r.expect("every item has its result")).collect();
     reply(StatusCode::OK, &BatchResults { results })
 }
 

@@ -459,11 +459,26 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         t.await??;
     }
     let per_s = puts as f64 / t.elapsed().as_secs_f64();
-    serve.stop().await;
     rows.push(Row::new(
         "9. PUT /v1/access-codes/{id}, 64 keep-alive clients",
         format!("{per_s:.0} PUTs/s"),
         json!({"scenario": "http_put", "puts": puts, "clients": clients, "per_s": per_s.round()}),
+    ));
+    // A check-in wave: batches of 1,000 desired states, one client.
+    let batches = (puts / 1000).max(1);
+    let t = Instant::now();
+    for b in 0..batches {
+        let items: Vec<Value> =
+            (0..1000).map(|i| json!({"access_code_id": format!("batch-{b}-{i}"), "code": "1234"})).collect();
+        let r = http.post(format!("{url}/batch")).bearer_auth(TOKEN).json(&items).send().await?;
+        anyhow::ensure!(r.status() == 200, "a batch was answered {}", r.status());
+    }
+    let per_s = (batches * 1000) as f64 / t.elapsed().as_secs_f64();
+    serve.stop().await;
+    rows.push(Row::new(
+        "9. POST /v1/access-codes/batch, 1,000 a request, one client",
+        format!("{per_s:.0} desired states/s"),
+        json!({"scenario": "http_batch", "batches": batches, "per_s": per_s.round()}),
     ));
 
     // Latency, HTTP against Redis, in one pipeline.

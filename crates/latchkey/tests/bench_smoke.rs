@@ -31,6 +31,7 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "webhooks_reads",
         "webhooks_latency",
         "http_put",
+        "http_batch",
         "http_latency",
         "http_put_latency",
         "http_latency_added",
