@@ -57,14 +57,15 @@ local function key_type(k) return redis.call('TYPE', k).ok end
 -- worker registry, the event stream and the attention index can start over:
 -- one of another type is set aside by the first write that meets it
 -- (`rebuilt_call`).
-local JOB_LISTS = {{K_READY, 'list'}, {K_SCHED, 'zset'}, {K_LEASED, 'zset'}, {K_DEAD, 'zset'}}
+local JOB_LISTS = {[K_READY] = 'list', [K_SCHED] = 'zset', [K_LEASED] = 'zset', [K_DEAD] = 'zset'}
 local REBUILT = {[K_STATS] = 'stats', [K_WORKERS] = 'workers', [base .. ':events'] = 'events',
   [base .. ':attention'] = 'attention'}
-local function structure_error()
-  for _, kt in ipairs(JOB_LISTS) do
-    local kind = key_type(kt[1])
-    if kind ~= 'none' and kind ~= kt[2] then
-      return redis.error_reply('UNREADABLE ' .. kt[1] .. ' is a ' .. kind .. ', not a ' .. kt[2]
+-- The error for the first of `lists` (job lists) of the wrong type, or nil.
+local function structure_error(lists)
+  for _, k in ipairs(lists) do
+    local kind = key_type(k)
+    if kind ~= 'none' and kind ~= JOB_LISTS[k] then
+      return redis.error_reply('UNREADABLE ' .. k .. ' is a ' .. kind .. ', not a ' .. JOB_LISTS[k]
         .. ': a queue key was written by something other than latchkey; rename it to look at it, then delete it')
     end
   end
@@ -193,13 +194,17 @@ local function read_records(id)
   local function unreadable_reply(k, why)
     return redis.error_reply('UNREADABLE ' .. k .. ' ' .. why .. '; enqueue the access code again to start it afresh')
   end
-  local dk, ok = key_type(K_DESIRED), key_type(K_OUTCOME)
-  if dk == 'none' or ok == 'none' then return false end
-  if dk ~= 'hash' then return unreadable_reply(K_DESIRED, 'is a ' .. dk .. ', not a hash') end
-  if ok ~= 'string' then return unreadable_reply(K_OUTCOME, 'is a ' .. ok .. ', not a string') end
-  for _, k in ipairs({{K_DESIRED, redis.call('HSTRLEN', K_DESIRED, 'state')}, {K_OUTCOME, redis.call('STRLEN', K_OUTCOME)}}) do
+  -- The sizes first (a key of another type refuses them; a missing key or
+  -- field is 0): nothing over the cap is read into the script.
+  local sizes = {{K_DESIRED, redis.pcall('HSTRLEN', K_DESIRED, 'state'), 'hash'},
+    {K_OUTCOME, redis.pcall('STRLEN', K_OUTCOME), 'string'}}
+  for _, k in ipairs(sizes) do
+    if type(k[2]) ~= 'number' then return unreadable_reply(k[1], 'is a ' .. key_type(k[1]) .. ', not a ' .. k[3]) end
     if k[2] > MAX_RECORD then return unreadable_reply(k[1], 'is ' .. k[2] .. ' bytes, over the cap of ' .. MAX_RECORD) end
   end
+  -- (an outcome record that exists but is empty is unreadable, not missing:
+  -- the run meets the decoding error)
+  if sizes[2][2] == 0 and redis.call('EXISTS', K_OUTCOME) == 0 then return false end
   local desired = redis.call('HMGET', K_DESIRED, 'generation', 'state')
   if not (desired[1] and desired[2]) then return false end
   if not is_int(desired[1]) then return unreadable_reply(K_DESIRED, 'has a generation that is not an integer: ' .. excerpt(desired[1])) end
@@ -233,29 +238,33 @@ end
 -- script as the run's last record.
 local function put_back(id, jk, run_at, err, defer)
   redis.call('ZREM', K_LEASED, id)
-  redis.call('HDEL', jk, 'lease')
+  -- (the job's fields written in one HSET and one HDEL)
+  local set, del = {}, {'lease'}
   local counter = 'retried'
   if err == '' then
     counter = 'requeued'
     if defer then
       -- (held: the record is a hash; its attempts were counted by a fetch)
       local attempts = tonumber(redis.call('HGET', jk, 'attempts')) or 1
-      redis.call('HSET', jk, 'attempts', math.max(attempts - 1, 0))
+      set = {'attempts', math.max(attempts - 1, 0)}
       counter = 'deferred'
     else
-      redis.call('HSET', jk, 'attempts', 0)
-      redis.call('HDEL', jk, 'error')
+      set = {'attempts', 0}
+      del[#del + 1] = 'error'
     end
+  else
+    set = {'error', err}
   end
   if run_at <= now then
-    redis.call('HSET', jk, 'state', 'ready')
+    set[#set + 1], set[#set + 2] = 'state', 'ready'
     redis.call('LPUSH', K_READY, id)
     run_at = now
   else
-    redis.call('HSET', jk, 'state', 'scheduled', 'run_at', run_at)
+    set[#set + 1], set[#set + 2], set[#set + 3], set[#set + 4] = 'state', 'scheduled', 'run_at', run_at
     redis.call('ZADD', K_SCHED, run_at, id)
   end
-  if err ~= '' then redis.call('HSET', jk, 'error', err) end
+  redis.call('HSET', jk, unpack(set))
+  redis.call('HDEL', jk, unpack(del))
   count(counter, 1)
   redis.call('PUBLISH', K_WAKE, run_at)
 end

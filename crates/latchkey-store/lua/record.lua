@@ -28,6 +28,10 @@ if continue_at ~= '' then
   continue_at = tonumber(continue_at)
   if not continue_at then return redis.error_reply('record.lua: continue_at must be a number') end
 end
+-- (the job lists this script touches, checked before anything is written:
+-- the leased set, and with continue_at the lists a job is put back on)
+local broken = structure_error(continue_at == '' and {K_LEASED} or {K_LEASED, K_READY, K_SCHED})
+if broken then return broken end
 local K_DESIRED = base .. ':desired:' .. id
 local K_OUTCOME = base .. ':outcome:' .. id
 -- (read with pcall: a key of another type, written by hand, is nobody's)
