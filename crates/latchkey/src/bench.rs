@@ -443,14 +443,7 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         let (http, url) = (http.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             for i in (c..puts).step_by(clients) {
-                let r = http
-                    .put(format!("{url}/put-{i}"))
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .body(r#"{"code":"1234"}"#)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status() == 202, "PUT answered {}", r.status());
+                put(&http, &format!("{url}/put-{i}"), TOKEN, "1234").await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -507,14 +500,7 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
                 let (http, store, url, id) = (http.clone(), p.store.clone(), url.clone(), id(i));
                 async move {
                     if route == "http" {
-                        let r = http
-                            .put(format!("{url}/{id}"))
-                            .bearer_auth(TOKEN)
-                            .header("content-type", "application/json")
-                            .body(r#"{"code":"4321"}"#)
-                            .send()
-                            .await?;
-                        anyhow::ensure!(r.status() == 202, "a PUT was answered {}", r.status());
+                        put(&http, &format!("{url}/{id}"), TOKEN, "4321").await?;
                     } else {
                         store.enqueue(serde_json::from_value(json!({"access_code_id": id, "code": "4321"}))?).await?;
                     }
@@ -628,6 +614,14 @@ async fn scenario_webhooks(redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>
         ));
     }
     Ok(rows)
+}
+
+/// `PUT`s a desired state with the PIN `pin` to `url` (an access code's
+/// address on the HTTP API); it must be accepted.
+async fn put(http: &reqwest::Client, url: &str, token: &str, pin: &str) -> anyhow::Result<()> {
+    let r = http.put(url).bearer_auth(token).json(&json!({ "code": pin })).send().await?;
+    anyhow::ensure!(r.status() == 202, "a PUT was answered {}", r.status());
+    Ok(())
 }
 
 /// Starts `send(i)` for each i below `n` at `rate` per second on `on`, open
