@@ -11,7 +11,7 @@ use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
 use latchkey_store::{Change, JobInfo, Lease, QueueConfig, Reconciliations, Recorded, Redis, RedisConfig, Waited};
 use latchkey_tests::{
     RedisServer, unique,
-    worker::{spawn_probe_worker, test_options},
+    worker::{WorkerHandle, spawn_probe_worker, test_options},
 };
 use redis::AsyncCommands;
 
@@ -148,19 +148,14 @@ async fn a_desired_state_recorded_during_a_run_makes_the_job_run_again() {
         .backend(r.queue().backend::<serde_json::Value>(WorkerOptions::default()))
         .data(seen.clone())
         .build(handle);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-        Ok::<(), WorkerError>(())
-    }));
+    let running = WorkerHandle::spawn(|stopped| worker.run_until(stopped));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while seen.generations.lock().unwrap().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "generation 2 never ran: {:?}", seen.generations.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(*seen.generations.lock().unwrap(), [1, 2]);
-    let _ = tx.send(());
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -274,14 +269,9 @@ async fn a_reconcile_job_that_runs_out_of_attempts_ends_its_outcome_failed_gave_
         .backend(r.queue().backend::<serde_json::Value>(WorkerOptions { identity: "w-dies".into(), ..test_options() }))
         .data(r.clone())
         .build(verify_then_fail);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-        Ok::<(), WorkerError>(())
-    }));
+    let running = WorkerHandle::spawn(|stopped| worker.run_until(stopped));
     wait_for_counter(r.queue(), "dead", 1).await;
-    let _ = tx.send(());
-    running.await.unwrap().unwrap();
+    running.stop().await;
 
     let o = assert_ended_by_burial(&redis.url(), &r, "ac1", 1).await;
     assert!(o.error.unwrap().message.ends_with("attempt 1 of 1 failed: Seam kept timing out"));
@@ -455,15 +445,10 @@ async fn a_last_record_that_puts_its_job_back_settles_it_in_the_same_script_unle
         .backend(r.queue().backend::<serde_json::Value>(WorkerOptions { identity: "w-cont".into(), ..test_options() }))
         .data(r.clone())
         .build(record_and_continue);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-        Ok::<(), WorkerError>(())
-    }));
+    let running = WorkerHandle::spawn(|stopped| worker.run_until(stopped));
     // ac2's newer generation runs and is acknowledged; ac1 waits its minute.
     wait_for_counter(r.queue(), "completed", 1).await;
-    let _ = tx.send(());
-    running.await.unwrap().unwrap();
+    running.stop().await;
 
     let ac1 = r.queue().job("ac1").await.unwrap().unwrap();
     assert_eq!((ac1.state.as_str(), ac1.attempts, ac1.lease.as_deref()), ("scheduled", 0, None), "{ac1:?}");

@@ -161,7 +161,24 @@ pub struct WorkerHandle {
     join: tokio::task::JoinHandle<Result<(), WorkerError>>,
 }
 
+/// The signal a worker's `run_until` waits for: [`WorkerHandle::stop`].
+pub type StopSignal = futures::future::BoxFuture<'static, Result<(), WorkerError>>;
+
 impl WorkerHandle {
+    /// Runs a worker on a task until [`WorkerHandle::stop`]; `run` gets the
+    /// stop signal: `WorkerHandle::spawn(|stopped| worker.run_until(stopped))`.
+    pub fn spawn<Fut>(run: impl FnOnce(StopSignal) -> Fut) -> Self
+    where
+        Fut: std::future::Future<Output = Result<(), WorkerError>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(run(Box::pin(async move {
+            let _ = rx.await;
+            Ok(())
+        })));
+        WorkerHandle { stop: Some(tx), join }
+    }
+
     /// Whether the worker is still running (it did not die on an error).
     pub fn is_running(&self) -> bool {
         !self.join.is_finished()
@@ -186,12 +203,7 @@ pub fn spawn_probe_worker(queue: &Queue, opts: WorkerOptions, concurrency: usize
         .data(runs.clone())
         .concurrency(concurrency)
         .build(probe_handler);
-    let (tx, rx) = oneshot::channel::<()>();
-    let join = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-        Ok::<(), WorkerError>(())
-    }));
-    WorkerHandle { stop: Some(tx), join }
+    WorkerHandle::spawn(|stopped| worker.run_until(stopped))
 }
 
 /// Worker options for tests: defaults, with a short idle poll only where a test asks.

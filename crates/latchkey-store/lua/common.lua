@@ -161,18 +161,18 @@ end
 -- missing): it must be a hash, its counters integers and its payload at most
 -- MAX_PAYLOAD bytes. The second value says whether the record exists (so a
 -- caller need not ask again). Read-only.
-local JOB_CHECKED = {'attempts', 'fence', 'max_attempts', 'enqueued_at', 'state'}
 local function unreadable(id)
   if not valid_id(id) then return 'its id is not 1 to 200 bytes of UTF-8 without control characters or spaces', true end
   local jk = job_key(id)
   local kind = key_type(jk)
   if kind == 'none' then return nil, false end
   if kind ~= 'hash' then return 'the job record is a ' .. kind .. ', not a hash', true end
-  local f = redis.call('HMGET', jk, unpack(JOB_CHECKED))
+  -- (the state, then the integers: one HMGET)
+  local f = redis.call('HMGET', jk, 'state', unpack(JOB_INTS))
   for i, name in ipairs(JOB_INTS) do
-    if f[i] and not is_int(f[i]) then return 'its ' .. name .. ' is not an integer: ' .. excerpt(f[i]), true end
+    if f[i + 1] and not is_int(f[i + 1]) then return 'its ' .. name .. ' is not an integer: ' .. excerpt(f[i + 1]), true end
   end
-  local state = f[#JOB_CHECKED]
+  local state = f[1]
   if state and not JOB_STATES[state] then
     return 'its state is not one of ready, scheduled, leased, dead, done: ' .. excerpt(state), true
   end
