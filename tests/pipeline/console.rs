@@ -25,8 +25,8 @@ async fn dead_letter(app: &mut TestApp) -> String {
     let d = device(app, 50);
     let id = app.seam.add_access_code(&d, SeedCode::default());
     app.store.enqueue(want(json!({"access_code_id": id, "code": "9753"}))).await.unwrap();
-    let base = app.store.queue().keys().base().to_string();
-    let _: () = raw(app).await.hset(format!("{base}:job:{id}"), "attempts", "abc").await.unwrap();
+    let job = app.store.queue().keys_of(&id).job(&id);
+    let _: () = raw(app).await.hset(job, "attempts", "abc").await.unwrap();
     app.start_worker();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !app.store.queue().dead_letters(10).await.unwrap().iter().any(|d| d.id == id) {

@@ -121,7 +121,7 @@ async fn an_absurd_retry_after_holds_a_device_at_most_fifteen_minutes() {
     // The job waits for the clamped hold, not for centuries, and the device
     // hold did not fail (it would have been retried at once, over and over).
     let mut conn = raw(&app).await;
-    let key = format!("{}:scheduled", app.store.queue().keys().base());
+    let key = app.store.queue().keys_of(&held).scheduled();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let run_at = loop {
         let at: Option<f64> = redis::cmd("ZSCORE").arg(&key).arg(&held).query_async(&mut conn).await.unwrap();

@@ -93,7 +93,7 @@ async fn only_a_good_delivery_changes_anything_and_only_once() {
     let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": "6200"}))).await.unwrap();
     assert_eq!(finished(&app, &id, generation, Duration::from_secs(20)).await.state, OutcomeState::Succeeded);
     // The code is watched now: its job waits hours for its next resync look.
-    let sched = format!("{}:scheduled", app.store.queue().keys().base());
+    let sched = app.store.queue().keys_of(&id).scheduled();
     let mut r = raw(&app).await;
     let waiting = |r: &mut redis::aio::MultiplexedConnection| {
         let (sched, id) = (sched.clone(), id.clone());
@@ -144,7 +144,7 @@ async fn only_a_good_delivery_changes_anything_and_only_once() {
 
     // An event about a code latchkey does not manage is dropped: nothing is created.
     assert_eq!(deliver(&app, "msg_unknown", now, Some(TEST_WEBHOOK_SECRET), &event("evt_2", "ac_not_ours")).await, 204);
-    let keys: Vec<String> = r.keys(format!("{}:*ac_not_ours*", app.store.queue().keys().base())).await.unwrap();
+    let keys: Vec<String> = r.keys(format!("{}:*ac_not_ours*", app.prefix)).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     app.stop().await;
 }
@@ -228,6 +228,7 @@ async fn serve_has_its_own_probes_and_counts_deliveries() {
         http_addr: ops.clone(),
         redis: latchkey_worker::RedisArgs::url(app.redis_url.clone()),
         prefix: "serve-probes".into(),
+        partitions: latchkey_store::DEFAULT_PARTITIONS,
         webhook_secret: Some(TEST_WEBHOOK_SECRET.into()),
         webhook_secret_file: None,
         api_tokens_file: None,

@@ -21,7 +21,7 @@ async fn the_queue_works_on_a_three_node_redis_cluster() {
     let mut queues = Vec::new();
     for draw in 0..200 {
         let q = queue(&url, &format!("q{draw}"), QueueConfig { max_attempts: 2, ..QueueConfig::default() }).await;
-        let slot = cluster.nodes()[0].cli(&["cluster", "keyslot", q.keys().base()]);
+        let slot = cluster.nodes()[0].cli(&["cluster", "keyslot", q.home().base()]);
         if nodes.insert(slot.trim().parse::<u16>().unwrap() / 5462) {
             queues.push(q);
         }

@@ -34,7 +34,7 @@ fn spawn_worker_process(url: &str, q: &Queue, pod: &str, sleep_ms: u64) -> (Chil
 }
 
 async fn events(url: &str, q: &Queue, which: &str) -> Vec<Value> {
-    let lines: Vec<String> = raw(url).await.lrange(format!("{}:test:{which}", q.keys().base()), 0, -1).await.unwrap();
+    let lines: Vec<String> = raw(url).await.lrange(format!("{}:test:{which}", q.home().base()), 0, -1).await.unwrap();
     lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 

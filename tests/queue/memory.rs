@@ -12,7 +12,7 @@ use crate::{queue, raw, wait_for_counter};
 async fn keys_of(url: &str, q: &Queue) -> BTreeSet<String> {
     let mut conn = raw(url).await;
     let mut keys = BTreeSet::new();
-    let mut iter: redis::AsyncIter<String> = conn.scan_match(format!("{}:*", q.keys().base())).await.unwrap();
+    let mut iter: redis::AsyncIter<String> = conn.scan_match(format!("{}:*", q.home().base())).await.unwrap();
     while let Some(k) = futures::StreamExt::next(&mut iter).await {
         keys.insert(k.unwrap());
     }
@@ -33,7 +33,7 @@ async fn finished_jobs_leave_nothing_behind() {
     .unwrap();
     wait_for_counter(&q, "completed", 500).await;
     w.stop().await;
-    let expected: BTreeSet<String> = [q.keys().stats()].into();
+    let expected: BTreeSet<String> = [q.home().stats()].into();
     assert_eq!(keys_of(&redis.url(), &q).await, expected, "only the counters remain (the worker deregistered)");
 }
 
@@ -54,7 +54,7 @@ async fn kept_finished_jobs_expire() {
     wait_for_counter(&q, "completed", 10).await;
     let mut conn = raw(&redis.url()).await;
     for id in &ids {
-        let ttl: i64 = conn.pttl(q.keys().job(id)).await.unwrap();
+        let ttl: i64 = conn.pttl(q.home().job(id)).await.unwrap();
         assert!(ttl > 0 && ttl <= keep.as_millis() as i64, "job {id} ttl {ttl}");
         assert_eq!(q.job(id).await.unwrap().unwrap().state, "done");
     }

@@ -25,7 +25,7 @@ async fn an_idle_worker_starts_jobs_from_another_process_within_50ms_p99() {
     let redis = RedisServer::start();
     let url = redis.url();
     let q = queue(&url, "pickup", QueueConfig::default()).await;
-    let base = q.keys().base().to_string();
+    let base = q.home().base().to_string();
     let runs = Runs::default();
     let worker = spawn_probe_worker(&q, test_options(), 64, &runs);
     tokio::time::sleep(Duration::from_millis(300)).await; // idle, waiting

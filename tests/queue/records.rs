@@ -19,7 +19,7 @@ use crate::{raw, wait_for_counter};
 
 async fn store(url: &str) -> Reconciliations {
     let redis = Redis::connect(&RedisConfig::new(url)).await.unwrap();
-    Reconciliations::new(redis, QueueConfig { prefix: unique("lk"), ..QueueConfig::default() }).unwrap()
+    Reconciliations::open(redis, QueueConfig { prefix: unique("lk"), ..QueueConfig::default() }).await.unwrap()
 }
 
 fn want(json: &str) -> DesiredStateInput {
@@ -27,7 +27,7 @@ fn want(json: &str) -> DesiredStateInput {
 }
 
 async fn stream(url: &str, r: &Reconciliations) -> Vec<(String, u64, String)> {
-    let reply: redis::streams::StreamRangeReply = raw(url).await.xrange_all(r.queue().keys().events()).await.unwrap();
+    let reply: redis::streams::StreamRangeReply = raw(url).await.xrange_all(r.queue().home().events()).await.unwrap();
     reply
         .ids
         .iter()
@@ -82,13 +82,13 @@ async fn outcome_writes_are_refused_for_an_older_generation_a_lost_lease_or_a_st
     r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap();
     // Lease the job to "w1" (fence 1) behind the queue's back: this test is about the scripts.
     let mut conn = raw(&redis.url()).await;
-    let job = r.queue().keys().job("ac1");
+    let job = r.queue().home().job("ac1");
     let _: () = conn.hset_multiple(&job, &[("lease", "w1"), ("fence", "1")]).await.unwrap();
-    let _: () = conn.zadd(r.queue().keys().leased(), "ac1", 1).await.unwrap();
+    let _: () = conn.zadd(r.queue().home().leased(), "ac1", 1).await.unwrap();
 
     let applying = Outcome::pending("ac1", 1, Utc::now()).moved(OutcomeState::Applying, Utc::now());
     assert_eq!(r.record(&applying, &lease("w1", 1)).await.unwrap(), Recorded::Written);
-    let expiry: f64 = conn.zscore(r.queue().keys().leased(), "ac1").await.unwrap();
+    let expiry: f64 = conn.zscore(r.queue().home().leased(), "ac1").await.unwrap();
     assert!(expiry > 1.0, "a write renews the lease");
     assert_eq!(r.record(&applying, &lease("w2", 1)).await.unwrap(), Recorded::LeaseLost);
     // The same worker fetched the job again (its lease had expired): the
@@ -164,9 +164,12 @@ async fn the_device_limit_is_an_exact_sliding_window_shared_by_every_handle() {
     let redis = RedisServer::start();
     let a = store(&redis.url()).await;
     // A second handle on its own connection: what another worker process would have.
-    let b =
-        Reconciliations::new(Redis::connect(&RedisConfig::new(redis.url())).await.unwrap(), a.queue().config().clone())
-            .unwrap();
+    let b = Reconciliations::open(
+        Redis::connect(&RedisConfig::new(redis.url())).await.unwrap(),
+        a.queue().config().clone(),
+    )
+    .await
+    .unwrap();
     let limits = Limits { device_limit: 3, device_window: Duration::from_millis(800), ..Limits::default() };
     assert_eq!(a.admit(Some((Change::Update, "d1")), &limits).await.unwrap(), None);
     assert_eq!(b.admit(Some((Change::Update, "d1")), &limits).await.unwrap(), None);
@@ -205,7 +208,9 @@ async fn the_key_budget_allows_its_burst_then_paces_and_a_429_holds_the_device()
 /// A store whose queue has this attempt budget.
 async fn store_with_attempts(url: &str, max_attempts: u32) -> Reconciliations {
     let redis = Redis::connect(&RedisConfig::new(url)).await.unwrap();
-    Reconciliations::new(redis, QueueConfig { prefix: unique("lk"), max_attempts, ..QueueConfig::default() }).unwrap()
+    Reconciliations::open(redis, QueueConfig { prefix: unique("lk"), max_attempts, ..QueueConfig::default() })
+        .await
+        .unwrap()
 }
 
 /// An access code as Seam reports it while it is being set: no errors, no
@@ -288,7 +293,7 @@ async fn a_lease_that_expires_on_the_last_attempt_ends_the_outcome_failed_too() 
     r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap();
     // A worker "ghost" took the job on its last attempt, recorded `applying`,
     // and died: its lease ran out long ago. Set up behind the queue's back.
-    let keys = r.queue().keys();
+    let keys = r.queue().home();
     let mut conn = raw(&url).await;
     let _: () = conn.lrem(keys.ready(), 0, "ac1").await.unwrap();
     let _: () = conn
@@ -316,7 +321,7 @@ async fn a_burial_leaves_finished_other_generation_and_unreadable_records_alone(
     for id in ["live", "done", "older", "garbage"] {
         r.enqueue(want(&format!(r#"{{"access_code_id":"{id}","code":"1234"}}"#))).await.unwrap();
     }
-    let keys = r.queue().keys();
+    let keys = r.queue().home();
     let mut conn = raw(&url).await;
     let succeeded = Outcome::pending("done", 1, Utc::now()).moved(OutcomeState::Succeeded, Utc::now());
     let _: () = conn.set(keys.outcome("done"), serde_json::to_string(&succeeded).unwrap()).await.unwrap();
@@ -351,7 +356,7 @@ async fn load_refuses_an_outcome_record_of_another_generation_naming_both() {
     let stale = Outcome::pending("ac1", 1, Utc::now());
     let _: () = raw(&redis.url())
         .await
-        .set(r.queue().keys().outcome("ac1"), serde_json::to_string(&stale).unwrap())
+        .set(r.queue().home().outcome("ac1"), serde_json::to_string(&stale).unwrap())
         .await
         .unwrap();
     let err = r.load("ac1").await.unwrap_err().to_string();
@@ -368,7 +373,7 @@ async fn a_new_desired_state_replaces_an_unreadable_outcome_record_whole() {
     let redis = RedisServer::start();
     let r = store(&redis.url()).await;
     r.enqueue(want(r#"{"access_code_id":"ac1","code":"1234"}"#)).await.unwrap();
-    let _: () = raw(&redis.url()).await.set(r.queue().keys().outcome("ac1"), "{not json").await.unwrap();
+    let _: () = raw(&redis.url()).await.set(r.queue().home().outcome("ac1"), "{not json").await.unwrap();
     assert_eq!(r.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#)).await.unwrap(), 2);
     let loaded = r.load("ac1").await.unwrap().unwrap();
     assert_eq!((loaded.generation, loaded.outcome.generation, loaded.outcome.state), (2, 2, OutcomeState::Pending));
@@ -452,7 +457,7 @@ async fn a_last_record_that_puts_its_job_back_settles_it_in_the_same_script_unle
 
     let ac1 = r.queue().job("ac1").await.unwrap().unwrap();
     assert_eq!((ac1.state.as_str(), ac1.attempts, ac1.lease.as_deref()), ("scheduled", 0, None), "{ac1:?}");
-    let run_at: u64 = raw(&url).await.hget(r.queue().keys().job("ac1"), "run_at").await.unwrap();
+    let run_at: u64 = raw(&url).await.hget(r.queue().home().job("ac1"), "run_at").await.unwrap();
     assert!(run_at > Utc::now().timestamp_millis() as u64 + 50_000, "put back for its minute: {run_at}");
     assert_eq!(r.outcome("ac1").await.unwrap().unwrap().state, OutcomeState::Verifying);
     let depth = r.queue().depth().await.unwrap();

@@ -28,7 +28,7 @@ fn cli_push(url: &str, base: &str, args: &[&str]) -> String {
 async fn a_job_pushed_with_redis_cli_runs_in_the_rust_worker() {
     let redis = RedisServer::start();
     let q = queue(&redis.url(), "wire", QueueConfig::default()).await;
-    let base = q.keys().base().to_string();
+    let base = q.home().base().to_string();
 
     assert_eq!(cli_push(&redis.url(), &base, &["4", "from-cli-1", r#"{"n":7}"#, "0", "0"]), "1");
     assert_eq!(cli_push(&redis.url(), &base, &["4", "from-cli-1", r#"{"n":8}"#, "0", "0"]), "0", "same id: duplicate");

@@ -73,6 +73,9 @@ pub struct AppOptions {
     pub poll_base: Duration,
     /// How often a worker catches up from Seam's `/events/list` (zero: never).
     pub events_catch_up: Duration,
+    /// Partitions of the reconcile queue (the deployment's default unless a
+    /// test asks for another).
+    pub partitions: u32,
 }
 
 impl Default for AppOptions {
@@ -100,6 +103,7 @@ impl Default for AppOptions {
             poll_cap: Duration::from_millis(400),
             poll_base: Duration::from_millis(50),
             events_catch_up: Duration::ZERO,
+            partitions: latchkey_store::DEFAULT_PARTITIONS,
         }
     }
 }
@@ -116,7 +120,8 @@ pub struct TestApp {
     pub proxy: Option<crate::proxy::Proxy>,
     /// Producer/caller view of the records.
     pub store: Reconciliations,
-    prefix: String,
+    /// The key prefix of this app's Redis keys.
+    pub prefix: String,
     options: AppOptions,
     workers: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     /// The ops listener (`/livez`, `/readyz`, `/metrics`) of each started
@@ -170,7 +175,12 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     .expect("start the Seam simulator");
     let prefix = crate::unique("lk");
     let conn = Redis::connect(&RedisConfig::new(&redis_url)).await.expect("connect");
-    let store = Reconciliations::new(conn, QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() }).unwrap();
+    let store = Reconciliations::open(
+        conn,
+        QueueConfig { prefix: prefix.clone(), partitions: options.partitions, ..QueueConfig::default() },
+    )
+    .await
+    .unwrap();
     let proxy = if options.through_proxy {
         Some(crate::proxy::Proxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap()).await)
     } else {
@@ -182,6 +192,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
             http_addr: "off".into(),
             redis: RedisArgs::url(redis_url.clone()),
             prefix: prefix.clone(),
+            partitions: options.partitions,
             webhook_secret: options.webhooks.then(|| TEST_WEBHOOK_SECRET.into()),
             webhook_secret_file: None,
             api_tokens_file: tokens_file.as_ref().map(|f| f.path().to_path_buf()),
@@ -230,6 +241,7 @@ impl TestApp {
             seam_api_key_file: None,
             concurrency: 32,
             prefix: self.prefix.clone(),
+            partitions: self.options.partitions,
             verify_timeout_secs: self.options.verify_timeout.as_secs().max(1),
             poll_base_ms: self.options.poll_base.as_millis() as u64,
             poll_cap_ms: self.options.poll_cap.as_millis() as u64,
@@ -262,6 +274,7 @@ impl TestApp {
             ("SEAM_ENDPOINT", a.seam_endpoint),
             ("SEAM_API_KEY", TEST_SEAM_KEY.to_string()),
             ("LATCHKEY_PREFIX", a.prefix),
+            ("LATCHKEY_PARTITIONS", a.partitions.to_string()),
             ("LATCHKEY_CONCURRENCY", a.concurrency.to_string()),
             ("LATCHKEY_VERIFY_TIMEOUT_SECS", a.verify_timeout_secs.to_string()),
             ("LATCHKEY_POLL_BASE_MS", a.poll_base_ms.to_string()),

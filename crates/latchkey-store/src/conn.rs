@@ -170,7 +170,9 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-type Subscribers = Arc<Mutex<HashMap<String, Vec<Weak<Wake>>>>>;
+/// Per channel: the wake-ups it feeds, each with the partition it is about.
+type Subscribers = Arc<Mutex<Channels>>;
+type Channels = HashMap<String, Vec<(Weak<Wake>, usize)>>;
 
 /// The process's Redis handle: connection plus wake-up routing.
 #[derive(Clone)]
@@ -268,13 +270,14 @@ impl Redis {
             .ok_or_else(|| Error::Protocol { script: "INFO memory", detail: "no used_memory line".into() })
     }
 
-    /// Routes wake-up messages of `channel` to `wake` for as long as it lives.
-    pub(crate) async fn subscribe(&self, channel: &str, wake: &Arc<Wake>) -> Result<()> {
+    /// Routes wake-up messages of `channel` to `wake`'s `partition` for as
+    /// long as `wake` lives.
+    pub(crate) async fn subscribe(&self, channel: &str, wake: &Arc<Wake>, partition: usize) -> Result<()> {
         let first = {
             let mut subs = self.subscribers.lock().expect("subscribers lock");
             let list = subs.entry(channel.to_string()).or_default();
-            list.retain(|w| w.strong_count() > 0);
-            list.push(Arc::downgrade(wake));
+            list.retain(|(w, _)| w.strong_count() > 0);
+            list.push((Arc::downgrade(wake), partition));
             list.len() == 1
         };
         if first {
@@ -289,7 +292,7 @@ impl Redis {
 
 async fn route_pushes(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
-    subscribers: Weak<Mutex<HashMap<String, Vec<Weak<Wake>>>>>,
+    subscribers: Weak<Mutex<Channels>>,
 ) {
     while let Some(push) = rx.recv().await {
         let Some(subscribers) = subscribers.upgrade() else {
@@ -305,14 +308,16 @@ async fn route_pushes(
                 };
                 let channel = String::from_utf8_lossy(channel);
                 let due = std::str::from_utf8(msg).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-                for wake in subs.get(channel.as_ref()).into_iter().flatten().filter_map(Weak::upgrade) {
-                    wake.due(due);
+                for (wake, partition) in subs.get(channel.as_ref()).into_iter().flatten() {
+                    if let Some(wake) = wake.upgrade() {
+                        wake.due(*partition, due);
+                    }
                 }
             }
             PushKind::Disconnection => {
                 tracing::warn!("redis connection lost; reconnecting, workers will fetch again when it is back");
-                for wake in subs.values().flatten().filter_map(Weak::upgrade) {
-                    wake.due(0);
+                for wake in subs.values().flatten().filter_map(|(w, _)| w.upgrade()) {
+                    wake.all_due();
                 }
             }
             _ => {}

@@ -39,6 +39,20 @@ pub enum Error {
     /// The Redis URL could not be used.
     #[error("invalid redis configuration: {0}")]
     Config(String),
+    /// Redis records another number of partitions for the queue than this
+    /// process is configured with; starting would lose sight of jobs.
+    #[error(
+        "queue {queue}: Redis records {recorded} partition(s) but this process is configured for {configured}; \
+         start it with {recorded}, or move the queue with `latchkey repartition --to {configured}`"
+    )]
+    Layout {
+        /// The queue.
+        queue: String,
+        /// What Redis records.
+        recorded: u32,
+        /// What this process was given.
+        configured: u32,
+    },
     /// A script answered something this version of latchkey does not understand.
     #[error("unexpected reply from {script}: {detail}")]
     Protocol {

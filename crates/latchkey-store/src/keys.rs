@@ -1,7 +1,10 @@
-//! Every Redis key name of a queue, in one place. All of them share the hash
-//! tag `{queue}`, so a queue's keys live in one Redis Cluster slot and its Lua
-//! scripts never cross slots. The layout is documented in the README ("Wire
-//! format") because producers in other languages write to it.
+//! Every Redis key name of a queue, in one place. A queue is split into
+//! partitions: one partition's keys share a hash tag (`{queue}` when there is
+//! one partition, `{queue:i}` when there are several), so they live in one
+//! Redis Cluster slot and a Lua script never crosses slots; a job is always in
+//! the partition its id hashes to ([`partition_of`]). The layout is documented
+//! in the README ("Wire format") because producers in other languages write
+//! to it.
 
 use crate::error::{Error, Result};
 
@@ -11,8 +14,74 @@ pub struct QueueKeys {
     base: String,
 }
 
+/// Most partitions a queue may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// The partition (0 to `partitions - 1`) of the job or access code `id`: the
+/// CRC-32 (IEEE 802.3, as zlib computes it) of its UTF-8 bytes, modulo
+/// `partitions`. Stable across versions and languages: Python's
+/// `zlib.crc32(id.encode()) % partitions`, Node's `zlib.crc32(id) % partitions`.
+pub fn partition_of(id: &str, partitions: u32) -> u32 {
+    crc32fast::hash(id.as_bytes()) % partitions.max(1)
+}
+
+/// Redis Cluster's slots.
+const SLOTS: u32 = 16_384;
+
+/// The hash slot of a hash tag, as Redis Cluster computes it (CRC-16/XMODEM
+/// modulo 16,384).
+pub fn slot_of(tag: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag.as_bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    (u32::from(crc) % SLOTS) as u16
+}
+
+/// The hash tag of partition `i` of `partitions` (more than one):
+/// `<queue>:<i>:<n>` with the smallest `n` from 0 whose slot lies in the
+/// `i`-th of `partitions` equal ranges of the 16,384 slots. The partitions'
+/// slots are thus spread evenly, and a cluster whose masters hold equal
+/// ranges of slots (as `redis-cli --cluster create` makes them) gives each
+/// master an equal share of partitions, within one.
+pub fn partition_tag(queue: &str, i: u32, partitions: u32) -> String {
+    (0u32..)
+        .map(|n| format!("{queue}:{i}:{n}"))
+        .find(|tag| u32::from(slot_of(tag)) * partitions / SLOTS == i)
+        .expect("every range of slots is reached")
+}
+
+/// Checks a number of partitions: 1 to [`MAX_PARTITIONS`].
+pub fn validate_partitions(partitions: u32) -> Result<()> {
+    if (1..=MAX_PARTITIONS).contains(&partitions) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("partitions {partitions}: must be 1 to {MAX_PARTITIONS}")))
+    }
+}
+
 impl QueueKeys {
-    /// Keys for `queue` under `prefix` (for example `latchkey` and `apply`).
+    /// The keys of each of `queue`'s `partitions`: one partition is the queue
+    /// itself (`{queue}`); several are tagged by [`partition_tag`]
+    /// (`{queue:<i>:<n>}`).
+    pub fn partitions(prefix: &str, queue: &str, partitions: u32) -> Result<Vec<Self>> {
+        validate_partitions(partitions)?;
+        let whole = Self::new(prefix, queue)?;
+        if partitions == 1 {
+            return Ok(vec![whole]);
+        }
+        Ok((0..partitions)
+            .map(|i| Self { base: format!("{prefix}:{{{}}}", partition_tag(queue, i, partitions)) })
+            .collect())
+    }
+
+    /// Keys for `queue` under `prefix` (for example `latchkey` and `apply`),
+    /// as one whole: a queue of one partition, and the keys a partitioned
+    /// queue keeps apart from its partitions (its layout record, its worker
+    /// registry).
     pub fn new(prefix: &str, queue: &str) -> Result<Self> {
         let rule = if queue.is_empty() || queue.len() > 64 {
             Some("must be 1 to 64 characters")
@@ -30,6 +99,11 @@ impl QueueKeys {
         Ok(Self { base: format!("{prefix}:{{{queue}}}") })
     }
 
+    /// HASH: the queue's layout (`partitions`), recorded by the first process
+    /// that uses it and checked by every other.
+    pub fn layout(&self) -> String {
+        format!("{}:layout", self.base)
+    }
     /// The base key, `KEYS[1]` of every script: `latchkey:{apply}`.
     pub fn base(&self) -> &str {
         &self.base
@@ -120,6 +194,43 @@ mod tests {
     fn queue_names_with_braces_or_spaces_are_refused() {
         for bad in ["", "a{b", "a b", "x".repeat(65).as_str()] {
             assert!(matches!(QueueKeys::new("latchkey", bad), Err(Error::InvalidQueueName { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_the_crc32_of_the_id_as_zlib_computes_it() {
+        // zlib.crc32(b"123456789") == 0xCBF43926, the CRC-32 check value.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(partition_of("123456789", 16), 0xCBF4_3926 % 16);
+        // python3 -c 'import zlib; print(zlib.crc32(b"ac_1") % 16)'
+        assert_eq!(partition_of("ac_1", 16), 2);
+        assert_eq!(partition_of("anything", 1), 0);
+    }
+
+    #[test]
+    fn partitioned_keys_carry_one_tag_per_partition() {
+        let one = QueueKeys::partitions("latchkey", "reconcile", 1).unwrap();
+        assert_eq!(one, vec![QueueKeys::new("latchkey", "reconcile").unwrap()]);
+        let parts = QueueKeys::partitions("latchkey", "reconcile", 3).unwrap();
+        let bases: Vec<&str> = parts.iter().map(QueueKeys::base).collect();
+        assert_eq!(bases, ["latchkey:{reconcile:0:3}", "latchkey:{reconcile:1:1}", "latchkey:{reconcile:2:2}"]);
+        for bad in [0, MAX_PARTITIONS + 1] {
+            let err = QueueKeys::partitions("latchkey", "reconcile", bad).unwrap_err().to_string();
+            assert!(err.contains("must be 1 to 1024"), "{err}");
+        }
+    }
+
+    #[test]
+    fn slots_are_redis_clusters_and_partitions_spread_evenly_over_them() {
+        // The check value of CRC-16/XMODEM, and slots CLUSTER KEYSLOT gives.
+        assert_eq!(slot_of("123456789"), 0x31C3);
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("reconcile"), 15101);
+        for partitions in [2, 3, 16, 64, 1024] {
+            for i in 0..partitions {
+                let slot = u32::from(slot_of(&partition_tag("reconcile", i, partitions)));
+                assert_eq!(slot * partitions / 16_384, i, "partition {i} of {partitions}");
+            }
         }
     }
 

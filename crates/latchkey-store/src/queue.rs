@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     conn::Redis,
     error::{Error, Result},
-    keys::{QueueKeys, validate_job_id},
+    keys::{QueueKeys, partition_of, validate_job_id},
     scripts::SCRIPTS,
 };
 
@@ -37,11 +37,23 @@ pub struct QueueConfig {
     /// Keep a finished job's record this long (its id then still deduplicates
     /// pushes). `None`: delete it as soon as it is acknowledged.
     pub keep_finished: Option<Duration>,
+    /// Partitions the queue's keys are split into, each under its own hash
+    /// tag, so a Redis Cluster spreads them over its masters (1 to
+    /// [`MAX_PARTITIONS`](crate::keys::MAX_PARTITIONS); see
+    /// [`partition_of`](crate::keys::partition_of)). Every process of a queue
+    /// must agree: [`Queue::open`] refuses another number than Redis records.
+    pub partitions: u32,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { prefix: "latchkey".to_string(), max_attempts: 5, dead_letter_cap: 10_000, keep_finished: None }
+        Self {
+            prefix: "latchkey".to_string(),
+            max_attempts: 5,
+            dead_letter_cap: 10_000,
+            keep_finished: None,
+            partitions: 1,
+        }
     }
 }
 
@@ -147,12 +159,16 @@ pub struct JobView {
     pub lease: Option<String>,
 }
 
-/// A handle on one queue. Cheap to clone.
+/// A handle on one queue, all its partitions. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub(crate) redis: Redis,
     pub(crate) name: Arc<str>,
-    pub(crate) keys: Arc<QueueKeys>,
+    /// The queue as one whole: its layout record and worker registry, and,
+    /// when it has one partition, that partition.
+    pub(crate) home: Arc<QueueKeys>,
+    /// Its partitions' keys, by index ([`partition_of`]).
+    pub(crate) parts: Arc<[QueueKeys]>,
     pub(crate) config: Arc<QueueConfig>,
     /// Its jobs are reconciliations: a fetch hands each over with its
     /// records (see [`Reconciliations`](crate::Reconciliations)).
@@ -160,10 +176,41 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// The queue `name` on this Redis.
+    /// The queue `name` on this Redis, as `config` describes it. Does not
+    /// check the layout Redis records: [`Queue::open`] does.
     pub fn new(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
-        let keys = QueueKeys::new(&config.prefix, name)?;
-        Ok(Self { redis, name: name.into(), keys: Arc::new(keys), config: Arc::new(config), with_records: false })
+        let home = QueueKeys::new(&config.prefix, name)?;
+        let parts = QueueKeys::partitions(&config.prefix, name, config.partitions)?;
+        Ok(Self {
+            redis,
+            name: name.into(),
+            home: Arc::new(home),
+            parts: parts.into(),
+            config: Arc::new(config),
+            with_records: false,
+        })
+    }
+
+    /// [`Queue::new`], after checking that Redis records the same number of
+    /// partitions for the queue (recording it if nothing does yet). A queue
+    /// used before partitions existed, with jobs under its single tag, is
+    /// one partition.
+    pub async fn open(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
+        let queue = Self::new(redis, name, config)?;
+        queue.check_layout().await?;
+        Ok(queue)
+    }
+
+    pub(crate) async fn check_layout(&self) -> Result<()> {
+        let mut conn = self.redis.conn();
+        let recorded: i64 =
+            SCRIPTS.layout.key(self.home.base()).arg(self.config.partitions).invoke_async(&mut conn).await?;
+        let recorded = u32::try_from(recorded)
+            .map_err(|_| Error::Protocol { script: "layout.lua", detail: format!("partitions {recorded}") })?;
+        if recorded != self.config.partitions {
+            return Err(Error::Layout { queue: self.name.to_string(), recorded, configured: self.config.partitions });
+        }
+        Ok(())
     }
 
     /// The queue's name.
@@ -171,14 +218,52 @@ impl Queue {
         &self.name
     }
 
-    /// The queue's key names.
-    pub fn keys(&self) -> &QueueKeys {
-        &self.keys
+    /// The key names of the partition job `id` belongs to.
+    pub fn keys_of(&self, id: &str) -> &QueueKeys {
+        &self.parts[self.partition_of(id)]
+    }
+
+    /// The index of the partition job `id` belongs to.
+    pub fn partition_of(&self, id: &str) -> usize {
+        partition_of(id, self.parts.len() as u32) as usize
+    }
+
+    /// The key names of each partition, by index.
+    pub fn partitions(&self) -> &[QueueKeys] {
+        &self.parts
+    }
+
+    /// The queue's key names as one whole (its layout record, its worker
+    /// registry); with one partition, that partition's.
+    pub fn home(&self) -> &QueueKeys {
+        &self.home
     }
 
     /// The queue's settings.
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    /// Runs `f` on every partition at once; the results by index.
+    async fn each<'a, T, F, Fut>(&'a self, f: F) -> Result<Vec<T>>
+    where
+        F: Fn(&'a QueueKeys) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        futures::future::try_join_all(self.parts.iter().map(f)).await
+    }
+
+    /// Groups ids by partition: (partition index, ids in their given order).
+    pub(crate) fn by_partition<'i, S: AsRef<str>>(&self, ids: &'i [S]) -> Vec<(usize, Vec<&'i str>)> {
+        let mut groups: Vec<(usize, Vec<&str>)> = Vec::new();
+        for id in ids {
+            let p = self.partition_of(id.as_ref());
+            match groups.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, g)) => g.push(id.as_ref()),
+                None => groups.push((p, vec![id.as_ref()])),
+            }
+        }
+        groups
     }
 
     /// Pushes one job.
@@ -187,16 +272,15 @@ impl Queue {
         out.pop().ok_or(Error::Protocol { script: "push.lua", detail: "no result".into() })
     }
 
-    /// Pushes many jobs in one round trip (one script call per 1,000 jobs, all
-    /// pipelined on the connection). Each job is created atomically or, if its
-    /// id exists, left alone; results come back in order.
+    /// Pushes many jobs in one round trip (one script call per partition and
+    /// 1,000 jobs, all pipelined on the connection). Each job is created
+    /// atomically or, if its id exists, left alone; results come back in order.
     pub async fn push_many(&self, jobs: impl IntoIterator<Item = NewJob>) -> Result<Vec<Pushed>> {
         let mut ids = Vec::new();
-        let mut args: Vec<Vec<String>> = Vec::new();
-        for (i, job) in jobs.into_iter().enumerate() {
-            if i % PUSH_CHUNK == 0 {
-                args.push(vec!["4".to_string()]);
-            }
+        // Per partition: chunks of arguments, and the position of each job.
+        let mut calls: Vec<(usize, Vec<String>, Vec<usize>)> = Vec::new();
+        let mut open_chunk: Vec<Option<usize>> = vec![None; self.parts.len()];
+        for job in jobs {
             let id = match job.id {
                 Some(id) => {
                     validate_job_id(&id)?;
@@ -204,79 +288,136 @@ impl Queue {
                 }
                 None => uuid::Uuid::new_v4().simple().to_string(),
             };
-            let chunk = args.last_mut().expect("chunk pushed above");
-            chunk.push(id.clone());
-            chunk.push(job.payload);
-            chunk.push(job.run_at_ms.to_string());
-            chunk.push(job.max_attempts.unwrap_or(0).to_string());
+            let p = self.partition_of(&id);
+            let c = match open_chunk[p] {
+                Some(c) if calls[c].2.len() < PUSH_CHUNK => c,
+                _ => {
+                    calls.push((p, vec!["4".to_string()], Vec::new()));
+                    open_chunk[p] = Some(calls.len() - 1);
+                    calls.len() - 1
+                }
+            };
+            let (_, args, positions) = &mut calls[c];
+            args.push(id.clone());
+            args.push(job.payload);
+            args.push(job.run_at_ms.to_string());
+            args.push(job.max_attempts.unwrap_or(0).to_string());
+            positions.push(ids.len());
             ids.push(id);
         }
-        let calls = args.iter().map(|chunk| {
-            let mut conn = self.redis.conn();
-            async move { SCRIPTS.push.key(self.keys.base()).arg(chunk).invoke_async::<Vec<i64>>(&mut conn).await }
-        });
-        let replies = futures::future::try_join_all(calls).await?;
-        let created = replies.into_iter().flatten().map(|c| c == 1);
+        let replies =
+            futures::future::try_join_all(
+                calls.iter().map(|(p, args, _)| {
+                    let mut conn = self.redis.conn();
+                    async move {
+                        SCRIPTS.push.key(self.parts[*p].base()).arg(args).invoke_async::<Vec<i64>>(&mut conn).await
+                    }
+                }),
+            )
+            .await?;
+        let mut created = vec![false; ids.len()];
+        for ((_, _, positions), reply) in calls.iter().zip(replies) {
+            for (at, c) in positions.iter().zip(reply) {
+                created[*at] = c == 1;
+            }
+        }
         Ok(ids.into_iter().zip(created).map(|(id, created)| Pushed { id, created }).collect())
     }
 
-    /// Hands back every job still leased to `worker` and removes it from the
-    /// registry: for a worker process that is leaving, once nothing in it runs
-    /// any more. Returns how many jobs went back.
+    /// Hands back every job still leased to `worker` (a worker that stopped
+    /// for good): they go to the front of the line. Returns how many.
     pub async fn leave(&self, worker: &str) -> Result<u64> {
-        let mut conn = self.redis.conn();
-        Ok(SCRIPTS.leave.key(self.keys.base()).arg(worker).invoke_async(&mut conn).await?)
-    }
-
-    /// Jobs by state.
-    pub async fn depth(&self) -> Result<Depth> {
-        let mut conn = self.redis.conn();
-        let (ready, scheduled, leased, dead): (u64, u64, u64, u64) = redis::pipe()
-            .llen(self.keys.ready())
-            .zcard(self.keys.scheduled())
-            .zcard(self.keys.leased())
-            .zcard(self.keys.dead())
-            .query_async(&mut conn)
+        let per = self
+            .each(|keys| async move {
+                let mut conn = self.redis.conn();
+                Ok::<u64, Error>(SCRIPTS.leave.key(keys.base()).arg(worker).invoke_async(&mut conn).await?)
+            })
             .await?;
-        Ok(Depth { ready, scheduled, leased, dead })
+        let mut conn = self.redis.conn();
+        let _: i64 = conn.zrem(self.home.workers(), worker).await?;
+        Ok(per.into_iter().sum())
     }
 
-    /// Jobs that could run now: ready ones plus scheduled ones whose time has
-    /// come by Redis' clock (not promoted yet). What an autoscaler should follow.
+    /// Jobs in each state, over all partitions.
+    pub async fn depth(&self) -> Result<Depth> {
+        let per = self
+            .each(|keys| async move {
+                let mut conn = self.redis.conn();
+                let (ready, scheduled, leased, dead): (u64, u64, u64, u64) = redis::pipe()
+                    .llen(keys.ready())
+                    .zcard(keys.scheduled())
+                    .zcard(keys.leased())
+                    .zcard(keys.dead())
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(Depth { ready, scheduled, leased, dead })
+            })
+            .await?;
+        Ok(per.into_iter().fold(Depth::default(), |a, d| Depth {
+            ready: a.ready + d.ready,
+            scheduled: a.scheduled + d.scheduled,
+            leased: a.leased + d.leased,
+            dead: a.dead + d.dead,
+        }))
+    }
+
+    /// Jobs that could run now, by Redis' clock: ready ones plus scheduled
+    /// ones whose time has come. What an autoscaler follows.
     pub async fn due(&self) -> Result<u64> {
-        let mut conn = self.redis.conn();
-        Ok(SCRIPTS.due.key(self.keys.base()).invoke_async(&mut conn).await?)
+        let per = self
+            .each(|keys| async move {
+                let mut conn = self.redis.conn();
+                Ok::<u64, Error>(SCRIPTS.due.key(keys.base()).invoke_async(&mut conn).await?)
+            })
+            .await?;
+        Ok(per.into_iter().sum())
     }
 
-    /// The queue's counters since it was created: `pushed`, `completed`,
-    /// `retried`, `dead`, `dead_dropped`, `recovered` (leases that expired).
-    /// A counter that is not a number (written by hand) is left out.
+    /// The queue's counters (pushed, completed, retried, dead, ...), summed
+    /// over its partitions.
     pub async fn counters(&self) -> Result<HashMap<String, u64>> {
-        let mut conn = self.redis.conn();
-        let raw: HashMap<String, String> = conn.hgetall(self.keys.stats()).await?;
-        Ok(raw.into_iter().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect())
+        let per = self
+            .each(|keys| async move {
+                let mut conn = self.redis.conn();
+                let raw: HashMap<String, String> = conn.hgetall(keys.stats()).await?;
+                Ok::<_, Error>(raw)
+            })
+            .await?;
+        let mut sum = HashMap::new();
+        for (k, v) in per.into_iter().flatten() {
+            if let Ok(v) = v.parse::<u64>() {
+                *sum.entry(k).or_insert(0) += v;
+            }
+        }
+        Ok(sum)
     }
 
-    /// How long the oldest ready job has waited since it was pushed, if any.
+    /// How long the job that has waited longest in `ready` has waited, over
+    /// all partitions.
     pub async fn oldest_ready_age(&self) -> Result<Option<Duration>> {
-        let mut conn = self.redis.conn();
-        let Some(id): Option<String> = conn.lindex(self.keys.ready(), -1).await? else { return Ok(None) };
-        let enqueued: Option<u64> = conn.hget(self.keys.job(&id), "enqueued_at").await?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        Ok(enqueued.map(|e| Duration::from_millis(now.saturating_sub(e))))
+        let per = self
+            .each(|keys| async move {
+                let mut conn = self.redis.conn();
+                let Some(id): Option<String> = conn.lindex(keys.ready(), -1).await? else { return Ok(None) };
+                let enqueued: Option<u64> = conn.hget(keys.job(&id), "enqueued_at").await?;
+                Ok::<_, Error>(enqueued.map(|e| Duration::from_millis(now.saturating_sub(e))))
+            })
+            .await?;
+        Ok(per.into_iter().flatten().max())
     }
 
-    /// Worker identities that sent a heartbeat within `window`.
+    /// Identities of the workers that renewed their registration within `window`.
     pub async fn workers_alive(&self, window: Duration) -> Result<Vec<String>> {
         let mut conn = self.redis.conn();
         let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(window);
-        Ok(conn.zrangebyscore(self.keys.workers(), since.as_millis() as u64, "+inf").await?)
+        Ok(conn.zrangebyscore(self.home.workers(), since.as_millis() as u64, "+inf").await?)
     }
 
-    /// One job's record, if it exists.
+    /// A job's record, for inspection.
     pub async fn job(&self, id: &str) -> Result<Option<JobView>> {
         let mut conn = self.redis.conn();
-        let mut h: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
+        let mut h: HashMap<String, String> = conn.hgetall(self.keys_of(id).job(id)).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -289,19 +430,26 @@ impl Queue {
         }))
     }
 
-    /// The oldest `limit` dead letters.
+    /// The oldest `limit` dead letters over all partitions, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let per = self.each(|keys| self.dead_letters_in(keys, limit)).await?;
+        let mut all: Vec<DeadLetter> = per.into_iter().flatten().collect();
+        all.sort_by_key(|d| d.dead_at_ms);
+        all.truncate(limit.max(1));
+        Ok(all)
+    }
+
+    async fn dead_letters_in(&self, keys: &QueueKeys, limit: usize) -> Result<Vec<DeadLetter>> {
         let mut conn = self.redis.conn();
         // Ids as bytes: a dead letter may be a job whose id was not UTF-8
         // (fetch.lua buries those); it is shown lossily.
-        let entries: Vec<(Vec<u8>, f64)> =
-            conn.zrange_withscores(self.keys.dead(), 0, limit.max(1) as isize - 1).await?;
+        let entries: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(keys.dead(), 0, limit.max(1) as isize - 1).await?;
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for (id, _) in &entries {
-            let mut key = self.keys.job("").into_bytes();
+            let mut key = keys.job("").into_bytes();
             key.extend_from_slice(id);
             pipe.cmd("HMGET").arg(key).arg(&["payload", "attempts", "error"]);
         }
@@ -322,15 +470,40 @@ impl Queue {
     }
 
     /// Re-queues these dead letters with a fresh attempt budget; returns the
-    /// ids that were dead and are now ready.
+    /// ids re-queued (an id that is not a dead letter is skipped).
     pub async fn requeue_dead(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut conn = self.redis.conn();
-        Ok(SCRIPTS.requeue_dead.key(self.keys.base()).arg(ids.len()).arg(ids).invoke_async(&mut conn).await?)
+        let groups = self.by_partition(ids);
+        let per = futures::future::try_join_all(groups.iter().map(|(p, ids)| {
+            let mut conn = self.redis.conn();
+            async move {
+                SCRIPTS
+                    .requeue_dead
+                    .key(self.parts[*p].base())
+                    .arg(ids.len())
+                    .arg(ids)
+                    .invoke_async::<Vec<String>>(&mut conn)
+                    .await
+            }
+        }))
+        .await?;
+        Ok(per.into_iter().flatten().collect())
     }
 
-    /// Re-queues up to `limit` dead letters, oldest first.
+    /// Re-queues the oldest dead letters, at most `limit` in all.
     pub async fn requeue_all_dead(&self, limit: usize) -> Result<Vec<String>> {
-        let mut conn = self.redis.conn();
-        Ok(SCRIPTS.requeue_dead.key(self.keys.base()).arg(limit).invoke_async(&mut conn).await?)
+        // How many of the oldest are in each partition; each partition's
+        // script then takes its oldest (ids that are not UTF-8 included).
+        let mut count = vec![0usize; self.parts.len()];
+        for d in self.dead_letters(limit).await? {
+            count[self.partition_of(&d.id)] += 1;
+        }
+        let per = futures::future::try_join_all(count.iter().enumerate().filter(|(_, n)| **n > 0).map(|(p, n)| {
+            let mut conn = self.redis.conn();
+            async move {
+                SCRIPTS.requeue_dead.key(self.parts[p].base()).arg(*n).invoke_async::<Vec<String>>(&mut conn).await
+            }
+        }))
+        .await?;
+        Ok(per.into_iter().flatten().collect())
     }
 }

@@ -1,7 +1,10 @@
 //! Desired states and outcomes in Redis: what producers and callers use
 //! (`enqueue`, `outcome`, `wait_for_outcome`) and what the reconciler reads and
-//! writes (`load`, `record`). All of it lives beside the `reconcile` queue,
-//! under its hash tag, so each change is one atomic script even on a cluster.
+//! writes (`load`, `record`). An access code's records live beside its job in
+//! the `reconcile` queue's partition its id hashes to, under that partition's
+//! hash tag, so each change is one atomic script even on a cluster. What is
+//! about every code (the rate limits, the catch-up cursor) lives under the
+//! queue's own tag (`Queue::home`).
 //!
 //! One job per access code (its id is the access code id) carries the whole
 //! reconciliation; a new desired state reuses or pulls that job forward, so two
@@ -27,6 +30,10 @@ use crate::{
 
 /// The queue every reconciliation job runs on.
 pub const RECONCILE_QUEUE: &str = "reconcile";
+
+/// Partitions of the reconcile queue unless configured otherwise
+/// (`LATCHKEY_PARTITIONS`): enough for a cluster of 16 masters.
+pub const DEFAULT_PARTITIONS: u32 = 16;
 
 /// Most entries kept in the outcome event stream (approximately). The scripts
 /// that append to it cap it with `EVENTS_CAP` in `lua/common.lua`, which a test
@@ -105,9 +112,12 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Reconciliations {
-    /// On this Redis, with this queue configuration (its prefix applies).
-    pub fn new(redis: Redis, config: QueueConfig) -> Result<Self> {
+    /// On this Redis, with this queue configuration (its prefix and
+    /// partitions apply), after checking that Redis records the same number
+    /// of partitions ([`Queue::open`]).
+    pub async fn open(redis: Redis, config: QueueConfig) -> Result<Self> {
         let queue = Queue { with_records: true, ..Queue::new(redis, RECONCILE_QUEUE, config)? };
+        queue.check_layout().await?;
         Ok(Self { queue, retention: DEFAULT_RETENTION })
     }
 
@@ -123,7 +133,7 @@ impl Reconciliations {
     /// state changes).
     pub async fn history(&self, access_code_id: &str) -> Result<Vec<HistoryEntry>> {
         let mut conn = self.queue.redis.conn();
-        let raw: Vec<String> = conn.lrange(self.queue.keys().history(access_code_id), 0, -1).await?;
+        let raw: Vec<String> = conn.lrange(self.queue.keys_of(access_code_id).history(access_code_id), 0, -1).await?;
         raw.iter().map(|r| decode("history entry", r)).collect()
     }
 
@@ -162,7 +172,7 @@ impl Reconciliations {
     }
 
     async fn desire(&self, desired: &DesiredState, now: DateTime<Utc>, idem: Option<&str>) -> Result<u64> {
-        let keys = self.queue.keys();
+        let keys = self.queue.keys_of(&desired.access_code_id);
         let state = serde_json::to_string(desired).map_err(Error::Encode)?;
         let template =
             serde_json::to_string(&Outcome::pending(&desired.access_code_id, 0, now)).map_err(Error::Encode)?;
@@ -178,7 +188,7 @@ impl Reconciliations {
     /// The outcome record of an access code (about its newest generation).
     pub async fn outcome(&self, access_code_id: &str) -> Result<Option<Outcome>> {
         let mut conn = self.queue.redis.conn();
-        let raw: Option<String> = conn.get(self.queue.keys().outcome(access_code_id)).await?;
+        let raw: Option<String> = conn.get(self.queue.keys_of(access_code_id).outcome(access_code_id)).await?;
         raw.map(|r| decode("outcome record", &r)).transpose()
     }
 
@@ -209,8 +219,12 @@ impl Reconciliations {
     /// and a run must not act on a desired state with another one's progress.
     pub async fn load(&self, access_code_id: &str) -> Result<Option<Loaded>> {
         let mut conn = self.queue.redis.conn();
-        let read: Option<(u64, String, String)> =
-            SCRIPTS.load.key(self.queue.keys().base()).arg(access_code_id).invoke_async(&mut conn).await?;
+        let read: Option<(u64, String, String)> = SCRIPTS
+            .load
+            .key(self.queue.keys_of(access_code_id).base())
+            .arg(access_code_id)
+            .invoke_async(&mut conn)
+            .await?;
         let Some((generation, desired, outcome)) = read else {
             return Ok(None);
         };
@@ -253,7 +267,7 @@ impl Reconciliations {
         let mut conn = self.queue.redis.conn();
         let r: i64 = SCRIPTS
             .record
-            .key(self.queue.keys().base())
+            .key(self.queue.keys_of(&outcome.access_code_id).base())
             .arg(&outcome.access_code_id)
             .arg(outcome.generation)
             .arg(json)
@@ -283,7 +297,7 @@ impl Reconciliations {
         let mut conn = self.queue.redis.conn();
         let held: i64 = SCRIPTS
             .hold
-            .key(self.queue.keys().base())
+            .key(self.queue.keys_of(access_code_id).base())
             .arg(access_code_id)
             .arg(&*lease.worker)
             .arg(lease.fence)
@@ -297,7 +311,8 @@ impl Reconciliations {
 /// One change of an outcome's state, from the event stream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct OutcomeChange {
-    /// The stream entry's id (`<ms>-<seq>`): resume after it.
+    /// Where the stream stands right after this change: resume after it
+    /// (one `<ms>-<seq>` stream entry id per partition, joined by `.`).
     pub id: String,
     /// The access code.
     pub access_code_id: String,
@@ -307,39 +322,55 @@ pub struct OutcomeChange {
     pub state: String,
 }
 
-/// Whether `id` has the form of a stream entry id (`<ms>-<seq>`).
-pub fn is_stream_id(id: &str) -> bool {
-    let mut parts = id.splitn(2, '-');
-    let ok =
-        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()));
-    ok(parts.next()) && ok(parts.next())
-}
-
 impl Reconciliations {
     /// The access codes that need a human (newest generation ended `failed`,
     /// `rejected` or `timed_out`), most recent first: how many there are,
     /// and the outcome records of the first `limit`.
     pub async fn needing_attention(&self, limit: usize) -> Result<(u64, Vec<Outcome>)> {
-        let key = self.queue.keys().attention();
-        let mut conn = self.queue.redis.conn();
-        let (total, ids): (u64, Vec<String>) =
-            redis::pipe().zcard(&key).zrevrange(&key, 0, limit.max(1) as isize - 1).query_async(&mut conn).await?;
+        let limit = limit.max(1);
+        let per = futures::future::try_join_all(self.queue.partitions().iter().map(|keys| {
+            let key = keys.attention();
+            let mut conn = self.queue.redis.conn();
+            async move {
+                let (total, ids): (u64, Vec<(String, f64)>) = redis::pipe()
+                    .zcard(&key)
+                    .zrevrange_withscores(&key, 0, limit as isize - 1)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, Error>((total, ids))
+            }
+        }))
+        .await?;
+        let total = per.iter().map(|(t, _)| t).sum();
+        let mut newest: Vec<(String, f64)> = per.into_iter().flat_map(|(_, ids)| ids).collect();
+        newest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let ids: Vec<String> = newest.into_iter().take(limit).map(|(id, _)| id).collect();
         Ok((total, self.outcomes(&ids).await?))
     }
 
     /// The outcome records of the access codes whose state changed most
-    /// recently (from the newest `scan` changes of the stream), newest first,
-    /// at most `limit`, each code once.
+    /// recently (from the newest `scan` changes of each partition's stream),
+    /// newest first, at most `limit`, each code once.
     pub async fn recent_outcomes(&self, scan: usize, limit: usize) -> Result<Vec<Outcome>> {
-        let mut conn = self.queue.redis.conn();
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-            .arg(self.queue.keys().events())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(scan.max(1))
-            .query_async(&mut conn)
-            .await?;
+        let per = futures::future::try_join_all(self.queue.partitions().iter().map(|keys| {
+            let mut conn = self.queue.redis.conn();
+            let key = keys.events();
+            async move {
+                let entries: Vec<Entry> = redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(scan.max(1))
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, Error>(entries)
+            }
+        }))
+        .await?;
+        let mut entries: Vec<(EntryId, Vec<(String, String)>)> =
+            per.into_iter().flatten().filter_map(|(id, fields)| Some((EntryId::parse(&id)?, fields))).collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut ids: Vec<String> = Vec::new();
         for (_, fields) in entries {
             let Some((_, code)) = fields.into_iter().find(|(f, _)| f == "access_code_id") else { continue };
@@ -360,50 +391,86 @@ impl Reconciliations {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.queue.redis.conn();
-        let keys: Vec<String> = ids.iter().map(|id| self.queue.keys().outcome(id)).collect();
-        // (MGET by hand: the typed `mget` sends GET for a single key)
-        let raw: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(&mut conn).await?;
-        Ok(raw
-            .into_iter()
-            .flatten()
-            .filter(|r| r.len() <= MAX_RECORD_BYTES)
-            .filter_map(|r| serde_json::from_slice(&r).ok())
-            .collect())
+        let groups = self.queue.by_partition(ids);
+        let per = futures::future::try_join_all(groups.iter().map(|(p, ids)| {
+            let keys = &self.queue.partitions()[*p];
+            let keys: Vec<String> = ids.iter().map(|id| keys.outcome(id)).collect();
+            let mut conn = self.queue.redis.conn();
+            // (MGET by hand: the typed `mget` sends GET for a single key)
+            async move { redis::cmd("MGET").arg(keys).query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await }
+        }))
+        .await?;
+        let mut found: std::collections::HashMap<&str, Outcome> = std::collections::HashMap::new();
+        for ((_, ids), raw) in groups.iter().zip(per) {
+            for (id, r) in ids.iter().zip(raw) {
+                if let Some(o) = r.filter(|r| r.len() <= MAX_RECORD_BYTES).and_then(|r| serde_json::from_slice(&r).ok())
+                {
+                    found.insert(id, o);
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id.as_str())).collect())
     }
 
-    /// Outcome changes after stream entry `after` (at most `count`), oldest
-    /// first; `after: None` starts at the newest entry (only later changes).
-    /// Reads without blocking: the connection is shared.
+    /// Outcome changes after `after` (at most `count`), oldest first, and
+    /// where the reading got to; `after: None` starts at the newest change
+    /// (only later ones). Each partition has its own stream: the position is
+    /// one stream entry id per partition, joined by `.` (with one
+    /// partition, the entry id itself), and each change carries the position
+    /// right after it, so a reader resumes exactly where it stopped. Reads
+    /// without blocking: the connection is shared.
     pub async fn changes_after(&self, after: Option<&str>, count: usize) -> Result<(String, Vec<OutcomeChange>)> {
-        let key = self.queue.keys().events();
-        let mut conn = self.queue.redis.conn();
-        let after = match after.filter(|a| is_stream_id(a)) {
-            Some(a) => a.to_string(),
+        let parts = self.queue.partitions();
+        let mut positions: Vec<EntryId> = match after.and_then(|a| self.parse_position(a)) {
+            Some(p) => p,
             None => {
-                let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-                    .arg(&key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await?;
-                last.into_iter().next().map_or_else(|| "0-0".to_string(), |(id, _)| id)
+                futures::future::try_join_all(parts.iter().map(|keys| {
+                    let mut conn = self.queue.redis.conn();
+                    let key = keys.events();
+                    async move {
+                        let last: Vec<Entry> = redis::cmd("XREVRANGE")
+                            .arg(key)
+                            .arg("+")
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(1)
+                            .query_async(&mut conn)
+                            .await?;
+                        Ok::<_, Error>(last.first().and_then(|(id, _)| EntryId::parse(id)).unwrap_or_default())
+                    }
+                }))
+                .await?
             }
         };
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg(format!("({after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query_async(&mut conn)
-            .await?;
-        let mut reached = after;
+        let count = count.max(1);
+        let per = futures::future::try_join_all(parts.iter().zip(&positions).map(|(keys, at)| {
+            let mut conn = self.queue.redis.conn();
+            let key = keys.events();
+            let from = format!("({at}");
+            async move {
+                let entries: Vec<Entry> = redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, Error>(entries)
+            }
+        }))
+        .await?;
+        // (entry id, partition, fields)
+        let mut entries: Vec<(EntryId, usize, Fields)> = per
+            .into_iter()
+            .enumerate()
+            .flat_map(|(p, entries)| entries.into_iter().filter_map(move |(id, f)| Some((EntryId::parse(&id)?, p, f))))
+            .collect();
+        entries.sort_by_key(|e| e.0);
+        entries.truncate(count);
         let mut out = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            reached = id.clone();
+        for (id, p, fields) in entries {
+            positions[p] = id;
             let field = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
             // (an entry not written by latchkey is skipped, not trusted)
             let (Some(code), Some(generation), Some(state)) =
@@ -414,10 +481,49 @@ impl Reconciliations {
             if state.len() > 32 || latchkey_core::id_rule_broken(&code).is_some() {
                 continue;
             }
-            out.push(OutcomeChange { id, access_code_id: code, generation, state });
+            out.push(OutcomeChange { id: position(&positions), access_code_id: code, generation, state });
         }
-        Ok((reached, out))
+        Ok((position(&positions), out))
     }
+
+    /// Reads a position [`changes_after`](Self::changes_after) handed out:
+    /// one stream entry id per partition, joined by `.`. `None` when it is
+    /// not one (another number of partitions, or not ids at all).
+    pub fn parse_position(&self, position: &str) -> Option<Vec<EntryId>> {
+        if position.len() > 48 * self.queue.partitions().len() {
+            return None;
+        }
+        let ids: Vec<EntryId> = position.split('.').map(EntryId::parse).collect::<Option<_>>()?;
+        (ids.len() == self.queue.partitions().len()).then_some(ids)
+    }
+}
+
+/// One stream entry as read: its id and its fields.
+type Entry = (String, Fields);
+type Fields = Vec<(String, String)>;
+
+/// A stream entry's id, `<ms>-<seq>`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryId(u64, u64);
+
+impl EntryId {
+    fn parse(id: &str) -> Option<Self> {
+        let (ms, seq) = id.split_once('-')?;
+        let num = |p: &str| {
+            (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
+        };
+        Some(Self(num(ms)?, num(seq)?))
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+fn position(ids: &[EntryId]) -> String {
+    ids.iter().map(EntryId::to_string).collect::<Vec<_>>().join(".")
 }
 
 /// What an event did to one access code's job ([`Reconciliations::nudge`]).
@@ -444,44 +550,59 @@ impl Reconciliations {
     pub async fn nudge(&self, delivery: Option<&str>, access_code_ids: &[&str]) -> Result<Option<Vec<Nudged>>> {
         let valid: Vec<&str> =
             access_code_ids.iter().copied().filter(|id| latchkey_core::id_rule_broken(id).is_none()).collect();
-        let Some(r) = self.nudge_script(delivery, "codes", &valid).await? else {
+        let groups = self.queue.by_partition(&valid);
+        let replies =
+            futures::future::try_join_all(groups.iter().map(|(p, ids)| self.nudge_script(*p, delivery, "codes", ids)))
+                .await?;
+        // A partition that saw the delivery before changed nothing.
+        if !groups.is_empty() && replies.iter().all(Option::is_none) {
             return Ok(None);
-        };
-        let mut results = r.into_iter().map(nudged);
-        Ok(Some(
-            access_code_ids
-                .iter()
-                .map(|id| {
-                    if latchkey_core::id_rule_broken(id).is_some() {
-                        Nudged::NotManaged
-                    } else {
-                        results.next().unwrap_or(Nudged::NotManaged)
-                    }
-                })
-                .collect(),
-        ))
+        }
+        let mut results: std::collections::HashMap<&str, Nudged> = std::collections::HashMap::new();
+        for ((_, ids), reply) in groups.iter().zip(replies) {
+            for (i, id) in ids.iter().enumerate() {
+                let n =
+                    reply.as_ref().map_or(Nudged::AlreadyDue, |r| r.get(i).copied().map_or(Nudged::NotManaged, nudged));
+                results.insert(id, n);
+            }
+        }
+        Ok(Some(access_code_ids.iter().map(|id| results.get(id).copied().unwrap_or(Nudged::NotManaged)).collect()))
     }
 
     /// An event from Seam about a device (it came back, or went away): the
     /// jobs of its codes whose reconciliation is under way run now (a code
-    /// that succeeded is left to its watch). `None` for a delivery seen
-    /// before; else how many were pulled forward.
+    /// that succeeded is left to its watch). Its codes are in every
+    /// partition: one script each. `None` for a delivery seen before; else
+    /// how many were pulled forward.
     pub async fn nudge_device(&self, delivery: Option<&str>, device_id: &str) -> Result<Option<usize>> {
         if latchkey_core::id_rule_broken(device_id).is_some() {
             return Ok(Some(0));
         }
-        let r = self.nudge_script(delivery, "device", &[device_id]).await?;
-        Ok(r.map(|r| r.into_iter().filter(|n| nudged(*n) == Nudged::Pulled).count()))
+        let device = [device_id];
+        let replies = futures::future::try_join_all(
+            (0..self.queue.partitions().len()).map(|p| self.nudge_script(p, delivery, "device", &device)),
+        )
+        .await?;
+        if replies.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        Ok(Some(replies.into_iter().flatten().flatten().filter(|n| nudged(*n) == Nudged::Pulled).count()))
     }
 
-    async fn nudge_script(&self, delivery: Option<&str>, kind: &str, args: &[&str]) -> Result<Option<Vec<i64>>> {
+    async fn nudge_script(
+        &self,
+        partition: usize,
+        delivery: Option<&str>,
+        kind: &str,
+        args: &[&str],
+    ) -> Result<Option<Vec<i64>>> {
         if let Some(d) = delivery {
             crate::keys::validate_job_id(d)?;
         }
         let mut conn = self.queue.redis.conn();
         let r: Vec<i64> = SCRIPTS
             .nudge
-            .key(self.queue.keys().base())
+            .key(self.queue.partitions()[partition].base())
             .arg(delivery.unwrap_or(""))
             .arg(DELIVERY_DEDUP.as_millis() as u64)
             .arg(kind)
@@ -506,7 +627,7 @@ impl Reconciliations {
     pub async fn catch_up_turn(&self, holder: &str, every: Duration) -> Result<bool> {
         let mut conn = self.queue.redis.conn();
         let took: Option<String> = redis::cmd("SET")
-            .arg(self.queue.keys().catch_up("lease"))
+            .arg(self.queue.home().catch_up("lease"))
             .arg(holder)
             .arg("NX")
             .arg("PX")
@@ -520,7 +641,7 @@ impl Reconciliations {
     /// first, or when what Redis holds is not a time (then it starts over).
     pub async fn catch_up_cursor(&self) -> Result<Option<DateTime<Utc>>> {
         let mut conn = self.queue.redis.conn();
-        let raw: Option<Vec<u8>> = conn.get(self.queue.keys().catch_up("since")).await?;
+        let raw: Option<Vec<u8>> = conn.get(self.queue.home().catch_up("since")).await?;
         Ok(raw
             .filter(|b| b.len() <= 64)
             .and_then(|b| String::from_utf8(b).ok())
@@ -532,7 +653,7 @@ impl Reconciliations {
     pub async fn set_catch_up_cursor(&self, at: DateTime<Utc>) -> Result<()> {
         let mut conn = self.queue.redis.conn();
         let _: () = conn
-            .set(self.queue.keys().catch_up("since"), at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .set(self.queue.home().catch_up("since"), at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .await?;
         Ok(())
     }

@@ -47,6 +47,7 @@ pub(crate) struct Scripts {
     pub leave: Script,
     pub due: Script,
     pub nudge: Script,
+    pub layout: Script,
 }
 
 /// The source of the push script, for producers that are not written in Rust.
@@ -70,6 +71,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     leave: with_prelude(include_str!("../lua/leave.lua")),
     due: with_prelude(include_str!("../lua/due.lua")),
     nudge: with_prelude(include_str!("../lua/nudge.lua")),
+    layout: Script::new(include_str!("../lua/layout.lua")),
 });
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl Reconciliations {
         let mut conn = self.queue().redis.conn();
         let wait_ms: u64 = SCRIPTS
             .throttle
-            .key(self.queue().keys().base())
+            .key(self.queue().home().base())
             .arg(window)
             .arg(limit)
             .arg((limits.device_window + GUARD_BAND).as_millis() as u64)
@@ -94,7 +94,7 @@ impl Reconciliations {
         let mut conn = self.queue().redis.conn();
         let _: i64 = SCRIPTS
             .backoff_device
-            .key(self.queue().keys().base())
+            .key(self.queue().home().base())
             .arg(change.window_of(device))
             .arg(change.limit(limits))
             .arg(hold.as_millis() as u64)

@@ -660,9 +660,11 @@ async fn get_history(State(api): State<Api>, Path(id): Path<String>) -> Response
 
 /// Follows outcome changes as Server-Sent Events.
 ///
-/// Each event is `event: outcome`, `id:` the stream entry, `data:` an
-/// `OutcomeChange` as JSON; from now on, or after `Last-Event-ID` (the
-/// stream keeps the newest 100,000 changes). A comment every 15 s keeps the
+/// Each event is `event: outcome`, `id:` where the streams stand right after
+/// it (each partition has its stream; the id holds one entry id per
+/// partition, joined by `.`), `data:` an `OutcomeChange` as JSON; from now
+/// on, or after `Last-Event-ID` (each stream keeps its newest 100,000
+/// changes). A comment every 15 s keeps the
 /// connection alive.
 #[utoipa::path(
     get,
@@ -679,10 +681,13 @@ async fn get_history(State(api): State<Api>, Path(id): Path<String>) -> Response
 async fn get_events(State(api): State<Api>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let after = match headers.get("last-event-id").map(|v| v.to_str().unwrap_or("")) {
-        Some(id) if !latchkey_store::is_stream_id(id) => {
+        Some(id) if api.store.parse_position(id).is_none() => {
             return reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &refused("Last-Event-ID", "must be an event id this stream sent, such as 1700000000000-0"),
+                &refused(
+                    "Last-Event-ID",
+                    "must be an event id this stream sent: one <ms>-<seq> stream id per partition, joined by '.'",
+                ),
             );
         }
         other => other.map(str::to_string),

@@ -98,6 +98,11 @@ pub struct WorkerArgs {
     /// Key prefix in Redis.
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
     pub prefix: String,
+    /// Partitions of the reconcile queue: every worker, serve and producer
+    /// of one deployment must agree (each refuses to start against another
+    /// number than Redis records). 16 spreads over up to 16 cluster masters.
+    #[arg(long, env = "LATCHKEY_PARTITIONS", default_value_t = latchkey_store::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
     /// Verification deadline, seconds (after the update, or after starts_at).
     #[arg(long, env = "LATCHKEY_VERIFY_TIMEOUT_SECS", default_value_t = 900)]
     pub verify_timeout_secs: u64,
@@ -182,6 +187,7 @@ impl fmt::Debug for WorkerArgs {
             .field("seam_api_key_file", &self.seam_api_key_file)
             .field("concurrency", &self.concurrency)
             .field("prefix", &self.prefix)
+            .field("partitions", &self.partitions)
             .field("verify_timeout_secs", &self.verify_timeout_secs)
             .field("poll_base_ms", &self.poll_base_ms)
             .field("poll_cap_ms", &self.poll_cap_ms)
@@ -275,7 +281,12 @@ impl WorkerArgs {
     }
 
     fn queue_config(&self) -> QueueConfig {
-        QueueConfig { prefix: self.prefix.clone(), max_attempts: self.max_attempts, ..QueueConfig::default() }
+        QueueConfig {
+            prefix: self.prefix.clone(),
+            max_attempts: self.max_attempts,
+            partitions: self.partitions,
+            ..QueueConfig::default()
+        }
     }
 }
 
@@ -300,8 +311,9 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
     let ops_addr = args.ops_addr()?;
     let redis_config = args.redis_config()?;
     let redis = Redis::connect(&redis_config).await?;
-    let store =
-        Reconciliations::new(redis, args.queue_config())?.with_retention(Duration::from_secs(args.retention_secs));
+    let store = Reconciliations::open(redis, args.queue_config())
+        .await?
+        .with_retention(Duration::from_secs(args.retention_secs));
     let identity = worker_identity();
     tracing::info!(%identity, redis = %redact_url(&redis_config.url), seam = %args.seam_endpoint, concurrency = args.concurrency, "worker starting");
     let options = args.worker_options(identity.clone());

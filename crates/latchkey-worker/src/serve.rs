@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// Key prefix in Redis (the workers').
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
     pub prefix: String,
+    /// Partitions of the reconcile queue: every worker, serve and producer
+    /// of one deployment must agree (each refuses to start against another
+    /// number than Redis records). 16 spreads over up to 16 cluster masters.
+    #[arg(long, env = "LATCHKEY_PARTITIONS", default_value_t = latchkey_store::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
     /// Seam's webhook signing secret, `whsec_...` (prefer the file).
     #[arg(long, env = "SEAM_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
@@ -58,6 +63,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("http_addr", &self.http_addr)
             .field("redis", &self.redis)
             .field("prefix", &self.prefix)
+            .field("partitions", &self.partitions)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
             .field("webhook_secret_file", &self.webhook_secret_file)
             .field("api_tokens_file", &self.api_tokens_file)
@@ -108,8 +114,11 @@ pub async fn run_serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Sen
     let ops_addr = crate::daemon::ops_addr(&args.http_addr)?;
     let redis_config = args.redis_config()?;
     let redis = Redis::connect(&redis_config).await?;
-    let store =
-        Reconciliations::new(redis.clone(), QueueConfig { prefix: args.prefix.clone(), ..QueueConfig::default() })?;
+    let store = Reconciliations::open(
+        redis.clone(),
+        QueueConfig { prefix: args.prefix.clone(), partitions: args.partitions, ..QueueConfig::default() },
+    )
+    .await?;
     observe::install();
     let mut public = Router::new();
     let mut offered = Vec::new();

@@ -37,7 +37,9 @@ use apalis::prelude::*;
 use chrono::Utc;
 use latchkey_core::DesiredStateInput;
 use latchkey_fake_seam::{FakeSeam, SimConfig, WebhookTarget};
-use latchkey_store::{NewJob, Queue, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions};
+use latchkey_store::{
+    DEFAULT_PARTITIONS, NewJob, Queue, QueueConfig, Reconciliations, Redis, RedisConfig, WorkerOptions,
+};
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -244,10 +246,11 @@ impl Pipeline {
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let prefix = prefix.to_string();
-        let store = Reconciliations::new(
+        let store = Reconciliations::open(
             Redis::connect(&RedisConfig::new(redis_url)).await?,
-            QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
-        )?;
+            QueueConfig { prefix: prefix.clone(), partitions: DEFAULT_PARTITIONS, ..QueueConfig::default() },
+        )
+        .await?;
         // Tuned for an instant simulator: short polls, no spacing of updates,
         // no per-device limit, no spreading of verifications.
         let env = [

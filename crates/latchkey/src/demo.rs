@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{SubsecRound, Utc};
 use latchkey_core::{DesiredStateInput, Outcome, OutcomeState};
 use latchkey_fake_seam::{AttemptResult, DeviceBehaviour, FakeSeam, SeedCode, SimConfig, WebhookTarget};
-use latchkey_store::{QueueConfig, Reconciliations, Redis, RedisConfig};
+use latchkey_store::{DEFAULT_PARTITIONS, QueueConfig, Reconciliations, Redis, RedisConfig};
 use latchkey_worker::{RedisArgs, ServeArgs, WorkerArgs, run_serve, run_worker};
 use serde_json::json;
 
@@ -52,10 +52,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("Seam simulator: {} (its events go to latchkey serve at http://{serve_addr}/webhooks/seam)", seam.url());
     let prefix = format!("latchkey-demo-{}", std::process::id());
-    let store = Reconciliations::new(
+    let store = Reconciliations::open(
         Redis::connect(&RedisConfig::new(&local.url)).await?,
-        QueueConfig { prefix: prefix.clone(), ..QueueConfig::default() },
-    )?;
+        QueueConfig { prefix: prefix.clone(), partitions: DEFAULT_PARTITIONS, ..QueueConfig::default() },
+    )
+    .await?;
 
     let (stop_serve, serve_stopped) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(run_serve(
@@ -64,6 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             http_addr: "off".into(),
             redis: RedisArgs::url(local.url.clone()),
             prefix: prefix.clone(),
+            partitions: DEFAULT_PARTITIONS,
             webhook_secret: Some(WEBHOOK_SECRET.into()),
             webhook_secret_file: None,
             api_tokens_file: None,
@@ -81,6 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seam_api_key_file: None,
         concurrency: 32,
         prefix,
+        partitions: DEFAULT_PARTITIONS,
         verify_timeout_secs: 20,
         // Webhooks bring the news; polls are the backstop.
         poll_base_ms: 2000,

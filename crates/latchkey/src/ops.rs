@@ -15,12 +15,18 @@ pub struct Target {
     /// Key prefix.
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
     prefix: String,
+    /// Partitions of the queue: every worker, serve and producer
+    /// of one deployment must agree (each refuses to start against another
+    /// number than Redis records). 16 spreads over up to 16 cluster masters.
+    #[arg(long, env = "LATCHKEY_PARTITIONS", default_value_t = latchkey_store::DEFAULT_PARTITIONS)]
+    partitions: u32,
 }
 
 impl Target {
     async fn queue(&self, name: &str) -> anyhow::Result<Queue> {
         let redis = Redis::connect(&RedisConfig::new(&self.redis_url)).await?;
-        Ok(Queue::new(redis, name, QueueConfig { prefix: self.prefix.clone(), ..QueueConfig::default() })?)
+        let config = QueueConfig { prefix: self.prefix.clone(), partitions: self.partitions, ..QueueConfig::default() };
+        Ok(Queue::open(redis, name, config).await?)
     }
 }
 

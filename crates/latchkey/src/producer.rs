@@ -16,12 +16,18 @@ pub struct Conn {
     /// Key prefix in Redis.
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
     prefix: String,
+    /// Partitions of the reconcile queue: every worker, serve and producer
+    /// of one deployment must agree (each refuses to start against another
+    /// number than Redis records). 16 spreads over up to 16 cluster masters.
+    #[arg(long, env = "LATCHKEY_PARTITIONS", default_value_t = latchkey_store::DEFAULT_PARTITIONS)]
+    partitions: u32,
 }
 
 impl Conn {
     async fn store(&self) -> anyhow::Result<Reconciliations> {
         let redis = Redis::connect(&RedisConfig::new(&self.redis_url)).await?;
-        Ok(Reconciliations::new(redis, QueueConfig { prefix: self.prefix.clone(), ..QueueConfig::default() })?)
+        let config = QueueConfig { prefix: self.prefix.clone(), partitions: self.partitions, ..QueueConfig::default() };
+        Ok(Reconciliations::open(redis, config).await?)
     }
 }
 

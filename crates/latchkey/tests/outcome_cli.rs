@@ -32,7 +32,9 @@ fn status(url: &str, args: &[&str]) -> (i32, String) {
 
 async fn store(url: &str) -> Reconciliations {
     let redis = Redis::connect(&RedisConfig::new(url)).await.unwrap();
-    Reconciliations::new(redis, QueueConfig { prefix: PREFIX.into(), ..QueueConfig::default() }).unwrap()
+    let config =
+        QueueConfig { prefix: PREFIX.into(), partitions: latchkey_store::DEFAULT_PARTITIONS, ..QueueConfig::default() };
+    Reconciliations::open(redis, config).await.unwrap()
 }
 
 async fn enqueue(store: &Reconciliations, json: &str) -> u64 {
@@ -43,7 +45,8 @@ async fn enqueue(store: &Reconciliations, json: &str) -> u64 {
 async fn finish(url: &str, store: &Reconciliations, generation: u64, state: OutcomeState) {
     let record = Outcome::pending("ac1", generation, Utc::now()).moved(state, Utc::now());
     let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let _: () = conn.set(store.queue().keys().outcome("ac1"), serde_json::to_string(&record).unwrap()).await.unwrap();
+    let _: () =
+        conn.set(store.queue().keys_of("ac1").outcome("ac1"), serde_json::to_string(&record).unwrap()).await.unwrap();
 }
 
 #[tokio::test]

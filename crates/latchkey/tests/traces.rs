@@ -63,10 +63,11 @@ async fn a_worker_exports_its_reconciliation_spans_over_otlp() {
         .spawn()
         .unwrap();
 
-    let store = Reconciliations::new(
+    let store = Reconciliations::open(
         Redis::connect(&RedisConfig::new(redis.url())).await.unwrap(),
-        QueueConfig { prefix: "otlp".into(), ..QueueConfig::default() },
+        QueueConfig { prefix: "otlp".into(), partitions: latchkey_store::DEFAULT_PARTITIONS, ..QueueConfig::default() },
     )
+    .await
     .unwrap();
     let input: DesiredStateInput =
         serde_json::from_value(serde_json::json!({"access_code_id": "ac-traced-1", "code": "2468"})).unwrap();

@@ -53,7 +53,7 @@ async fn main() {
     let backend = queue.backend::<Probe>(opts);
     let recorder = Recorder {
         conn: redis.conn(),
-        base: queue.keys().base().to_string(),
+        base: queue.home().base().to_string(),
         identity: backend.identity().to_string(),
         sleep: Duration::from_millis(env_or("SLEEP_MS", 0)),
     };

@@ -2,8 +2,19 @@
 //! promoting due jobs on the way, all in `fetch.lua`), turns them into apalis
 //! tasks, and between fetches sleeps until a wake-up, a due time or the idle
 //! poll.
+//!
+//! A fetch reads one partition. Partitions take turns: the next fetch starts
+//! looking at the partition after the last one fetched, and fetches only a
+//! partition that may have work (a wake-up on its channel, its next due time
+//! reached, or its last fetch leaving more), so a burst in one partition
+//! cannot starve another, and an idle partition costs nothing until the idle
+//! poll.
 
-use std::{any::type_name, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{
+    any::type_name,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use apalis_core::task::{Task, builder::TaskBuilder, task_id::TaskId};
 use redis::Value;
@@ -95,12 +106,12 @@ fn records(rest: &mut impl Iterator<Item = Value>) -> Option<FetchedRecords> {
 }
 
 impl Shared {
-    async fn fetch_once(&self, max: usize) -> Result<FetchReply> {
+    async fn fetch_once(&self, partition: usize, max: usize) -> Result<FetchReply> {
         let q = &self.queue;
         let mut conn = q.redis.conn();
         let reply: Value = SCRIPTS
             .fetch
-            .key(q.keys.base())
+            .key(q.parts[partition].base())
             .arg(&self.opts.identity)
             .arg(self.opts.lease.as_millis() as u64)
             .arg(max)
@@ -115,6 +126,20 @@ impl Shared {
         Ok(reply)
     }
 
+    /// When `partition` may have work: its last fetch's word, or a wake-up
+    /// announced since.
+    fn due_of(&self, partition: usize) -> u64 {
+        self.next_due[partition].load(Ordering::Acquire).min(self.wake.peek(partition))
+    }
+
+    /// The partition to fetch now: the first, from this turn on, that may
+    /// have work by `now`.
+    fn next_partition(&self, now: u64) -> Option<usize> {
+        let n = self.next_due.len();
+        let start = self.turn.load(Ordering::Relaxed);
+        (0..n).map(|i| (start + i) % n).find(|p| self.due_of(*p) <= now)
+    }
+
     /// Fetches until there is at least one job to hand to apalis, waiting for
     /// wake-ups and due times in between. Returns empty only when closing.
     pub(super) async fn fetch_until_work<Args: DeserializeOwned>(self: Arc<Self>) -> Vec<Task<Args>> {
@@ -123,8 +148,16 @@ impl Shared {
             if self.is_closing() {
                 return Vec::new();
             }
-            self.wake.reset();
-            let reply = match self.fetch_once(self.opts.fetch_batch).await {
+            let Some(partition) = self.next_partition(self.redis_now_estimate()) else {
+                let earliest = (0..self.next_due.len()).map(|p| self.due_of(p)).min().unwrap_or(u64::MAX);
+                self.wait_for_work(earliest).await;
+                continue;
+            };
+            self.turn.store(partition + 1, Ordering::Relaxed);
+            // (announcements up to now are seen by this fetch)
+            self.wake.take(partition);
+            self.next_due[partition].store(u64::MAX, Ordering::Release);
+            let reply = match self.fetch_once(partition, self.opts.fetch_batch).await {
                 Ok(reply) => {
                     if failures > 0 {
                         tracing::info!(queue = %self.queue.name(), "redis is reachable again; fetching");
@@ -133,24 +166,24 @@ impl Shared {
                     reply
                 }
                 Err(e) => {
+                    self.next_due[partition].store(0, Ordering::Release);
                     failures += 1;
                     let delay = Duration::from_millis((50u64 << failures.min(6)).min(2_000));
-                    tracing::warn!(queue = %self.queue.name(), error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
+                    tracing::warn!(queue = %self.queue.name(), partition, error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
                     self.sleep_unless_closing(delay).await;
                     continue;
                 }
             };
+            // (a fetch that leased jobs says nothing of what is left: look again)
+            let next = if reply.more || !reply.jobs.is_empty() { 0 } else { reply.next_wake_ms.unwrap_or(u64::MAX) };
+            self.next_due[partition].fetch_min(next, Ordering::AcqRel);
             if reply.recovered > 0 {
-                tracing::warn!(queue = %self.queue.name(), count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
+                tracing::warn!(queue = %self.queue.name(), partition, count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
             }
             let tasks = self.decode(reply.jobs).await;
             if !tasks.is_empty() {
                 return tasks;
             }
-            if reply.more {
-                continue;
-            }
-            self.wait_for_work(reply.next_wake_ms).await;
         }
     }
 
@@ -207,14 +240,15 @@ impl Shared {
     }
 
     /// Sleeps until something may be due: a push announced work (now, or at a
-    /// time that moves the timer), the next scheduled job or lease expiry is
-    /// reached, the idle poll interval passes, or the worker closes.
-    async fn wait_for_work(&self, next_wake_ms: Option<u64>) {
+    /// time that moves the timer), `due_ms` (the earliest next scheduled job
+    /// or lease expiry of any partition) is reached, the idle poll interval
+    /// passes (then every partition is looked at again), or the worker closes.
+    async fn wait_for_work(&self, due_ms: u64) {
         let start = tokio::time::Instant::now();
         let idle_deadline = start + self.opts.idle_poll;
-        let mut due_ms = next_wake_ms.unwrap_or(u64::MAX);
+        let mut due_ms = due_ms;
         loop {
-            due_ms = due_ms.min(self.wake.min_due());
+            due_ms = due_ms.min((0..self.next_due.len()).map(|p| self.wake.peek(p)).min().unwrap_or(u64::MAX));
             let now = self.redis_now_estimate();
             if due_ms <= now || self.is_closing() {
                 return;
@@ -223,7 +257,13 @@ impl Shared {
             let deadline = until_due.min(idle_deadline);
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    if deadline == idle_deadline || until_due <= tokio::time::Instant::now() {
+                    if deadline == idle_deadline {
+                        for next in &self.next_due {
+                            next.store(0, Ordering::Release);
+                        }
+                        return;
+                    }
+                    if until_due <= tokio::time::Instant::now() {
                         return;
                     }
                 }

@@ -31,20 +31,33 @@ impl Shared {
         }
     }
 
+    /// One script per partition this worker holds jobs in, and one on the
+    /// queue as a whole (its registry; the same when there is one partition).
     async fn heartbeat(&self) -> Result<()> {
         let runs: HashMap<String, Held> =
             self.inflight.lock().expect("inflight lock").iter().map(|(id, held)| (id.clone(), *held)).collect();
         let ids: Vec<&String> = runs.keys().collect();
         let q = &self.queue;
-        let mut conn = q.redis.conn();
-        let lost: Vec<String> = SCRIPTS
-            .heartbeat
-            .key(q.keys.base())
-            .arg(&self.opts.identity)
-            .arg(self.opts.lease.as_millis() as u64)
-            .arg(&ids)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut calls: Vec<(&str, Vec<&str>)> =
+            q.by_partition(&ids).into_iter().map(|(p, ids)| (q.parts[p].base(), ids)).collect();
+        if !calls.iter().any(|(base, _)| *base == q.home.base()) {
+            calls.push((q.home.base(), Vec::new()));
+        }
+        let lost: Vec<Vec<String>> = futures::future::try_join_all(calls.iter().map(|(base, ids)| {
+            let mut conn = q.redis.conn();
+            async move {
+                SCRIPTS
+                    .heartbeat
+                    .key(*base)
+                    .arg(&self.opts.identity)
+                    .arg(self.opts.lease.as_millis() as u64)
+                    .arg(ids)
+                    .invoke_async::<Vec<String>>(&mut conn)
+                    .await
+            }
+        }))
+        .await?;
+        let lost: Vec<String> = lost.into_iter().flatten().collect();
         // A job settled during this heartbeat is no longer ours, as expected
         // (even if this worker has fetched it again since); only a run still in
         // flight, not settling, from before the heartbeat has really lost its lease.
@@ -69,14 +82,21 @@ impl Shared {
     pub(super) async fn close(&self, unstarted: Vec<String>) {
         let q = &self.queue;
         if !unstarted.is_empty() {
-            let mut conn = q.redis.conn();
-            let released: Result<i64> = SCRIPTS
-                .release
-                .key(q.keys.base())
-                .arg(&self.opts.identity)
-                .arg(&unstarted)
-                .invoke_async(&mut conn)
+            let released: Result<i64> =
+                futures::future::try_join_all(q.by_partition(&unstarted).into_iter().map(|(p, ids)| {
+                    let mut conn = q.redis.conn();
+                    async move {
+                        SCRIPTS
+                            .release
+                            .key(q.parts[p].base())
+                            .arg(&self.opts.identity)
+                            .arg(ids)
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                    }
+                }))
                 .await
+                .map(|n| n.into_iter().sum())
                 .map_err(Error::from);
             match released {
                 Ok(n) => {
@@ -89,7 +109,7 @@ impl Shared {
         }
         let mut conn = q.redis.conn();
         let left: redis::RedisResult<i64> =
-            redis::cmd("ZREM").arg(q.keys.workers()).arg(&self.opts.identity).query_async(&mut conn).await;
+            redis::cmd("ZREM").arg(q.home.workers()).arg(&self.opts.identity).query_async(&mut conn).await;
         if let Err(e) = left {
             tracing::warn!(queue = %q.name(), error = %e, "could not deregister worker");
         }

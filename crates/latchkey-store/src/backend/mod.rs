@@ -29,7 +29,7 @@ use std::{
     marker::PhantomData,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -235,6 +235,11 @@ struct Shared {
     clock_offset_ms: AtomicI64,
     /// `opts.identity`, shared by the leases handed to handlers.
     identity: Arc<str>,
+    /// Per partition: when it may next have work (Redis clock, ms), as its
+    /// last fetch said; 0 when it may have work now.
+    next_due: Box<[AtomicU64]>,
+    /// The partition the next fetch starts looking at: partitions take turns.
+    turn: AtomicUsize,
 }
 
 /// A job this worker holds. A job that continues can be fetched again by this
@@ -270,10 +275,13 @@ impl<Args> fmt::Debug for RedisBackend<Args> {
 
 impl<Args> RedisBackend<Args> {
     pub(crate) fn new(queue: Queue, opts: WorkerOptions) -> Self {
+        let partitions = queue.parts.len();
         Self {
             shared: Arc::new(Shared {
                 queue,
-                wake: Arc::default(),
+                wake: Arc::new(Wake::new(partitions)),
+                next_due: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+                turn: AtomicUsize::new(0),
                 inflight: Mutex::default(),
                 fetches: Default::default(),
                 closing: AtomicBool::new(false),
@@ -342,9 +350,10 @@ where
             self.started = true;
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                let channel = shared.queue.keys.wake();
-                if let Err(e) = shared.queue.redis.subscribe(&channel, &shared.wake).await {
-                    tracing::warn!(queue = %shared.queue.name(), error = %error_chain(&e), "could not subscribe to wake-ups; falling back to polling");
+                for (partition, keys) in shared.queue.parts.iter().enumerate() {
+                    if let Err(e) = shared.queue.redis.subscribe(&keys.wake(), &shared.wake, partition).await {
+                        tracing::warn!(queue = %shared.queue.name(), partition, error = %error_chain(&e), "could not subscribe to wake-ups; falling back to polling");
+                    }
                 }
                 tracing::info!(queue = %shared.queue.name(), identity = %shared.opts.identity, "worker registered");
                 let weak = Arc::downgrade(&shared);
@@ -375,7 +384,7 @@ where
         if self.closing.is_none() {
             tracing::debug!(queue = %self.shared.queue.name(), buffered = self.buffer.len(), "closing: handing back what was fetched but not started");
             self.shared.closing.store(true, Ordering::Release);
-            self.shared.wake.due(0);
+            self.shared.wake.all_due();
             let fetching = self.fetching.take();
             let mut unstarted: Vec<String> =
                 self.buffer.drain(..).filter_map(|t| t.ctx().task_id().map(|id| id.to_string())).collect();

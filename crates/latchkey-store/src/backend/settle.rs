@@ -95,7 +95,7 @@ impl Shared {
                     call
                 }
             };
-            call.key(q.keys.base()).invoke_async(&mut conn).await.map_err(Error::from)
+            call.key(q.keys_of(id).base()).invoke_async(&mut conn).await.map_err(Error::from)
         };
         let result: Result<i64> = attempt
             .retry(
