@@ -3,6 +3,7 @@
 
 mod api;
 mod chaos;
+mod cluster;
 mod console;
 mod failures;
 mod faults;

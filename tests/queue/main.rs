@@ -6,6 +6,7 @@ mod cluster;
 mod depth;
 mod leases;
 mod memory;
+mod partitions;
 mod pickup;
 mod push;
 mod records;

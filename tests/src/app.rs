@@ -73,6 +73,10 @@ pub struct AppOptions {
     pub poll_base: Duration,
     /// How often a worker catches up from Seam's `/events/list` (zero: never).
     pub events_catch_up: Duration,
+    /// Run on a three-master Redis Cluster instead of one node (the
+    /// default when `LATCHKEY_TEST_CLUSTER=1`, so the pipeline tests run
+    /// on both; `just test-cluster`).
+    pub cluster: bool,
     /// Partitions of the reconcile queue (the deployment's default unless a
     /// test asks for another).
     pub partitions: u32,
@@ -104,14 +108,17 @@ impl Default for AppOptions {
             poll_base: Duration::from_millis(50),
             events_catch_up: Duration::ZERO,
             partitions: latchkey_store::DEFAULT_PARTITIONS,
+            cluster: std::env::var("LATCHKEY_TEST_CLUSTER").is_ok_and(|v| v == "1"),
         }
     }
 }
 
 /// A running latchkey.
 pub struct TestApp {
-    /// The Redis it uses.
+    /// The Redis it uses (on a cluster, its first master).
     pub redis: RedisServer,
+    /// On a cluster, the other masters.
+    pub other_masters: Vec<RedisServer>,
     /// The Seam simulator.
     pub seam: FakeSeam,
     /// The Redis URL, with the password when there is one.
@@ -146,10 +153,19 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     if let Some(pw) = &options.redis_password {
         redis_args.extend(["--requirepass", pw.as_str()]);
     }
-    let redis = RedisServer::start_with(&redis_args);
+    let (redis, other_masters, url) = if options.cluster {
+        let cluster = crate::RedisCluster::start_with(&redis_args);
+        let url = cluster.url();
+        let mut nodes = cluster.into_nodes();
+        (nodes.remove(0), nodes, url)
+    } else {
+        let redis = RedisServer::start_with(&redis_args);
+        let url = redis.url();
+        (redis, Vec::new(), url)
+    };
     let redis_url = match &options.redis_password {
-        Some(pw) => redis.url().replacen("redis://", &format!("redis://:{pw}@"), 1),
-        None => redis.url(),
+        Some(pw) => url.replace("redis://", &format!("redis://:{pw}@")),
+        None => url,
     };
     let serve_addr = (options.webhooks || options.api).then(|| format!("127.0.0.1:{}", crate::free_tcp_port()));
     let tokens_file = options.api.then(|| {
@@ -212,6 +228,7 @@ pub async fn spawn_app(options: AppOptions) -> TestApp {
     }
     let mut app = TestApp {
         redis,
+        other_masters,
         seam,
         redis_url,
         proxy,

@@ -216,17 +216,19 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three cluster-enabled servers and joins them.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisCluster::start`], each node with these extra arguments
+    /// (`--appendonly yes`, for one).
+    pub fn start_with(args: &[&str]) -> Self {
         assert!(have_redis_server(), "the cluster test starts its own nodes: {NO_REDIS}");
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                let mut all =
+                    vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"];
+                all.extend_from_slice(args);
+                RedisServer::start_with(&all)
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
@@ -256,5 +258,10 @@ impl RedisCluster {
     /// The nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// The nodes, each to be stopped when dropped.
+    pub fn into_nodes(self) -> Vec<RedisServer> {
+        self.nodes
     }
 }
