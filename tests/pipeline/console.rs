@@ -40,7 +40,7 @@ async fn dead_letter(app: &mut TestApp) -> String {
 
 #[tokio::test]
 async fn the_on_call_engineer_signs_in_finds_a_code_and_retries_a_dead_letter() {
-    let mut app = spawn_app(AppOptions { api: true, workers: 0, ..AppOptions::default() }).await;
+    let mut app = spawn_app(AppOptions { cluster: false, api: true, workers: 0, ..AppOptions::default() }).await;
     let bad = dead_letter(&mut app).await;
     let d = device(&app, 50);
     let good = app.seam.add_access_code(&d, SeedCode::default());
@@ -108,7 +108,7 @@ async fn the_on_call_engineer_signs_in_finds_a_code_and_retries_a_dead_letter() 
 
 #[tokio::test]
 async fn the_console_refuses_cross_site_forms_read_tokens_that_act_and_strangers() {
-    let mut app = spawn_app(AppOptions { api: true, workers: 0, ..AppOptions::default() }).await;
+    let mut app = spawn_app(AppOptions { cluster: false, api: true, workers: 0, ..AppOptions::default() }).await;
     let bad = dead_letter(&mut app).await;
     let console = format!("{}/console", app.serve_url.as_ref().unwrap());
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();

@@ -44,6 +44,7 @@ async fn workers_killed_three_times_lose_nothing_and_no_secret_or_pin_reaches_a_
     // contains it by chance.
     const PIN: &str = "864209753";
     let app = spawn_app(AppOptions {
+        cluster: false,
         workers: 0,
         redis_password: Some(REDIS_PASSWORD.into()),
         verify_timeout: Duration::from_secs(60),

@@ -21,7 +21,7 @@ const UPDATE: &str = "/access_codes/update";
 
 /// An app whose one worker talks to Seam through `hostile`.
 async fn app_behind_hostile_seam(options: AppOptions) -> (TestApp, HostileSeam) {
-    let mut app = spawn_app(AppOptions { workers: 0, ..options }).await;
+    let mut app = spawn_app(AppOptions { cluster: false, workers: 0, ..options }).await;
     let hostile = HostileSeam::start(app.seam.url()).await;
     let mut args = app.worker_args();
     args.seam_endpoint = hostile.url();

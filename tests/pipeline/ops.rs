@@ -164,8 +164,13 @@ async fn a_worker_reconciles_over_tls_as_an_acl_user_with_its_url_from_a_file() 
     let dir = tempfile::tempdir().unwrap();
     let files = tls_files(dir.path());
     let tls_port = latchkey_tests::free_tcp_port();
-    let app =
-        spawn_app(AppOptions { workers: 0, redis_args: tls_acl_args(tls_port, &files), ..AppOptions::default() }).await;
+    let app = spawn_app(AppOptions {
+        cluster: false,
+        workers: 0,
+        redis_args: tls_acl_args(tls_port, &files),
+        ..AppOptions::default()
+    })
+    .await;
     let url_file = dir.path().join("redis-url");
     std::fs::write(&url_file, format!("rediss://latchkey:{ACL_PASSWORD}@127.0.0.1:{tls_port}\n")).unwrap();
     let mut args = app.worker_args();

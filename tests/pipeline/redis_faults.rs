@@ -26,6 +26,7 @@ async fn all_converge(app: &TestApp, codes: &[(String, u64)]) {
 #[tokio::test]
 async fn the_pipeline_rides_out_a_redis_restart() {
     let mut app = spawn_app(AppOptions {
+        cluster: false,
         workers: 2,
         redis_args: vec!["--appendonly", "yes", "--appendfsync", "always"],
         ..AppOptions::default()
@@ -49,7 +50,7 @@ async fn the_pipeline_rides_out_a_redis_restart() {
 
 #[tokio::test]
 async fn the_pipeline_rides_out_a_five_second_client_pause() {
-    let app = spawn_app(AppOptions { workers: 2, ..AppOptions::default() }).await;
+    let app = spawn_app(AppOptions { cluster: false, workers: 2, ..AppOptions::default() }).await;
     let codes = seed_codes(&app, 300, Duration::from_millis(800), 30_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.redis.pause(Duration::from_secs(5));
@@ -61,7 +62,7 @@ async fn the_pipeline_rides_out_a_five_second_client_pause() {
 
 #[tokio::test]
 async fn the_pipeline_rides_out_a_black_holed_then_cut_redis_connection() {
-    let app = spawn_app(AppOptions { workers: 2, through_proxy: true, ..AppOptions::default() }).await;
+    let app = spawn_app(AppOptions { cluster: false, workers: 2, through_proxy: true, ..AppOptions::default() }).await;
     let proxy = app.proxy.as_ref().unwrap();
     let codes = seed_codes(&app, 200, Duration::from_millis(800), 30_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -88,7 +89,7 @@ async fn the_pipeline_rides_out_a_black_holed_then_cut_redis_connection() {
 #[tokio::test]
 async fn a_worker_cut_off_past_its_lease_never_lands_an_older_pin_after_a_newer_one() {
     let lease = Duration::from_secs(3);
-    let mut app = spawn_app(AppOptions { workers: 0, lease, ..AppOptions::default() }).await;
+    let mut app = spawn_app(AppOptions { cluster: false, workers: 0, lease, ..AppOptions::default() }).await;
     let proxy = latchkey_tests::proxy::Proxy::start(format!("127.0.0.1:{}", app.redis.port()).parse().unwrap()).await;
     let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
     let id = app.seam.add_access_code(&device, SeedCode { code: Some("1111".into()), ..SeedCode::default() });

@@ -19,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn a_poisoned_job_in_a_fetched_batch_is_dead_lettered_and_the_rest_of_the_batch_runs() {
     // (one partition: every job in one ready list, fetched in one batch)
-    let mut app = spawn_app(AppOptions { workers: 0, partitions: 1, ..AppOptions::default() }).await;
+    let mut app = spawn_app(AppOptions { cluster: false, workers: 0, partitions: 1, ..AppOptions::default() }).await;
     let codes = seed_codes(&app, 6, Duration::from_millis(50), 4000).await;
     let base = app.store.queue().home().base().to_string();
     let mut r = raw(&app).await;
@@ -78,7 +78,7 @@ async fn a_poisoned_job_in_a_fetched_batch_is_dead_lettered_and_the_rest_of_the_
 
 #[tokio::test]
 async fn unreadable_records_are_set_aside_and_enqueueing_again_heals_the_code() {
-    let app = spawn_app(AppOptions::default()).await;
+    let app = spawn_app(AppOptions { cluster: false, ..AppOptions::default() }).await;
     let (id, _) = seed_codes(&app, 1, Duration::from_millis(20), 5000).await.pop().unwrap();
     let o = app.store.wait_for_outcome(&id, 1, LIMIT).await.unwrap();
     assert!(matches!(o, latchkey_store::Waited::Finished(_)), "{o:?}");
@@ -110,7 +110,7 @@ async fn unreadable_records_are_set_aside_and_enqueueing_again_heals_the_code() 
 
 #[tokio::test]
 async fn a_record_too_large_to_read_is_a_dead_letter_and_other_codes_go_on() {
-    let mut app = spawn_app(AppOptions { workers: 0, ..AppOptions::default() }).await;
+    let mut app = spawn_app(AppOptions { cluster: false, workers: 0, ..AppOptions::default() }).await;
     let codes = seed_codes(&app, 2, Duration::from_millis(20), 6000).await;
     let mut r = raw(&app).await;
     let (big, big_generation) = &codes[0];
@@ -133,6 +133,7 @@ async fn a_large_reply_does_not_cut_the_workers_connection() {
     // output limit (32 MB by default; 64 KB here): commands must not share
     // the connection that carries the worker's wake-up subscription.
     let mut app = spawn_app(AppOptions {
+        cluster: false,
         workers: 0,
         redis_args: vec!["--client-output-buffer-limit", "pubsub 64kb 64kb 0"],
         ..AppOptions::default()
@@ -154,7 +155,7 @@ async fn a_large_reply_does_not_cut_the_workers_connection() {
 
 #[tokio::test]
 async fn producer_input_that_could_hurt_is_refused_by_field() {
-    let app = spawn_app(AppOptions::default()).await;
+    let app = spawn_app(AppOptions { cluster: false, ..AppOptions::default() }).await;
     for (input, field) in [
         (json!({"access_code_id": "ac1", "device_id": "d".repeat(40 << 20)}), "device_id"),
         (json!({"access_code_id": "ac1", "device_id": ""}), "device_id"),

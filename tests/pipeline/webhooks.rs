@@ -87,7 +87,7 @@ fn event(event_id: &str, access_code_id: &str) -> String {
 
 #[tokio::test]
 async fn only_a_good_delivery_changes_anything_and_only_once() {
-    let app = spawn_app(far_polls()).await;
+    let app = spawn_app(AppOptions { cluster: false, ..far_polls() }).await;
     let d = device(&app, 20);
     let id = app.seam.add_access_code(&d, SeedCode::default());
     let generation = app.store.enqueue(want(json!({"access_code_id": id, "code": "6200"}))).await.unwrap();

@@ -75,7 +75,9 @@ pub struct AppOptions {
     pub events_catch_up: Duration,
     /// Run on a three-master Redis Cluster instead of one node (the
     /// default when `LATCHKEY_TEST_CLUSTER=1`, so the pipeline tests run
-    /// on both; `just test-cluster`).
+    /// on both; `just test-cluster`). A test that reaches behind the store
+    /// to one node's keys, or puts a proxy, a password or TLS in front of
+    /// Redis, says `cluster: false`.
     pub cluster: bool,
     /// Partitions of the reconcile queue (the deployment's default unless a
     /// test asks for another).
