@@ -134,3 +134,22 @@ async fn a_partitioned_queue_keeps_every_promise_of_one_over_all_its_partitions(
     assert_eq!(q.leave("nobody").await.unwrap(), 0);
     worker.stop().await;
 }
+
+#[test]
+fn the_python_helper_finds_every_code_where_latchkey_keeps_it() {
+    let ids: Vec<String> = (0..200).map(|i| format!("ac_{i}")).chain(["ünï-cödé".to_string()]).collect();
+    for partitions in [1u32, 3, 16] {
+        let out = std::process::Command::new("python3")
+            .arg(latchkey_tests::workspace_root().join("examples/python/latchkey_keys.py"))
+            .arg(partitions.to_string())
+            .args(&ids)
+            .output()
+            .expect("run python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let python: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+        let parts = latchkey_store::keys::QueueKeys::partitions("latchkey", "reconcile", partitions).unwrap();
+        let rust: Vec<String> =
+            ids.iter().map(|id| parts[partition_of(id, partitions) as usize].base().to_string()).collect();
+        assert_eq!(python, rust, "{partitions} partitions");
+    }
+}
