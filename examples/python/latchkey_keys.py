@@ -1,7 +1,7 @@
 """Where latchkey keeps an access code's records in Redis: the base key of the
 reconcile queue's partition its id hashes to (see the README, "Partitions").
 
-    base = record_base("ac_123")          # e.g. 'latchkey:{reconcile:9:4}'
+    base = record_base("ac_123")          # e.g. 'latchkey:{reconcile:16:9:4}'
     r.get(f"{base}:outcome:ac_123")
 
 Standard library only. Run as a script, it prints the base of each id given.
@@ -25,12 +25,12 @@ def slot_of(tag: str) -> int:
 
 
 def partition_tag(i: int, partitions: int, queue: str = "reconcile") -> str:
-    """The hash tag of partition i: the first `<queue>:<i>:<n>` whose slot
-    lies in the i-th of `partitions` equal ranges of slots."""
+    """The hash tag of partition i: the first `<queue>:<partitions>:<i>:<n>`
+    whose slot lies in the i-th of `partitions` equal ranges of slots."""
     n = 0
-    while slot_of(f"{queue}:{i}:{n}") * partitions // SLOTS != i:
+    while slot_of(f"{queue}:{partitions}:{i}:{n}") * partitions // SLOTS != i:
         n += 1
-    return f"{queue}:{i}:{n}"
+    return f"{queue}:{partitions}:{i}:{n}"
 
 
 def record_base(access_code_id: str, partitions: int = 16, prefix: str = "latchkey") -> str:

@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod redis_faults;
+mod repartition;
 mod seeds;
 mod supersede;
 mod tamper;

@@ -71,8 +71,9 @@ async fn an_invalid_desired_state_is_refused_naming_the_field_and_nothing_is_sto
     assert_eq!(r.queue().depth().await.unwrap().ready, 0);
 }
 
-fn lease(worker: &str, fence: u64) -> Lease {
-    Lease { worker: worker.into(), fence, duration: Duration::from_secs(10) }
+/// A lease on access code `ac1`'s job (the records tests are about it).
+fn lease(r: &Reconciliations, worker: &str, fence: u64) -> Lease {
+    Lease { partition: r.queue().keys_of("ac1"), worker: worker.into(), fence, duration: Duration::from_secs(10) }
 }
 
 #[tokio::test]
@@ -87,19 +88,19 @@ async fn outcome_writes_are_refused_for_an_older_generation_a_lost_lease_or_a_st
     let _: () = conn.zadd(r.queue().home().leased(), "ac1", 1).await.unwrap();
 
     let applying = Outcome::pending("ac1", 1, Utc::now()).moved(OutcomeState::Applying, Utc::now());
-    assert_eq!(r.record(&applying, &lease("w1", 1)).await.unwrap(), Recorded::Written);
+    assert_eq!(r.record(&applying, &lease(&r, "w1", 1)).await.unwrap(), Recorded::Written);
     let expiry: f64 = conn.zscore(r.queue().home().leased(), "ac1").await.unwrap();
     assert!(expiry > 1.0, "a write renews the lease");
-    assert_eq!(r.record(&applying, &lease("w2", 1)).await.unwrap(), Recorded::LeaseLost);
+    assert_eq!(r.record(&applying, &lease(&r, "w2", 1)).await.unwrap(), Recorded::LeaseLost);
     // The same worker fetched the job again (its lease had expired): the
     // earlier run, fence 1, is stale and changes nothing, nor may it send.
     let _: () = conn.hset(&job, "fence", "2").await.unwrap();
-    assert_eq!(r.record(&applying, &lease("w1", 1)).await.unwrap(), Recorded::LeaseLost);
-    assert!(!r.hold("ac1", &lease("w1", 1)).await.unwrap(), "a stale run does not hold the job");
-    assert!(r.hold("ac1", &lease("w1", 2)).await.unwrap(), "the current run does");
+    assert_eq!(r.record(&applying, &lease(&r, "w1", 1)).await.unwrap(), Recorded::LeaseLost);
+    assert!(!r.hold("ac1", &lease(&r, "w1", 1)).await.unwrap(), "a stale run does not hold the job");
+    assert!(r.hold("ac1", &lease(&r, "w1", 2)).await.unwrap(), "the current run does");
     r.enqueue(want(r#"{"access_code_id":"ac1","code":"5678"}"#)).await.unwrap();
     let late = applying.clone().moved(OutcomeState::Succeeded, Utc::now());
-    assert_eq!(r.record(&late, &lease("w1", 2)).await.unwrap(), Recorded::Superseded);
+    assert_eq!(r.record(&late, &lease(&r, "w1", 2)).await.unwrap(), Recorded::Superseded);
     let now = r.outcome("ac1").await.unwrap().unwrap();
     assert_eq!((now.generation, now.state), (2, OutcomeState::Pending), "the stale write changed nothing");
 
@@ -302,7 +303,7 @@ async fn a_lease_that_expires_on_the_last_attempt_ends_the_outcome_failed_too() 
         .unwrap();
     let _: () = conn.zadd(keys.leased(), "ac1", 1).await.unwrap();
     let applying = r.load("ac1").await.unwrap().unwrap().outcome.moved(OutcomeState::Applying, Utc::now());
-    assert_eq!(r.record(&applying, &lease("ghost", 1)).await.unwrap(), Recorded::Written);
+    assert_eq!(r.record(&applying, &lease(&r, "ghost", 1)).await.unwrap(), Recorded::Written);
 
     // Any worker's next fetch reclaims the lease and buries the job.
     let worker = spawn_probe_worker(r.queue(), test_options(), 1, &Default::default());

@@ -225,8 +225,14 @@ impl RedisCluster {
         assert!(have_redis_server(), "the cluster test starts its own nodes: {NO_REDIS}");
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let mut all =
-                    vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"];
+                let mut all = vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ];
                 all.extend_from_slice(args);
                 RedisServer::start_with(&all)
             })

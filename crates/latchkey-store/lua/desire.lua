@@ -19,6 +19,17 @@
 -- ARGV: access_code_id, desired JSON, pending outcome JSON (generation filled
 --       in here)[, idempotency key, idem_ms]
 -- Returns the new generation (or the one the key's first request made).
+-- A partition `repartition` is moving away from takes no desired state: it
+-- answers REPARTITIONING while its codes move (try again shortly), then
+-- REPARTITIONED <partitions> (the layout the code is in now).
+local moving = redis.call('GET', base .. ':moving')
+if moving then
+  moving = tostring(moving)
+  if moving:sub(1, 5) == 'moved' then
+    return redis.error_reply('REPARTITIONED ' .. (moving:match(' (%d+)$') or '0'))
+  end
+  return redis.error_reply('REPARTITIONING this partition is being moved by latchkey repartition; try again shortly')
+end
 local id, desired, template = ARGV[1], ARGV[2], ARGV[3]
 local idem, idem_ms = ARGV[4], tonumber(ARGV[5])
 local K_IDEM = idem and (base .. ':idem:' .. idem)

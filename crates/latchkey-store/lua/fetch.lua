@@ -4,7 +4,8 @@
 --       records ('1': the queue's jobs are reconciliations; each comes with
 --       its records, read_records, at the instant of its lease)
 -- Returns {now, next_wake_ms or -1, more (1 if a chore hit its bound), recovered,
---          id, payload, attempts, max_attempts, enqueued_at, fence,
+--          moving_to (the partitions `repartition` moves this one's jobs to,
+--          or 0; then no job is leased), id, payload, attempts, max_attempts, enqueued_at, fence,
 --          [generation, desired, outcome: with records, '' when missing or
 --          unreadable (the run then reads them itself and meets the error)], ...}
 -- Each lease gets a new fence token (the job's `fence` counter): settling and
@@ -46,6 +47,14 @@ for _, id in ipairs(expired) do
 end
 if #expired > 0 then count('recovered', #expired) end
 
+-- A partition `repartition` is moving away from leases nothing (expired
+-- leases still come back, above, so it drains); the worker learns where its
+-- jobs go.
+local moving = redis.call('GET', base .. ':moving')
+if moving then
+  return {now, -1, more, #expired, tonumber(tostring(moving):match(' (%d+)$')) or 0}
+end
+
 -- 2. Promote due jobs, only while the ready list is short: a backlog of due jobs
 --    is moved a chunk at a time, never all at once.
 if redis.call('LLEN', K_READY) < chunk then
@@ -66,7 +75,7 @@ if redis.call('LLEN', K_READY) < chunk then
 end
 
 -- 3. Lease.
-local out = {now, -1, more, #expired}
+local out = {now, -1, more, #expired, 0}
 local ids = redis.call('RPOP', K_READY, max_jobs)
 if ids then
   local expiry = now + lease_ms
@@ -101,7 +110,7 @@ if ids then
 end
 
 -- 4. Nothing to hand out: tell the worker when to look again.
-if #out == 4 then
+if #out == 5 then
   local nxt = -1
   local s = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
   if s[2] then nxt = tonumber(s[2]) end

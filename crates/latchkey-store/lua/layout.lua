@@ -2,26 +2,29 @@
 -- process to use the queue records it; every other must agree (checked by
 -- the caller). Self-contained (no prelude): it runs before anything else.
 -- KEYS[1]: the queue's base as one whole (`<prefix>:{<queue>}`).
--- ARGV[1]: the partitions the caller is configured for.
--- Returns the partitions recorded.
+-- ARGV[1]: the partitions the caller is configured for (0: only read).
+-- Returns {partitions recorded, partitions `repartition` is moving the
+-- queue to or 0}.
 local base = KEYS[1]
 local layout = base .. ':layout'
 local kind = redis.call('TYPE', layout).ok
 if kind ~= 'none' and kind ~= 'hash' then
   return redis.error_reply('UNREADABLE ' .. layout .. ' is a ' .. kind .. ', not a hash')
 end
-local recorded = redis.call('HGET', layout, 'partitions')
-if recorded then
-  local n = tonumber(recorded)
+local function partitions(v, what)
+  local n = tonumber(v)
   if not n or n ~= math.floor(n) or n < 1 or n > 1024 then
-    return redis.error_reply('UNREADABLE ' .. layout .. ': partitions is not a whole number from 1 to 1024')
+    error({ err = 'UNREADABLE ' .. layout .. ': ' .. what .. ' is not a whole number from 1 to 1024' })
   end
   return n
 end
-local wanted = tonumber(ARGV[1])
-if not wanted or wanted ~= math.floor(wanted) or wanted < 1 or wanted > 1024 then
-  return redis.error_reply('layout.lua: partitions must be a whole number from 1 to 1024')
+local f = redis.call('HMGET', layout, 'partitions', 'moving_to')
+if f[1] then
+  return { partitions(f[1], 'partitions'), f[2] and partitions(f[2], 'moving_to') or 0 }
 end
+local wanted = tonumber(ARGV[1])
+if wanted == 0 then return { 1, 0 } end
+wanted = partitions(wanted, 'the partitions asked for')
 -- Nothing recorded. A queue used before partitions existed keeps its jobs
 -- under the single tag, which is one partition: record that, so the caller
 -- refuses to start and says how to move it.
@@ -32,4 +35,4 @@ for _, part in ipairs({ 'ready', 'scheduled', 'leased', 'dead' }) do
   end
 end
 redis.call('HSET', layout, 'partitions', wanted)
-return wanted
+return { wanted, 0 }

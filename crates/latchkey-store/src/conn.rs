@@ -270,6 +270,42 @@ impl Redis {
             .ok_or_else(|| Error::Protocol { script: "INFO memory", detail: "no used_memory line".into() })
     }
 
+    /// Every key that starts with `base` + `:`, where `base` carries a hash
+    /// tag: the keys of one slot, listed by SCAN on the node that holds it
+    /// (on a cluster, the master of `slot`). For moving a partition that
+    /// nothing else writes (`repartition`); keys may repeat.
+    pub(crate) async fn keys_under(&self, base: &str, slot: u16) -> Result<Vec<Vec<u8>>> {
+        let mut pattern = String::with_capacity(base.len() + 2);
+        for c in base.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":*");
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let reply: Value = match self.conn.clone() {
+                RedisConn::Single(mut c) => cmd.query_async(&mut c).await?,
+                RedisConn::Cluster(mut c) => {
+                    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                    let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                    c.route_command(cmd, RoutingInfo::SingleNode(route)).await?
+                }
+            };
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::FromRedisValue::from_redis_value(reply)
+                .map_err(|e| Error::Protocol { script: "SCAN", detail: e.to_string() })?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
     /// Routes wake-up messages of `channel` to `wake`'s `partition` for as
     /// long as `wake` lives.
     pub(crate) async fn subscribe(&self, channel: &str, wake: &Arc<Wake>, partition: usize) -> Result<()> {
@@ -290,10 +326,7 @@ impl Redis {
     }
 }
 
-async fn route_pushes(
-    mut rx: mpsc::UnboundedReceiver<PushInfo>,
-    subscribers: Weak<Mutex<Channels>>,
-) {
+async fn route_pushes(mut rx: mpsc::UnboundedReceiver<PushInfo>, subscribers: Weak<Mutex<Channels>>) {
     while let Some(push) = rx.recv().await {
         let Some(subscribers) = subscribers.upgrade() else {
             return;

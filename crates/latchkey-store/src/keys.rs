@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// Key names of one queue: `<prefix>:{<queue>}:<part>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueKeys {
-    base: String,
+    base: std::sync::Arc<str>,
 }
 
 /// Most partitions a queue may have.
@@ -42,14 +42,16 @@ pub fn slot_of(tag: &str) -> u16 {
 }
 
 /// The hash tag of partition `i` of `partitions` (more than one):
-/// `<queue>:<i>:<n>` with the smallest `n` from 0 whose slot lies in the
-/// `i`-th of `partitions` equal ranges of the 16,384 slots. The partitions'
-/// slots are thus spread evenly, and a cluster whose masters hold equal
-/// ranges of slots (as `redis-cli --cluster create` makes them) gives each
-/// master an equal share of partitions, within one.
+/// `<queue>:<partitions>:<i>:<n>` with the smallest `n` from 0 whose slot
+/// lies in the `i`-th of `partitions` equal ranges of the 16,384 slots. The
+/// partitions' slots are thus spread evenly, and a cluster whose masters hold
+/// equal ranges of slots (as `redis-cli --cluster create` makes them) gives
+/// each master an equal share of partitions, within one. The tag names the
+/// number of partitions, so two layouts of a queue never share a key (what
+/// `repartition` relies on).
 pub fn partition_tag(queue: &str, i: u32, partitions: u32) -> String {
     (0u32..)
-        .map(|n| format!("{queue}:{i}:{n}"))
+        .map(|n| format!("{queue}:{partitions}:{i}:{n}"))
         .find(|tag| u32::from(slot_of(tag)) * partitions / SLOTS == i)
         .expect("every range of slots is reached")
 }
@@ -66,7 +68,7 @@ pub fn validate_partitions(partitions: u32) -> Result<()> {
 impl QueueKeys {
     /// The keys of each of `queue`'s `partitions`: one partition is the queue
     /// itself (`{queue}`); several are tagged by [`partition_tag`]
-    /// (`{queue:<i>:<n>}`).
+    /// (`{queue:<partitions>:<i>:<n>}`).
     pub fn partitions(prefix: &str, queue: &str, partitions: u32) -> Result<Vec<Self>> {
         validate_partitions(partitions)?;
         let whole = Self::new(prefix, queue)?;
@@ -74,7 +76,7 @@ impl QueueKeys {
             return Ok(vec![whole]);
         }
         Ok((0..partitions)
-            .map(|i| Self { base: format!("{prefix}:{{{}}}", partition_tag(queue, i, partitions)) })
+            .map(|i| Self { base: format!("{prefix}:{{{}}}", partition_tag(queue, i, partitions)).into() })
             .collect())
     }
 
@@ -96,13 +98,21 @@ impl QueueKeys {
         if prefix.contains(['{', '}']) {
             return Err(Error::Config(format!("key prefix {prefix:?} must not contain braces")));
         }
-        Ok(Self { base: format!("{prefix}:{{{queue}}}") })
+        Ok(Self { base: format!("{prefix}:{{{queue}}}").into() })
     }
 
-    /// HASH: the queue's layout (`partitions`), recorded by the first process
-    /// that uses it and checked by every other.
+    /// HASH: the queue's layout (`partitions`, and `moving_to` while
+    /// `repartition` moves it), recorded by the first process that uses it
+    /// and checked by every other.
     pub fn layout(&self) -> String {
         format!("{}:layout", self.base)
+    }
+    /// STRING on a partition being moved away from: `frozen <P>` while
+    /// `repartition` moves its codes to the layout of P partitions (nothing
+    /// is leased from it, desired states wait), then `moved <P>` (a
+    /// forwarding address: desired states go to that layout).
+    pub fn moving(&self) -> String {
+        format!("{}:moving", self.base)
     }
     /// The base key, `KEYS[1]` of every script: `latchkey:{apply}`.
     pub fn base(&self) -> &str {
@@ -213,7 +223,7 @@ mod tests {
         assert_eq!(one, vec![QueueKeys::new("latchkey", "reconcile").unwrap()]);
         let parts = QueueKeys::partitions("latchkey", "reconcile", 3).unwrap();
         let bases: Vec<&str> = parts.iter().map(QueueKeys::base).collect();
-        assert_eq!(bases, ["latchkey:{reconcile:0:3}", "latchkey:{reconcile:1:1}", "latchkey:{reconcile:2:2}"]);
+        assert_eq!(bases, ["latchkey:{reconcile:3:0:2}", "latchkey:{reconcile:3:1:0}", "latchkey:{reconcile:3:2:2}"]);
         for bad in [0, MAX_PARTITIONS + 1] {
             let err = QueueKeys::partitions("latchkey", "reconcile", bad).unwrap_err().to_string();
             assert!(err.contains("must be 1 to 1024"), "{err}");

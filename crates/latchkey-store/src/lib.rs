@@ -19,6 +19,7 @@ mod identity;
 pub mod keys;
 mod queue;
 mod reconcile;
+mod repartition;
 mod scripts;
 mod throttle;
 mod wake;
@@ -33,5 +34,6 @@ pub use reconcile::{
     IDEMPOTENCY_WINDOW, Loaded, MAX_RECORD_BYTES, Nudged, OutcomeChange, RECONCILE_QUEUE, Reconciliations, Recorded,
     Waited,
 };
+pub use repartition::Moved;
 pub use scripts::PUSH_LUA;
 pub use throttle::{Change, GUARD_BAND, Limits, MAX_DEVICE_HOLD};

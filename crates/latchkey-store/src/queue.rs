@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -159,6 +159,25 @@ pub struct JobView {
     pub lease: Option<String>,
 }
 
+/// One way of splitting a queue: its number of partitions and their keys, by
+/// index ([`partition_of`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub partitions: u32,
+    pub parts: Arc<[QueueKeys]>,
+}
+
+impl Layout {
+    fn new(prefix: &str, queue: &str, partitions: u32) -> Result<Self> {
+        Ok(Self { partitions, parts: QueueKeys::partitions(prefix, queue, partitions)?.into() })
+    }
+
+    /// The partition of `id` in this layout.
+    pub fn of(&self, id: &str) -> &QueueKeys {
+        &self.parts[partition_of(id, self.partitions) as usize]
+    }
+}
+
 /// A handle on one queue, all its partitions. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -167,8 +186,10 @@ pub struct Queue {
     /// The queue as one whole: its layout record and worker registry, and,
     /// when it has one partition, that partition.
     pub(crate) home: Arc<QueueKeys>,
-    /// Its partitions' keys, by index ([`partition_of`]).
-    pub(crate) parts: Arc<[QueueKeys]>,
+    /// The layouts its jobs may be in, oldest first: one, or, while (or
+    /// since) `repartition` moves the queue, the one it moves from and the
+    /// one it moves to.
+    pub(crate) layouts: Arc<RwLock<Vec<Layout>>>,
     pub(crate) config: Arc<QueueConfig>,
     /// Its jobs are reconciliations: a fetch hands each over with its
     /// records (see [`Reconciliations`](crate::Reconciliations)).
@@ -180,21 +201,21 @@ impl Queue {
     /// check the layout Redis records: [`Queue::open`] does.
     pub fn new(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         let home = QueueKeys::new(&config.prefix, name)?;
-        let parts = QueueKeys::partitions(&config.prefix, name, config.partitions)?;
+        let layout = Layout::new(&config.prefix, name, config.partitions)?;
         Ok(Self {
             redis,
             name: name.into(),
             home: Arc::new(home),
-            parts: parts.into(),
+            layouts: Arc::new(RwLock::new(vec![layout])),
             config: Arc::new(config),
             with_records: false,
         })
     }
 
     /// [`Queue::new`], after checking that Redis records the same number of
-    /// partitions for the queue (recording it if nothing does yet). A queue
-    /// used before partitions existed, with jobs under its single tag, is
-    /// one partition.
+    /// partitions for the queue (recording it if nothing does yet), or that
+    /// `repartition` is moving the queue to that number. A queue used before
+    /// partitions existed, with jobs under its single tag, is one partition.
     pub async fn open(redis: Redis, name: &str, config: QueueConfig) -> Result<Self> {
         let queue = Self::new(redis, name, config)?;
         queue.check_layout().await?;
@@ -202,15 +223,46 @@ impl Queue {
     }
 
     pub(crate) async fn check_layout(&self) -> Result<()> {
-        let mut conn = self.redis.conn();
-        let recorded: i64 =
-            SCRIPTS.layout.key(self.home.base()).arg(self.config.partitions).invoke_async(&mut conn).await?;
-        let recorded = u32::try_from(recorded)
-            .map_err(|_| Error::Protocol { script: "layout.lua", detail: format!("partitions {recorded}") })?;
-        if recorded != self.config.partitions {
-            return Err(Error::Layout { queue: self.name.to_string(), recorded, configured: self.config.partitions });
+        let (recorded, moving_to) = self.read_layout(Some(self.config.partitions)).await?;
+        let configured = self.config.partitions;
+        if recorded != configured && moving_to != Some(configured) {
+            return Err(Error::Layout { queue: self.name.to_string(), recorded, configured });
         }
+        let mut layouts = vec![Layout::new(&self.config.prefix, &self.name, recorded)?];
+        if let Some(to) = moving_to {
+            layouts.push(Layout::new(&self.config.prefix, &self.name, to)?);
+        }
+        *self.layouts.write().expect("layouts lock") = layouts;
         Ok(())
+    }
+
+    /// The layout Redis records: partitions, and where `repartition` is
+    /// moving the queue to, if it is. With `record`, records that number of
+    /// partitions when nothing is recorded yet.
+    pub(crate) async fn read_layout(&self, record: Option<u32>) -> Result<(u32, Option<u32>)> {
+        let mut conn = self.redis.conn();
+        let (recorded, moving_to): (i64, i64) =
+            SCRIPTS.layout.key(self.home.base()).arg(record.unwrap_or(0)).invoke_async(&mut conn).await?;
+        let bad = |n: i64| Error::Protocol { script: "layout.lua", detail: format!("partitions {n}") };
+        let recorded = u32::try_from(recorded).map_err(|_| bad(recorded))?;
+        let moving_to = (moving_to > 0).then(|| u32::try_from(moving_to).map_err(|_| bad(moving_to))).transpose()?;
+        Ok((recorded, moving_to))
+    }
+
+    /// The queue is being moved (or was) to a layout of `partitions`: its
+    /// jobs may be there too. Returns whether that was news.
+    pub(crate) fn learn(&self, partitions: u32) -> Result<bool> {
+        let mut layouts = self.layouts.write().expect("layouts lock");
+        if layouts.iter().any(|l| l.partitions == partitions) {
+            return Ok(false);
+        }
+        layouts.push(Layout::new(&self.config.prefix, &self.name, partitions)?);
+        Ok(true)
+    }
+
+    /// The layouts the queue's jobs may be in, oldest first.
+    pub(crate) fn layouts(&self) -> Vec<Layout> {
+        self.layouts.read().expect("layouts lock").clone()
     }
 
     /// The queue's name.
@@ -218,19 +270,25 @@ impl Queue {
         &self.name
     }
 
-    /// The key names of the partition job `id` belongs to.
-    pub fn keys_of(&self, id: &str) -> &QueueKeys {
-        &self.parts[self.partition_of(id)]
+    fn newest(&self) -> Layout {
+        self.layouts.read().expect("layouts lock").last().expect("a queue has a layout").clone()
     }
 
-    /// The index of the partition job `id` belongs to.
+    /// The key names of the partition job `id` belongs to (in the newest
+    /// layout the queue knows).
+    pub fn keys_of(&self, id: &str) -> QueueKeys {
+        self.newest().of(id).clone()
+    }
+
+    /// The index of the partition job `id` belongs to (in the newest layout).
     pub fn partition_of(&self, id: &str) -> usize {
-        partition_of(id, self.parts.len() as u32) as usize
+        partition_of(id, self.newest().partitions) as usize
     }
 
-    /// The key names of each partition, by index.
-    pub fn partitions(&self) -> &[QueueKeys] {
-        &self.parts
+    /// The key names of every partition, of every layout the queue's jobs
+    /// may be in (one, except around a `repartition`).
+    pub fn partitions(&self) -> Vec<QueueKeys> {
+        self.layouts.read().expect("layouts lock").iter().flat_map(|l| l.parts.iter().cloned()).collect()
     }
 
     /// The queue's key names as one whole (its layout record, its worker
@@ -244,23 +302,27 @@ impl Queue {
         &self.config
     }
 
-    /// Runs `f` on every partition at once; the results by index.
-    async fn each<'a, T, F, Fut>(&'a self, f: F) -> Result<Vec<T>>
+    /// Runs `f` on every partition at once; the results in the order of
+    /// [`partitions`](Self::partitions).
+    async fn each<T, F, Fut>(&self, f: F) -> Result<Vec<T>>
     where
-        F: Fn(&'a QueueKeys) -> Fut,
+        F: Fn(QueueKeys) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        futures::future::try_join_all(self.parts.iter().map(f)).await
+        futures::future::try_join_all(self.partitions().into_iter().map(f)).await
     }
 
-    /// Groups ids by partition: (partition index, ids in their given order).
-    pub(crate) fn by_partition<'i, S: AsRef<str>>(&self, ids: &'i [S]) -> Vec<(usize, Vec<&'i str>)> {
-        let mut groups: Vec<(usize, Vec<&str>)> = Vec::new();
-        for id in ids {
-            let p = self.partition_of(id.as_ref());
-            match groups.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, g)) => g.push(id.as_ref()),
-                None => groups.push((p, vec![id.as_ref()])),
+    /// Groups ids by their partition in every layout the queue knows (an id
+    /// is in one of them): (partition, ids in their given order).
+    pub(crate) fn by_partition<'i, S: AsRef<str>>(&self, ids: &'i [S]) -> Vec<(QueueKeys, Vec<&'i str>)> {
+        let mut groups: Vec<(QueueKeys, Vec<&str>)> = Vec::new();
+        for layout in self.layouts() {
+            for id in ids {
+                let p = layout.of(id.as_ref());
+                match groups.iter_mut().find(|(q, _)| q == p) {
+                    Some((_, g)) => g.push(id.as_ref()),
+                    None => groups.push((p.clone(), vec![id.as_ref()])),
+                }
             }
         }
         groups
@@ -278,8 +340,10 @@ impl Queue {
     pub async fn push_many(&self, jobs: impl IntoIterator<Item = NewJob>) -> Result<Vec<Pushed>> {
         let mut ids = Vec::new();
         // Per partition: chunks of arguments, and the position of each job.
+        // (a queue of the library is never repartitioned: the newest layout is its one)
+        let layout = self.newest();
         let mut calls: Vec<(usize, Vec<String>, Vec<usize>)> = Vec::new();
-        let mut open_chunk: Vec<Option<usize>> = vec![None; self.parts.len()];
+        let mut open_chunk: Vec<Option<usize>> = vec![None; layout.parts.len()];
         for job in jobs {
             let id = match job.id {
                 Some(id) => {
@@ -288,7 +352,7 @@ impl Queue {
                 }
                 None => uuid::Uuid::new_v4().simple().to_string(),
             };
-            let p = self.partition_of(&id);
+            let p = partition_of(&id, layout.partitions) as usize;
             let c = match open_chunk[p] {
                 Some(c) if calls[c].2.len() < PUSH_CHUNK => c,
                 _ => {
@@ -305,16 +369,12 @@ impl Queue {
             positions.push(ids.len());
             ids.push(id);
         }
-        let replies =
-            futures::future::try_join_all(
-                calls.iter().map(|(p, args, _)| {
-                    let mut conn = self.redis.conn();
-                    async move {
-                        SCRIPTS.push.key(self.parts[*p].base()).arg(args).invoke_async::<Vec<i64>>(&mut conn).await
-                    }
-                }),
-            )
-            .await?;
+        let replies = futures::future::try_join_all(calls.iter().map(|(p, args, _)| {
+            let mut conn = self.redis.conn();
+            let base = layout.parts[*p].base();
+            async move { SCRIPTS.push.key(base).arg(args).invoke_async::<Vec<i64>>(&mut conn).await }
+        }))
+        .await?;
         let mut created = vec![false; ids.len()];
         for ((_, _, positions), reply) in calls.iter().zip(replies) {
             for (at, c) in positions.iter().zip(reply) {
@@ -432,9 +492,19 @@ impl Queue {
 
     /// The oldest `limit` dead letters over all partitions, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        let per = self.each(|keys| self.dead_letters_in(keys, limit)).await?;
-        let mut all: Vec<DeadLetter> = per.into_iter().flatten().collect();
-        all.sort_by_key(|d| d.dead_at_ms);
+        Ok(self.oldest_dead(limit).await?.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// The oldest `limit` dead letters, each with its partition.
+    async fn oldest_dead(&self, limit: usize) -> Result<Vec<(QueueKeys, DeadLetter)>> {
+        let per = self
+            .each(|keys| async move {
+                let dead = self.dead_letters_in(&keys, limit).await?;
+                Ok::<_, Error>(dead.into_iter().map(|d| (keys.clone(), d)).collect::<Vec<_>>())
+            })
+            .await?;
+        let mut all: Vec<(QueueKeys, DeadLetter)> = per.into_iter().flatten().collect();
+        all.sort_by_key(|(_, d)| d.dead_at_ms);
         all.truncate(limit.max(1));
         Ok(all)
     }
@@ -476,13 +546,7 @@ impl Queue {
         let per = futures::future::try_join_all(groups.iter().map(|(p, ids)| {
             let mut conn = self.redis.conn();
             async move {
-                SCRIPTS
-                    .requeue_dead
-                    .key(self.parts[*p].base())
-                    .arg(ids.len())
-                    .arg(ids)
-                    .invoke_async::<Vec<String>>(&mut conn)
-                    .await
+                SCRIPTS.requeue_dead.key(p.base()).arg(ids.len()).arg(ids).invoke_async::<Vec<String>>(&mut conn).await
             }
         }))
         .await?;
@@ -493,15 +557,16 @@ impl Queue {
     pub async fn requeue_all_dead(&self, limit: usize) -> Result<Vec<String>> {
         // How many of the oldest are in each partition; each partition's
         // script then takes its oldest (ids that are not UTF-8 included).
-        let mut count = vec![0usize; self.parts.len()];
-        for d in self.dead_letters(limit).await? {
-            count[self.partition_of(&d.id)] += 1;
-        }
-        let per = futures::future::try_join_all(count.iter().enumerate().filter(|(_, n)| **n > 0).map(|(p, n)| {
-            let mut conn = self.redis.conn();
-            async move {
-                SCRIPTS.requeue_dead.key(self.parts[p].base()).arg(*n).invoke_async::<Vec<String>>(&mut conn).await
+        let mut count: Vec<(QueueKeys, usize)> = Vec::new();
+        for (p, _) in self.oldest_dead(limit).await? {
+            match count.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, n)) => *n += 1,
+                None => count.push((p, 1)),
             }
+        }
+        let per = futures::future::try_join_all(count.iter().map(|(p, n)| {
+            let mut conn = self.redis.conn();
+            async move { SCRIPTS.requeue_dead.key(p.base()).arg(*n).invoke_async::<Vec<String>>(&mut conn).await }
         }))
         .await?;
         Ok(per.into_iter().flatten().collect())

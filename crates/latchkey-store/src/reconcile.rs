@@ -24,6 +24,7 @@ use crate::{
     backend::{JobInfo, Lease},
     conn::Redis,
     error::{Error, Result},
+    keys::QueueKeys,
     queue::{Queue, QueueConfig},
     scripts::SCRIPTS,
 };
@@ -54,6 +55,10 @@ pub enum EnqueueError {
     #[error("idempotency key reused: {0}")]
     IdempotencyKeyReused(String),
 }
+
+/// How long an enqueue waits for a partition `repartition` is moving (its
+/// codes move in seconds) before it fails and may be retried.
+const REPARTITION_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How long an idempotency key is remembered ([`Reconciliations::enqueue_once`]).
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -121,6 +126,15 @@ impl Reconciliations {
         Ok(Self { queue, retention: DEFAULT_RETENTION })
     }
 
+    /// [`open`](Self::open) with the number of partitions Redis records
+    /// (1 when nothing is recorded yet), whatever `config` says: for
+    /// operators' tools, such as `repartition`, that follow the deployment.
+    pub async fn open_recorded(redis: Redis, mut config: QueueConfig) -> Result<Self> {
+        let probe = Queue::new(redis.clone(), RECONCILE_QUEUE, config.clone())?;
+        config.partitions = probe.read_layout(None).await?.0;
+        Self::open(redis, config).await
+    }
+
     /// Keeps the records of a code whose life is over (deleted, or expired)
     /// for `retention` after that, then lets Redis forget them. Live codes
     /// are never forgotten.
@@ -132,9 +146,35 @@ impl Reconciliations {
     /// The history of an access code, newest first (at most [`HISTORY_CAP`]
     /// state changes).
     pub async fn history(&self, access_code_id: &str) -> Result<Vec<HistoryEntry>> {
-        let mut conn = self.queue.redis.conn();
-        let raw: Vec<String> = conn.lrange(self.queue.keys_of(access_code_id).history(access_code_id), 0, -1).await?;
+        let raw: Vec<String> = self
+            .find(access_code_id, |keys| async move {
+                let mut conn = self.queue.redis.conn();
+                let raw: Vec<String> = conn.lrange(keys.history(access_code_id), 0, -1).await?;
+                Ok((!raw.is_empty()).then_some(raw))
+            })
+            .await?
+            .unwrap_or_default();
         raw.iter().map(|r| decode("history entry", r)).collect()
+    }
+
+    /// What `read` finds of an access code in the partition it is in: the
+    /// newest layout first, then the older one (around a `repartition`),
+    /// then the newest again (the code may have moved in between).
+    async fn find<T, F, Fut>(&self, access_code_id: &str, read: F) -> Result<Option<T>>
+    where
+        F: Fn(QueueKeys) -> Fut,
+        Fut: Future<Output = Result<Option<T>>>,
+    {
+        let layouts = self.queue.layouts();
+        for layout in layouts.iter().rev() {
+            if let Some(found) = read(layout.of(access_code_id).clone()).await? {
+                return Ok(Some(found));
+            }
+        }
+        match layouts.len() {
+            1 => Ok(None),
+            _ => read(layouts[layouts.len() - 1].of(access_code_id).clone()).await,
+        }
     }
 
     /// The queue the reconciliation jobs run on.
@@ -171,24 +211,53 @@ impl Reconciliations {
         self.desire(desired, now, None).await
     }
 
+    /// Records the desired state in the partition its code is in. Around a
+    /// `repartition` that is the oldest layout that has not moved it: a
+    /// partition being moved answers REPARTITIONING (wait a moment), one
+    /// moved answers REPARTITIONED with the layout to go to.
     async fn desire(&self, desired: &DesiredState, now: DateTime<Utc>, idem: Option<&str>) -> Result<u64> {
-        let keys = self.queue.keys_of(&desired.access_code_id);
+        let id = &desired.access_code_id;
         let state = serde_json::to_string(desired).map_err(Error::Encode)?;
-        let template =
-            serde_json::to_string(&Outcome::pending(&desired.access_code_id, 0, now)).map_err(Error::Encode)?;
-        let mut conn = self.queue.redis.conn();
-        let mut call = SCRIPTS.desire.key(keys.base());
-        call.arg(&desired.access_code_id).arg(state).arg(template);
-        if let Some(key) = idem {
-            call.arg(key).arg(IDEMPOTENCY_WINDOW.as_millis() as u64);
+        let template = serde_json::to_string(&Outcome::pending(id, 0, now)).map_err(Error::Encode)?;
+        let patience = Instant::now() + REPARTITION_PATIENCE;
+        'layouts: loop {
+            for layout in self.queue.layouts() {
+                let mut conn = self.queue.redis.conn();
+                let mut call = SCRIPTS.desire.key(layout.of(id).base());
+                call.arg(id).arg(&state).arg(&template);
+                if let Some(key) = idem {
+                    call.arg(key).arg(IDEMPOTENCY_WINDOW.as_millis() as u64);
+                }
+                match call.invoke_async(&mut conn).await {
+                    Ok(generation) => return Ok(generation),
+                    Err(e) if e.code() == Some("REPARTITIONED") => {
+                        let to = e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(0);
+                        if self.queue.learn(to)? {
+                            continue 'layouts;
+                        }
+                    }
+                    Err(e) if e.code() == Some("REPARTITIONING") && Instant::now() < patience => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue 'layouts;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Err(Error::Protocol {
+                script: "desire.lua",
+                detail: format!("access code {id}: every layout of the queue says it moved it"),
+            });
         }
-        Ok(call.invoke_async(&mut conn).await?)
     }
 
     /// The outcome record of an access code (about its newest generation).
     pub async fn outcome(&self, access_code_id: &str) -> Result<Option<Outcome>> {
-        let mut conn = self.queue.redis.conn();
-        let raw: Option<String> = conn.get(self.queue.keys_of(access_code_id).outcome(access_code_id)).await?;
+        let raw: Option<String> = self
+            .find(access_code_id, |keys| async move {
+                let mut conn = self.queue.redis.conn();
+                Ok(conn.get(keys.outcome(access_code_id)).await?)
+            })
+            .await?;
         raw.map(|r| decode("outcome record", &r)).transpose()
     }
 
@@ -218,13 +287,19 @@ impl Reconciliations {
     /// generation is refused (`Error::Protocol`): the scripts never store one,
     /// and a run must not act on a desired state with another one's progress.
     pub async fn load(&self, access_code_id: &str) -> Result<Option<Loaded>> {
+        self.find(access_code_id, |keys| async move { self.load_in(&keys, access_code_id).await }).await
+    }
+
+    /// [`load`](Self::load), from the partition the run holding `lease`
+    /// leased the code's job in.
+    pub async fn load_leased(&self, access_code_id: &str, lease: &Lease) -> Result<Option<Loaded>> {
+        self.load_in(&lease.partition, access_code_id).await
+    }
+
+    async fn load_in(&self, keys: &QueueKeys, access_code_id: &str) -> Result<Option<Loaded>> {
         let mut conn = self.queue.redis.conn();
-        let read: Option<(u64, String, String)> = SCRIPTS
-            .load
-            .key(self.queue.keys_of(access_code_id).base())
-            .arg(access_code_id)
-            .invoke_async(&mut conn)
-            .await?;
+        let read: Option<(u64, String, String)> =
+            SCRIPTS.load.key(keys.base()).arg(access_code_id).invoke_async(&mut conn).await?;
         let Some((generation, desired, outcome)) = read else {
             return Ok(None);
         };
@@ -241,7 +316,7 @@ impl Reconciliations {
             Some(r) if info.id == access_code_id => {
                 loaded(access_code_id, r.generation, &r.desired, &r.outcome).map(Some)
             }
-            _ => self.load(access_code_id).await,
+            _ => self.load_leased(access_code_id, &info.lease).await,
         }
     }
 
@@ -267,7 +342,7 @@ impl Reconciliations {
         let mut conn = self.queue.redis.conn();
         let r: i64 = SCRIPTS
             .record
-            .key(self.queue.keys_of(&outcome.access_code_id).base())
+            .key(lease.partition.base())
             .arg(&outcome.access_code_id)
             .arg(outcome.generation)
             .arg(json)
@@ -297,7 +372,7 @@ impl Reconciliations {
         let mut conn = self.queue.redis.conn();
         let held: i64 = SCRIPTS
             .hold
-            .key(self.queue.keys_of(access_code_id).base())
+            .key(lease.partition.base())
             .arg(access_code_id)
             .arg(&*lease.worker)
             .arg(lease.fence)
@@ -393,8 +468,7 @@ impl Reconciliations {
         }
         let groups = self.queue.by_partition(ids);
         let per = futures::future::try_join_all(groups.iter().map(|(p, ids)| {
-            let keys = &self.queue.partitions()[*p];
-            let keys: Vec<String> = ids.iter().map(|id| keys.outcome(id)).collect();
+            let keys: Vec<String> = ids.iter().map(|id| p.outcome(id)).collect();
             let mut conn = self.queue.redis.conn();
             // (MGET by hand: the typed `mget` sends GET for a single key)
             async move { redis::cmd("MGET").arg(keys).query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await }
@@ -552,18 +626,23 @@ impl Reconciliations {
             access_code_ids.iter().copied().filter(|id| latchkey_core::id_rule_broken(id).is_none()).collect();
         let groups = self.queue.by_partition(&valid);
         let replies =
-            futures::future::try_join_all(groups.iter().map(|(p, ids)| self.nudge_script(*p, delivery, "codes", ids)))
+            futures::future::try_join_all(groups.iter().map(|(p, ids)| self.nudge_script(p, delivery, "codes", ids)))
                 .await?;
         // A partition that saw the delivery before changed nothing.
         if !groups.is_empty() && replies.iter().all(Option::is_none) {
             return Ok(None);
         }
+        // (around a repartition a code is asked after in two partitions:
+        // where it is says more than where it is not)
         let mut results: std::collections::HashMap<&str, Nudged> = std::collections::HashMap::new();
         for ((_, ids), reply) in groups.iter().zip(replies) {
             for (i, id) in ids.iter().enumerate() {
                 let n =
                     reply.as_ref().map_or(Nudged::AlreadyDue, |r| r.get(i).copied().map_or(Nudged::NotManaged, nudged));
-                results.insert(id, n);
+                let best = results.entry(id).or_insert(Nudged::NotManaged);
+                if *best == Nudged::NotManaged || n == Nudged::Pulled {
+                    *best = n;
+                }
             }
         }
         Ok(Some(access_code_ids.iter().map(|id| results.get(id).copied().unwrap_or(Nudged::NotManaged)).collect()))
@@ -579,10 +658,10 @@ impl Reconciliations {
             return Ok(Some(0));
         }
         let device = [device_id];
-        let replies = futures::future::try_join_all(
-            (0..self.queue.partitions().len()).map(|p| self.nudge_script(p, delivery, "device", &device)),
-        )
-        .await?;
+        let parts = self.queue.partitions();
+        let replies =
+            futures::future::try_join_all(parts.iter().map(|p| self.nudge_script(p, delivery, "device", &device)))
+                .await?;
         if replies.iter().all(Option::is_none) {
             return Ok(None);
         }
@@ -591,7 +670,7 @@ impl Reconciliations {
 
     async fn nudge_script(
         &self,
-        partition: usize,
+        partition: &QueueKeys,
         delivery: Option<&str>,
         kind: &str,
         args: &[&str],
@@ -602,7 +681,7 @@ impl Reconciliations {
         let mut conn = self.queue.redis.conn();
         let r: Vec<i64> = SCRIPTS
             .nudge
-            .key(self.queue.partitions()[partition].base())
+            .key(partition.base())
             .arg(delivery.unwrap_or(""))
             .arg(DELIVERY_DEDUP.as_millis() as u64)
             .arg(kind)

@@ -5,39 +5,41 @@
 //! at once. Each partition remembers the earliest due time announced on its
 //! channel since its last fetch, so a job scheduled for later moves the
 //! worker's timer instead of causing a fetch now, and a push to one partition
-//! causes a fetch of that partition only.
+//! causes a fetch of that partition only. Partitions are added when the
+//! worker learns of a `repartition`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Wake {
     notify: Notify,
-    min_due: Box<[AtomicU64]>,
+    /// Per partition, by the backend's index.
+    min_due: Mutex<Vec<u64>>,
 }
 
 impl Wake {
-    /// For a queue of `partitions` partitions.
-    pub(crate) fn new(partitions: usize) -> Self {
-        Self { notify: Notify::new(), min_due: (0..partitions.max(1)).map(|_| AtomicU64::new(u64::MAX)).collect() }
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<u64>) -> T) -> T {
+        f(&mut self.min_due.lock().expect("wake lock"))
     }
 
     /// Something became (or becomes at `due_ms`, Redis clock) available in
     /// `partition`.
     pub(crate) fn due(&self, partition: usize, due_ms: u64) {
-        if let Some(min) = self.min_due.get(partition) {
-            min.fetch_min(due_ms, Ordering::AcqRel);
-        }
+        self.with(|m| {
+            if m.len() <= partition {
+                m.resize(partition + 1, u64::MAX);
+            }
+            m[partition] = m[partition].min(due_ms);
+        });
         self.notify.notify_one();
     }
 
     /// Every partition may have work now (the connection came back, or the
     /// worker closes).
     pub(crate) fn all_due(&self) {
-        for min in &self.min_due {
-            min.store(0, Ordering::Release);
-        }
+        self.with(|m| m.iter_mut().for_each(|d| *d = 0));
         self.notify.notify_one();
     }
 
@@ -45,12 +47,12 @@ impl Wake {
     /// forgetting it: called right before a fetch of that partition, which
     /// sees them all.
     pub(crate) fn take(&self, partition: usize) -> u64 {
-        self.min_due.get(partition).map_or(u64::MAX, |m| m.swap(u64::MAX, Ordering::AcqRel))
+        self.with(|m| m.get_mut(partition).map_or(u64::MAX, |d| std::mem::replace(d, u64::MAX)))
     }
 
     /// The earliest due time announced for `partition`, kept.
     pub(crate) fn peek(&self, partition: usize) -> u64 {
-        self.min_due.get(partition).map_or(u64::MAX, |m| m.load(Ordering::Acquire))
+        self.with(|m| m.get(partition).copied().unwrap_or(u64::MAX))
     }
 
     pub(crate) async fn notified(&self) {

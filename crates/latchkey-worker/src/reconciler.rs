@@ -195,7 +195,7 @@ impl Run<'_> {
         let loaded = if first_read {
             self.r.store.load_fetched(&job.access_code_id, &self.info).await
         } else {
-            self.r.store.load(&job.access_code_id).await
+            self.r.store.load_leased(&job.access_code_id, &self.info.lease).await
         };
         let loaded = match loaded {
             Ok(loaded) => loaded,

@@ -221,6 +221,12 @@ async fn instant_seam() -> std::io::Result<FakeSeam> {
 
 /// A simulator in this process and a `latchkey worker` process against it, on
 /// a key prefix of their own.
+/// Partitions of the reconcile queue the pipeline scenarios use:
+/// `LATCHKEY_PARTITIONS`, which the worker processes inherit, or the default.
+fn partitions() -> u32 {
+    std::env::var("LATCHKEY_PARTITIONS").ok().and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PARTITIONS)
+}
+
 struct Pipeline {
     seam: FakeSeam,
     store: Reconciliations,
@@ -248,7 +254,7 @@ impl Pipeline {
         let prefix = prefix.to_string();
         let store = Reconciliations::open(
             Redis::connect(&RedisConfig::new(redis_url)).await?,
-            QueueConfig { prefix: prefix.clone(), partitions: DEFAULT_PARTITIONS, ..QueueConfig::default() },
+            QueueConfig { prefix: prefix.clone(), partitions: partitions(), ..QueueConfig::default() },
         )
         .await?;
         // Tuned for an instant simulator: short polls, no spacing of updates,

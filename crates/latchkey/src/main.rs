@@ -51,6 +51,9 @@ enum Command {
     },
     /// Asks a running worker's /livez (or /readyz); exit status 0 when healthy.
     Healthcheck(ops::HealthcheckArgs),
+    /// Moves the reconcile queue to another number of partitions while
+    /// workers run; run it again to resume after a stop.
+    Repartition(ops::RepartitionArgs),
     /// Inspects queues.
     Queue {
         #[command(subcommand)]
@@ -123,6 +126,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => ops::queue(command).await.map(|()| ExitCode::SUCCESS),
+        Command::Repartition(args) => ops::repartition(args).await.map(|()| ExitCode::SUCCESS),
         Command::Dead { command } => ops::dead(command).await.map(|()| ExitCode::SUCCESS),
         Command::FakeSeam(args) => {
             latchkey_fake_seam::run(args).await.map_err(|e| anyhow::anyhow!(e))?;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use latchkey_store::{Queue, QueueConfig, RECONCILE_QUEUE, Redis, RedisConfig};
+use latchkey_store::{Queue, QueueConfig, RECONCILE_QUEUE, Reconciliations, Redis, RedisConfig};
 
 /// Where the queues are.
 #[derive(Debug, clap::Args)]
@@ -191,4 +191,32 @@ pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<std::process::
             Ok(std::process::ExitCode::FAILURE)
         }
     }
+}
+
+/// Moves the reconcile queue to another number of partitions.
+#[derive(Debug, clap::Args)]
+pub struct RepartitionArgs {
+    /// Redis URL (comma-separated seed URLs for a cluster).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    redis_url: String,
+    /// Key prefix.
+    #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
+    prefix: String,
+    /// The number of partitions to move to (1 is the single-tag layout).
+    #[arg(long)]
+    to: u32,
+}
+
+/// `latchkey repartition --to N`: moves the deployment while it runs (see
+/// the README's "Partitions"); safe to run again after it stopped half way.
+pub async fn repartition(args: RepartitionArgs) -> anyhow::Result<()> {
+    let redis = Redis::connect(&RedisConfig::new(&args.redis_url)).await?;
+    let store =
+        Reconciliations::open_recorded(redis, QueueConfig { prefix: args.prefix, ..QueueConfig::default() }).await?;
+    let moved = store.repartition(args.to, |line| eprintln!("{line}")).await?;
+    println!(
+        "reconcile queue: {} -> {} partitions; {} codes moved from {} partitions in this run",
+        moved.from, moved.to, moved.codes, moved.partitions
+    );
+    Ok(())
 }

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use super::{FetchedRecords, Held, JobInfo, Lease, SettlingHook, Shared, now_ms, settle::Verdict};
 use crate::{
     error::{Error, Result, error_chain},
+    keys::QueueKeys,
     scripts::SCRIPTS,
 };
 
@@ -42,6 +43,8 @@ struct FetchReply {
     next_wake_ms: Option<u64>,
     more: bool,
     recovered: u64,
+    /// The partition is being moved to the layout of this many partitions.
+    moving_to: Option<u32>,
     jobs: Vec<Fetched>,
 }
 
@@ -59,12 +62,12 @@ fn parse_fetch(reply: Value, with_records: bool) -> Result<FetchReply> {
         return Err(bad("not an array"));
     };
     let fields = if with_records { 9 } else { 6 };
-    if items.len() < 4 || (items.len() - 4) % fields != 0 {
+    if items.len() < 5 || (items.len() - 5) % fields != 0 {
         return Err(bad("wrong length"));
     }
-    let head: Vec<i64> = items[..4].iter().map(int).collect::<Option<_>>().ok_or_else(|| bad("header"))?;
-    let mut jobs = Vec::with_capacity((items.len() - 4) / fields);
-    let mut rest = items.into_iter().skip(4);
+    let head: Vec<i64> = items[..5].iter().map(int).collect::<Option<_>>().ok_or_else(|| bad("header"))?;
+    let mut jobs = Vec::with_capacity((items.len() - 5) / fields);
+    let mut rest = items.into_iter().skip(5);
     while let (Some(id), Some(payload), Some(attempt), Some(max), Some(enq), Some(fence)) =
         (rest.next(), rest.next(), rest.next(), rest.next(), rest.next(), rest.next())
     {
@@ -86,6 +89,7 @@ fn parse_fetch(reply: Value, with_records: bool) -> Result<FetchReply> {
         next_wake_ms: (head[1] >= 0).then_some(head[1] as u64),
         more: head[2] == 1,
         recovered: head[3] as u64,
+        moving_to: u32::try_from(head[4]).ok().filter(|n| *n > 0),
         jobs,
     })
 }
@@ -106,12 +110,12 @@ fn records(rest: &mut impl Iterator<Item = Value>) -> Option<FetchedRecords> {
 }
 
 impl Shared {
-    async fn fetch_once(&self, partition: usize, max: usize) -> Result<FetchReply> {
+    async fn fetch_once(&self, keys: &QueueKeys, max: usize) -> Result<FetchReply> {
         let q = &self.queue;
         let mut conn = q.redis.conn();
         let reply: Value = SCRIPTS
             .fetch
-            .key(q.parts[partition].base())
+            .key(keys.base())
             .arg(&self.opts.identity)
             .arg(self.opts.lease.as_millis() as u64)
             .arg(max)
@@ -126,18 +130,24 @@ impl Shared {
         Ok(reply)
     }
 
-    /// When `partition` may have work: its last fetch's word, or a wake-up
-    /// announced since.
-    fn due_of(&self, partition: usize) -> u64 {
-        self.next_due[partition].load(Ordering::Acquire).min(self.wake.peek(partition))
+    /// The partition to fetch now: the first, from this turn on, that may
+    /// have work by `now` (its last fetch's word, or a wake-up announced
+    /// since); else the earliest time one may.
+    fn next_partition(&self, now: u64) -> Result<(usize, QueueKeys), u64> {
+        let parts = self.parts.lock().expect("parts lock");
+        let n = parts.len();
+        let start = self.turn.load(Ordering::Relaxed);
+        let due = |p: usize| parts[p].1.min(self.wake.peek(p));
+        match (0..n).map(|i| (start + i) % n).find(|p| due(*p) <= now) {
+            Some(p) => Ok((p, parts[p].0.clone())),
+            None => Err((0..n).map(due).min().unwrap_or(u64::MAX)),
+        }
     }
 
-    /// The partition to fetch now: the first, from this turn on, that may
-    /// have work by `now`.
-    fn next_partition(&self, now: u64) -> Option<usize> {
-        let n = self.next_due.len();
-        let start = self.turn.load(Ordering::Relaxed);
-        (0..n).map(|i| (start + i) % n).find(|p| self.due_of(*p) <= now)
+    fn set_due(&self, partition: usize, at: u64) {
+        if let Some(p) = self.parts.lock().expect("parts lock").get_mut(partition) {
+            p.1 = at;
+        }
     }
 
     /// Fetches until there is at least one job to hand to apalis, waiting for
@@ -148,16 +158,18 @@ impl Shared {
             if self.is_closing() {
                 return Vec::new();
             }
-            let Some(partition) = self.next_partition(self.redis_now_estimate()) else {
-                let earliest = (0..self.next_due.len()).map(|p| self.due_of(p)).min().unwrap_or(u64::MAX);
-                self.wait_for_work(earliest).await;
-                continue;
+            let (partition, keys) = match self.next_partition(self.redis_now_estimate()) {
+                Ok(p) => p,
+                Err(earliest) => {
+                    self.wait_for_work(earliest).await;
+                    continue;
+                }
             };
             self.turn.store(partition + 1, Ordering::Relaxed);
             // (announcements up to now are seen by this fetch)
             self.wake.take(partition);
-            self.next_due[partition].store(u64::MAX, Ordering::Release);
-            let reply = match self.fetch_once(partition, self.opts.fetch_batch).await {
+            self.set_due(partition, u64::MAX);
+            let reply = match self.fetch_once(&keys, self.opts.fetch_batch).await {
                 Ok(reply) => {
                     if failures > 0 {
                         tracing::info!(queue = %self.queue.name(), "redis is reachable again; fetching");
@@ -166,21 +178,24 @@ impl Shared {
                     reply
                 }
                 Err(e) => {
-                    self.next_due[partition].store(0, Ordering::Release);
+                    self.set_due(partition, 0);
                     failures += 1;
                     let delay = Duration::from_millis((50u64 << failures.min(6)).min(2_000));
-                    tracing::warn!(queue = %self.queue.name(), partition, error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
+                    tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
                     self.sleep_unless_closing(delay).await;
                     continue;
                 }
             };
             // (a fetch that leased jobs says nothing of what is left: look again)
             let next = if reply.more || !reply.jobs.is_empty() { 0 } else { reply.next_wake_ms.unwrap_or(u64::MAX) };
-            self.next_due[partition].fetch_min(next, Ordering::AcqRel);
-            if reply.recovered > 0 {
-                tracing::warn!(queue = %self.queue.name(), partition, count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
+            self.set_due(partition, next);
+            if let Some(to) = reply.moving_to {
+                self.learn(to).await;
             }
-            let tasks = self.decode(reply.jobs).await;
+            if reply.recovered > 0 {
+                tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
+            }
+            let tasks = self.decode(&keys, reply.jobs).await;
             if !tasks.is_empty() {
                 return tasks;
             }
@@ -189,14 +204,17 @@ impl Shared {
 
     /// Turns fetched jobs into apalis tasks; a payload that does not parse
     /// becomes a dead letter at once (it would fail the same way every time).
-    async fn decode<Args: DeserializeOwned>(self: &Arc<Self>, jobs: Vec<Fetched>) -> Vec<Task<Args>> {
+    async fn decode<Args: DeserializeOwned>(self: &Arc<Self>, keys: &QueueKeys, jobs: Vec<Fetched>) -> Vec<Task<Args>> {
         let mut tasks = Vec::with_capacity(jobs.len());
         {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             for job in &jobs {
                 let run = self.fetches.fetch_add(1, Ordering::Relaxed);
-                let held = inflight.entry(job.id.clone()).or_default();
-                *held = Held { runs: held.runs + 1, newest: run, settling: false };
+                let runs = inflight.get(&job.id).map_or(0, |h| h.runs);
+                inflight.insert(
+                    job.id.clone(),
+                    Held { runs: runs + 1, newest: run, settling: false, partition: keys.clone() },
+                );
             }
         }
         for job in jobs {
@@ -208,7 +226,12 @@ impl Shared {
                         attempt: job.attempt,
                         max_attempts: job.max_attempts,
                         enqueued_at_ms: job.enqueued_at_ms,
-                        lease: Lease { worker: self.identity.clone(), fence: job.fence, duration: self.opts.lease },
+                        lease: Lease {
+                            partition: keys.clone(),
+                            worker: self.identity.clone(),
+                            fence: job.fence,
+                            duration: self.opts.lease,
+                        },
                         settling: SettlingHook(Arc::downgrade(self)),
                         records: job.records.map(Arc::new),
                     };
@@ -225,7 +248,7 @@ impl Shared {
                 Err(e) => {
                     let error = format!("payload does not parse as {}: {e}", type_name::<Args>());
                     tracing::error!(queue = %self.queue.name(), job_id = %job.id, %error, "dead-lettering job");
-                    self.settle(&job.id, job.fence, Verdict::Bury { error }).await;
+                    self.settle(keys, &job.id, job.fence, Verdict::Bury { error }).await;
                 }
             }
         }
@@ -248,7 +271,8 @@ impl Shared {
         let idle_deadline = start + self.opts.idle_poll;
         let mut due_ms = due_ms;
         loop {
-            due_ms = due_ms.min((0..self.next_due.len()).map(|p| self.wake.peek(p)).min().unwrap_or(u64::MAX));
+            let n = self.parts.lock().expect("parts lock").len();
+            due_ms = due_ms.min((0..n).map(|p| self.wake.peek(p)).min().unwrap_or(u64::MAX));
             let now = self.redis_now_estimate();
             if due_ms <= now || self.is_closing() {
                 return;
@@ -258,9 +282,7 @@ impl Shared {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     if deadline == idle_deadline {
-                        for next in &self.next_due {
-                            next.store(0, Ordering::Release);
-                        }
+                        self.parts.lock().expect("parts lock").iter_mut().for_each(|p| p.1 = 0);
                         return;
                     }
                     if until_due <= tokio::time::Instant::now() {

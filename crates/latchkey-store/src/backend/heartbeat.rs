@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::Weak};
 use super::{Held, Shared};
 use crate::{
     error::{Error, Result, error_chain},
+    keys::QueueKeys,
     scripts::SCRIPTS,
 };
 
@@ -35,11 +36,15 @@ impl Shared {
     /// queue as a whole (its registry; the same when there is one partition).
     async fn heartbeat(&self) -> Result<()> {
         let runs: HashMap<String, Held> =
-            self.inflight.lock().expect("inflight lock").iter().map(|(id, held)| (id.clone(), *held)).collect();
-        let ids: Vec<&String> = runs.keys().collect();
+            self.inflight.lock().expect("inflight lock").iter().map(|(id, held)| (id.clone(), held.clone())).collect();
         let q = &self.queue;
-        let mut calls: Vec<(&str, Vec<&str>)> =
-            q.by_partition(&ids).into_iter().map(|(p, ids)| (q.parts[p].base(), ids)).collect();
+        let mut calls: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (id, held) in &runs {
+            match calls.iter_mut().find(|(base, _)| *base == held.partition.base()) {
+                Some((_, ids)) => ids.push(id),
+                None => calls.push((held.partition.base(), vec![id])),
+            }
+        }
         if !calls.iter().any(|(base, _)| *base == q.home.base()) {
             calls.push((q.home.base(), Vec::new()));
         }
@@ -82,22 +87,26 @@ impl Shared {
     pub(super) async fn close(&self, unstarted: Vec<String>) {
         let q = &self.queue;
         if !unstarted.is_empty() {
-            let released: Result<i64> =
-                futures::future::try_join_all(q.by_partition(&unstarted).into_iter().map(|(p, ids)| {
-                    let mut conn = q.redis.conn();
-                    async move {
-                        SCRIPTS
-                            .release
-                            .key(q.parts[p].base())
-                            .arg(&self.opts.identity)
-                            .arg(ids)
-                            .invoke_async::<i64>(&mut conn)
-                            .await
+            let mut groups: Vec<(QueueKeys, Vec<&str>)> = Vec::new();
+            {
+                let inflight = self.inflight.lock().expect("inflight lock");
+                for id in &unstarted {
+                    let Some(held) = inflight.get(id) else { continue };
+                    match groups.iter_mut().find(|(p, _)| *p == held.partition) {
+                        Some((_, ids)) => ids.push(id),
+                        None => groups.push((held.partition.clone(), vec![id])),
                     }
-                }))
-                .await
-                .map(|n| n.into_iter().sum())
-                .map_err(Error::from);
+                }
+            }
+            let released: Result<i64> = futures::future::try_join_all(groups.into_iter().map(|(p, ids)| {
+                let mut conn = q.redis.conn();
+                async move {
+                    SCRIPTS.release.key(p.base()).arg(&self.opts.identity).arg(ids).invoke_async::<i64>(&mut conn).await
+                }
+            }))
+            .await
+            .map(|n| n.into_iter().sum())
+            .map_err(Error::from);
             match released {
                 Ok(n) => {
                     tracing::info!(queue = %q.name(), released = n, "handed back prefetched jobs")

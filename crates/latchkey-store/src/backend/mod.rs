@@ -48,6 +48,7 @@ pub use self::settle::{SettleLayer, SettleService};
 use crate::{
     error::{Error, Result, error_chain},
     identity::worker_identity,
+    keys::QueueKeys,
     queue::Queue,
     wake::Wake,
 };
@@ -168,6 +169,9 @@ impl Eq for SettlingHook {}
 /// nothing: the scripts compare worker and fence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The partition holding the job: every write on the job's behalf goes
+    /// there (around a `repartition`, the id alone does not say which).
+    pub partition: QueueKeys,
     /// The worker identity holding it.
     pub worker: Arc<str>,
     /// The token its fetch handed out.
@@ -235,9 +239,11 @@ struct Shared {
     clock_offset_ms: AtomicI64,
     /// `opts.identity`, shared by the leases handed to handlers.
     identity: Arc<str>,
-    /// Per partition: when it may next have work (Redis clock, ms), as its
-    /// last fetch said; 0 when it may have work now.
-    next_due: Box<[AtomicU64]>,
+    /// The partitions this worker fetches from: every partition of every
+    /// layout the queue knows (more when it learns of a `repartition`), each
+    /// with when it may next have work (Redis clock, ms; 0: now), as its last
+    /// fetch said.
+    parts: Mutex<Vec<(QueueKeys, u64)>>,
     /// The partition the next fetch starts looking at: partitions take turns.
     turn: AtomicUsize,
 }
@@ -246,11 +252,13 @@ struct Shared {
 /// worker before its previous run has finished settling, so runs are counted;
 /// the newest run's fetch number and whether it is settling let a heartbeat
 /// tell a lease really lost from one given up on purpose meanwhile.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
     runs: u32,
     newest: u64,
     settling: bool,
+    /// The partition it was fetched from: its lease is there.
+    partition: QueueKeys,
 }
 
 /// The apalis backend. Build it with [`Queue::backend`].
@@ -275,12 +283,12 @@ impl<Args> fmt::Debug for RedisBackend<Args> {
 
 impl<Args> RedisBackend<Args> {
     pub(crate) fn new(queue: Queue, opts: WorkerOptions) -> Self {
-        let partitions = queue.parts.len();
+        let parts = queue.partitions().into_iter().map(|p| (p, 0)).collect();
         Self {
             shared: Arc::new(Shared {
                 queue,
-                wake: Arc::new(Wake::new(partitions)),
-                next_due: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+                wake: Arc::default(),
+                parts: Mutex::new(parts),
                 turn: AtomicUsize::new(0),
                 inflight: Mutex::default(),
                 fetches: Default::default(),
@@ -322,6 +330,39 @@ fn now_ms() -> u64 {
 }
 
 impl Shared {
+    /// Subscribes to the wake-ups of these partitions (by index).
+    async fn subscribe(&self, parts: impl Iterator<Item = (usize, &QueueKeys)>) {
+        for (partition, keys) in parts {
+            if let Err(e) = self.queue.redis.subscribe(&keys.wake(), &self.wake, partition).await {
+                tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(&e), "could not subscribe to wake-ups; falling back to polling");
+            }
+        }
+    }
+
+    /// The queue is moving to a layout of `partitions`: fetch its partitions
+    /// too, from now on.
+    async fn learn(&self, partitions: u32) {
+        match self.queue.learn(partitions) {
+            Ok(false) => {}
+            Ok(true) => {
+                let added: Vec<(usize, QueueKeys)> = {
+                    let mut parts = self.parts.lock().expect("parts lock");
+                    let known: Vec<QueueKeys> = parts.iter().map(|(k, _)| k.clone()).collect();
+                    let new: Vec<QueueKeys> =
+                        self.queue.partitions().into_iter().filter(|k| !known.contains(k)).collect();
+                    let start = parts.len();
+                    parts.extend(new.iter().map(|k| (k.clone(), 0)));
+                    new.into_iter().enumerate().map(|(i, k)| (start + i, k)).collect()
+                };
+                tracing::info!(queue = %self.queue.name(), partitions, "the queue is being repartitioned; fetching from the new partitions too");
+                self.subscribe(added.iter().map(|(i, k)| (*i, k))).await;
+            }
+            Err(e) => {
+                tracing::error!(queue = %self.queue.name(), partitions, error = %error_chain(&e), "cannot follow the repartition")
+            }
+        }
+    }
+
     fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -350,11 +391,9 @@ where
             self.started = true;
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                for (partition, keys) in shared.queue.parts.iter().enumerate() {
-                    if let Err(e) = shared.queue.redis.subscribe(&keys.wake(), &shared.wake, partition).await {
-                        tracing::warn!(queue = %shared.queue.name(), partition, error = %error_chain(&e), "could not subscribe to wake-ups; falling back to polling");
-                    }
-                }
+                let parts: Vec<QueueKeys> =
+                    shared.parts.lock().expect("parts lock").iter().map(|(k, _)| k.clone()).collect();
+                shared.subscribe(parts.iter().enumerate()).await;
                 tracing::info!(queue = %shared.queue.name(), identity = %shared.opts.identity, "worker registered");
                 let weak = Arc::downgrade(&shared);
                 drop(shared);

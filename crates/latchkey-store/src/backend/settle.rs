@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 use super::{JobInfo, Next, RetryAt, Shared, now_ms};
 use crate::{
     error::{Error, Result, error_chain},
+    keys::QueueKeys,
     scripts::SCRIPTS,
 };
 
@@ -65,7 +66,7 @@ impl Shared {
     /// Runs the verdict's script, retrying Redis failures with backoff for up
     /// to one lease (the lease is renewed meanwhile). If it still fails, the
     /// lease will expire and the job runs again: at-least-once.
-    pub(super) async fn settle(&self, id: &str, fence: u64, verdict: Verdict) {
+    pub(super) async fn settle(&self, partition: &QueueKeys, id: &str, fence: u64, verdict: Verdict) {
         let q = &self.queue;
         self.mark_settling(id);
         // retry.lua's three uses: a failed attempt, a continuation, a wait.
@@ -95,7 +96,7 @@ impl Shared {
                     call
                 }
             };
-            call.key(q.keys_of(id).base()).invoke_async(&mut conn).await.map_err(Error::from)
+            call.key(partition.base()).invoke_async(&mut conn).await.map_err(Error::from)
         };
         let result: Result<i64> = attempt
             .retry(
@@ -231,7 +232,7 @@ where
                     shared.verdict(&info, format!("handler panicked: {msg}").into())
                 }
             };
-            shared.settle(&info.id, info.lease.fence, verdict).await;
+            shared.settle(&info.lease.partition, &info.id, info.lease.fence, verdict).await;
             Ok(())
         }
         .boxed()
