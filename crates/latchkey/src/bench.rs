@@ -702,6 +702,46 @@ async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::
     latency_since(&p.store, &scheduled, id).await
 }
 
+/// `n` reconciliations as fast as they go, then `rate`/s for `secs`: the
+/// throughput and the p99 enqueue-to-succeeded on `redis_url`.
+async fn reconcile_and_latency(redis_url: &str, n: usize, rate: u32, secs: u64) -> anyhow::Result<(f64, Spread)> {
+    let p = Pipeline::start(redis_url, "cl-rec").await?;
+    let t = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        let sends = chunk.iter().map(|i| p.enqueue(json!({"access_code_id": format!("ac-{i}"), "code": "1234"})));
+        futures::future::try_join_all(sends).await?;
+    }
+    p.wait_outcomes("succeeded", n as u64, Duration::from_secs(600)).await?;
+    let per_s = n as f64 / t.elapsed().as_secs_f64();
+    p.stop().await;
+    let p = Pipeline::start(redis_url, &format!("cl-lat{rate}")).await?;
+    let spread = offered_rate(&p, "plain", rate, secs).await?;
+    p.stop().await;
+    Ok((per_s, spread))
+}
+
+/// Scenario 10: the same reconciliation load on a single node and on a
+/// three-master Redis Cluster started for it (the reconcile queue's
+/// partitions spread over the masters), in one run.
+async fn scenario_cluster(single_url: &str, n: usize, rate: u32, secs: u64) -> anyhow::Result<Vec<Row>> {
+    let (single, single_spread) = reconcile_and_latency(single_url, n, rate, secs).await?;
+    let cluster = latchkey_devenv::RedisCluster::start();
+    let (clustered, cluster_spread) = reconcile_and_latency(&cluster.url(), n, rate, secs).await?;
+    drop(cluster);
+    Ok(vec![
+        Row::new(
+            "10. reconciliations/s, one node | three masters",
+            format!("{single:.0} | {clustered:.0} ({:.2}x)", clustered / single),
+            json!({"scenario": "cluster_reconcile", "n": n, "single_per_s": single.round(), "cluster_per_s": clustered.round(), "ratio": ((clustered / single) * 100.0).round() / 100.0}),
+        ),
+        Row::new(
+            format!("10. enqueue -> succeeded at {rate}/s, one node | three masters"),
+            format!("p99 {} ms | {} ms (p50 {} | {} ms)", single_spread.p99, cluster_spread.p99, single_spread.p50, cluster_spread.p50),
+            json!({"scenario": "cluster_latency", "rate_per_s": rate, "single_p99_ms": single_spread.p99, "cluster_p99_ms": cluster_spread.p99, "single_p50_ms": single_spread.p50, "cluster_p50_ms": cluster_spread.p50}),
+        ),
+    ])
+}
+
 async fn scenario_latency(redis_url: &str, rate: u32, secs: u64) -> anyhow::Result<(Row, Spread)> {
     let p = Pipeline::start(redis_url, &format!("lat{rate}")).await?;
     let spread = offered_rate(&p, "plain", rate, secs).await?;
@@ -988,6 +1028,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let puts = if args.smoke { 500 } else { args.http_puts };
         eprintln!("scenario 9: {puts} PUTs over HTTP, then HTTP against Redis...");
         rows.extend(scenario_http(&local.url, puts, &rates, rate_secs).await?);
+    }
+    if run(10) {
+        let rate = rates.first().copied().unwrap_or(200);
+        eprintln!("scenario 10: {recs} reconciliations and {rate}/s, on one node and on a three-master cluster...");
+        rows.extend(scenario_cluster(&local.url, recs, rate, rate_secs).await?);
     }
     if run(5) || run(6) {
         eprintln!("scenario 5: {waiting} waiting verifications...");

@@ -35,6 +35,8 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "http_latency",
         "http_put_latency",
         "http_latency_added",
+        "cluster_reconcile",
+        "cluster_latency",
     ] {
         let line = figures
             .iter()
