@@ -736,7 +736,10 @@ async fn scenario_cluster(single_url: &str, n: usize, rate: u32, secs: u64) -> a
         ),
         Row::new(
             format!("10. enqueue -> succeeded at {rate}/s, one node | three masters"),
-            format!("p99 {} ms | {} ms (p50 {} | {} ms)", single_spread.p99, cluster_spread.p99, single_spread.p50, cluster_spread.p50),
+            format!(
+                "p99 {} ms | {} ms (p50 {} | {} ms)",
+                single_spread.p99, cluster_spread.p99, single_spread.p50, cluster_spread.p50
+            ),
             json!({"scenario": "cluster_latency", "rate_per_s": rate, "single_p99_ms": single_spread.p99, "cluster_p99_ms": cluster_spread.p99, "single_p50_ms": single_spread.p50, "cluster_p50_ms": cluster_spread.p50}),
         ),
     ])
