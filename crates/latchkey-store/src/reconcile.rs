@@ -427,22 +427,7 @@ impl Reconciliations {
     /// recently (from the newest `scan` changes of each partition's stream),
     /// newest first, at most `limit`, each code once.
     pub async fn recent_outcomes(&self, scan: usize, limit: usize) -> Result<Vec<Outcome>> {
-        let per = futures::future::try_join_all(self.queue.partitions().iter().map(|keys| {
-            let mut conn = self.queue.redis.conn();
-            let key = keys.events();
-            async move {
-                let entries: Vec<Entry> = redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(scan.max(1))
-                    .query_async(&mut conn)
-                    .await?;
-                Ok::<_, Error>(entries)
-            }
-        }))
-        .await?;
+        let per = self.newest_entries(scan.max(1)).await?;
         let mut entries: Vec<(EntryId, Vec<(String, String)>)> =
             per.into_iter().flatten().filter_map(|(id, fields)| Some((EntryId::parse(&id)?, fields))).collect();
         entries.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -497,24 +482,12 @@ impl Reconciliations {
         let parts = self.queue.partitions();
         let mut positions: Vec<EntryId> = match after.and_then(|a| self.parse_position(a)) {
             Some(p) => p,
-            None => {
-                futures::future::try_join_all(parts.iter().map(|keys| {
-                    let mut conn = self.queue.redis.conn();
-                    let key = keys.events();
-                    async move {
-                        let last: Vec<Entry> = redis::cmd("XREVRANGE")
-                            .arg(key)
-                            .arg("+")
-                            .arg("-")
-                            .arg("COUNT")
-                            .arg(1)
-                            .query_async(&mut conn)
-                            .await?;
-                        Ok::<_, Error>(last.first().and_then(|(id, _)| EntryId::parse(id)).unwrap_or_default())
-                    }
-                }))
+            None => self
+                .newest_entries(1)
                 .await?
-            }
+                .into_iter()
+                .map(|last| last.first().and_then(|(id, _)| EntryId::parse(id)).unwrap_or_default())
+                .collect(),
         };
         let count = count.max(1);
         let per = futures::future::try_join_all(parts.iter().zip(&positions).map(|(keys, at)| {
@@ -558,6 +531,27 @@ impl Reconciliations {
             out.push(OutcomeChange { id: position(&positions), access_code_id: code, generation, state });
         }
         Ok((position(&positions), out))
+    }
+
+    /// The newest `count` entries of each partition's stream, newest first,
+    /// in the order of the queue's partitions.
+    async fn newest_entries(&self, count: usize) -> Result<Vec<Vec<Entry>>> {
+        futures::future::try_join_all(self.queue.partitions().iter().map(|keys| {
+            let mut conn = self.queue.redis.conn();
+            let key = keys.events();
+            async move {
+                let entries: Vec<Entry> = redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, Error>(entries)
+            }
+        }))
+        .await
     }
 
     /// Reads a position [`changes_after`](Self::changes_after) handed out:
