@@ -87,9 +87,11 @@ export interface paths {
         };
         /**
          * Follows outcome changes as Server-Sent Events.
-         * @description Each event is `event: outcome`, `id:` the stream entry, `data:` an
-         *     `OutcomeChange` as JSON; from now on, or after `Last-Event-ID` (the
-         *     stream keeps the newest 100,000 changes). A comment every 15 s keeps the
+         * @description Each event is `event: outcome`, `id:` where the streams stand right after
+         *     it (each partition has its stream; the id holds one entry id per
+         *     partition, joined by `.`), `data:` an `OutcomeChange` as JSON; from now
+         *     on, or after `Last-Event-ID` (each stream keeps its newest 100,000
+         *     changes). A comment every 15 s keeps the
          *     connection alive.
          */
         get: operations["get_events"];
@@ -359,7 +361,10 @@ export interface components {
              * @description Its generation.
              */
             generation: number;
-            /** @description The stream entry's id (`<ms>-<seq>`): resume after it. */
+            /**
+             * @description Where the stream stands right after this change: resume after it
+             *     (one `<ms>-<seq>` stream entry id per partition, joined by `.`).
+             */
             id: string;
             /** @description The state it entered. */
             state: string;

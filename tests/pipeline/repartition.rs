@@ -114,3 +114,41 @@ async fn the_single_tag_layout_moves_to_four_partitions_while_it_runs() {
 async fn sixteen_partitions_move_to_three_while_they_run() {
     move_while_running(16, 3).await;
 }
+
+#[tokio::test]
+async fn a_move_that_stopped_half_way_is_finished_by_running_it_again() {
+    let app = spawn_app(AppOptions { partitions: 4, workers: 1, ..AppOptions::default() }).await;
+    let codes = seed_codes(&app, 20, Duration::from_millis(10), 6000).await;
+    for (id, generation) in &codes {
+        finished(&app, id, *generation, Duration::from_secs(20)).await;
+    }
+    // As a run that died after it froze one old partition would leave it:
+    // the record says where the queue goes, and one partition takes nothing.
+    let store = admin(&app).await;
+    let redis = Redis::connect(&RedisConfig::new(&app.redis_url)).await.unwrap();
+    let mut conn = redis.conn();
+    let home = store.queue().home().clone();
+    let frozen = store.queue().partitions()[0].clone();
+    let _: () = redis::AsyncCommands::hset(&mut conn, home.layout(), "moving_to", 2).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, frozen.moving(), "frozen 2").await.unwrap();
+    // A producer meanwhile: its code's partition may be the frozen one; it waits.
+    let (id, _) = &codes[0];
+    let device = app.seam.access_code(id).unwrap()["device_id"].as_str().unwrap().to_string();
+    let enqueue = {
+        let store = app.store.clone();
+        let desired = serde_json::json!({"access_code_id": id, "device_id": device, "code": "97531"});
+        tokio::spawn(async move { store.enqueue(want(desired)).await })
+    };
+    let moved = admin(&app).await.repartition(2, |_| {}).await.expect("the move goes on");
+    assert_eq!((moved.from, moved.to, moved.partitions), (4, 2, 4));
+    let generation = enqueue.await.unwrap().expect("the enqueue that waited went through");
+    assert_eq!(generation, 2);
+    let o = finished(&app, id, generation, Duration::from_secs(20)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    assert_eq!(app.seam.access_code(id).unwrap()["code"].as_str(), Some("97531"));
+    for (id, _) in &codes[1..] {
+        assert_eq!(app.store.outcome(id).await.unwrap().unwrap().state, OutcomeState::Succeeded, "{id}");
+    }
+    opens_with(&app, 2).await.expect("the new layout is recorded");
+    app.stop().await;
+}

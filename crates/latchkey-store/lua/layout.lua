@@ -3,8 +3,8 @@
 -- the caller). Self-contained (no prelude): it runs before anything else.
 -- KEYS[1]: the queue's base as one whole (`<prefix>:{<queue>}`).
 -- ARGV[1]: the partitions the caller is configured for (0: only read).
--- Returns {partitions recorded, partitions `repartition` is moving the
--- queue to or 0}.
+-- Returns {partitions recorded (0: none, when only reading), partitions
+-- `repartition` is moving the queue to or 0}.
 local base = KEYS[1]
 local layout = base .. ':layout'
 local kind = redis.call('TYPE', layout).ok
@@ -23,7 +23,7 @@ if f[1] then
   return { partitions(f[1], 'partitions'), f[2] and partitions(f[2], 'moving_to') or 0 }
 end
 local wanted = tonumber(ARGV[1])
-if wanted == 0 then return { 1, 0 } end
+if wanted == 0 then return { 0, 0 } end
 wanted = partitions(wanted, 'the partitions asked for')
 -- Nothing recorded. A queue used before partitions existed keeps its jobs
 -- under the single tag, which is one partition: record that, so the caller

@@ -190,6 +190,8 @@ pub struct Queue {
     /// since) `repartition` moves the queue, the one it moves from and the
     /// one it moves to.
     pub(crate) layouts: Arc<RwLock<Vec<Layout>>>,
+    /// When the layout record was last read for news of a `repartition`.
+    pub(crate) refreshed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     pub(crate) config: Arc<QueueConfig>,
     /// Its jobs are reconciliations: a fetch hands each over with its
     /// records (see [`Reconciliations`](crate::Reconciliations)).
@@ -207,6 +209,7 @@ impl Queue {
             name: name.into(),
             home: Arc::new(home),
             layouts: Arc::new(RwLock::new(vec![layout])),
+            refreshed: Arc::default(),
             config: Arc::new(config),
             with_records: false,
         })
@@ -236,9 +239,29 @@ impl Queue {
         Ok(())
     }
 
-    /// The layout Redis records: partitions, and where `repartition` is
-    /// moving the queue to, if it is. With `record`, records that number of
-    /// partitions when nothing is recorded yet.
+    /// Reads the layout record for news of a `repartition` (a process that
+    /// started before it knows only the old layout): at most once a second
+    /// unless `now`. Returns whether the queue learnt of a layout.
+    pub(crate) async fn refresh_layout(&self, now: bool) -> Result<bool> {
+        {
+            let mut last = self.refreshed.lock().expect("refreshed lock");
+            if !now && last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(false);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let (recorded, moving_to) = self.read_layout(None).await?;
+        let mut learnt = false;
+        for p in [recorded].into_iter().chain(moving_to).filter(|p| *p > 0) {
+            learnt |= self.learn(p)?;
+        }
+        Ok(learnt)
+    }
+
+    /// The layout Redis records: partitions (0 when nothing is recorded and
+    /// `record` is `None`), and where `repartition` is moving the queue to,
+    /// if it is. With `record`, records that number of partitions when
+    /// nothing is recorded yet.
     pub(crate) async fn read_layout(&self, record: Option<u32>) -> Result<(u32, Option<u32>)> {
         let mut conn = self.redis.conn();
         let (recorded, moving_to): (i64, i64) =
@@ -309,6 +332,7 @@ impl Queue {
         F: Fn(QueueKeys) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.refresh_layout(false).await?;
         futures::future::try_join_all(self.partitions().into_iter().map(f)).await
     }
 

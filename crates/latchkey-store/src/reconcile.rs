@@ -131,7 +131,7 @@ impl Reconciliations {
     /// operators' tools, such as `repartition`, that follow the deployment.
     pub async fn open_recorded(redis: Redis, mut config: QueueConfig) -> Result<Self> {
         let probe = Queue::new(redis.clone(), RECONCILE_QUEUE, config.clone())?;
-        config.partitions = probe.read_layout(None).await?.0;
+        config.partitions = probe.read_layout(None).await?.0.max(1);
         Self::open(redis, config).await
     }
 
@@ -165,16 +165,25 @@ impl Reconciliations {
         F: Fn(QueueKeys) -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
     {
-        let layouts = self.queue.layouts();
-        for layout in layouts.iter().rev() {
-            if let Some(found) = read(layout.of(access_code_id).clone()).await? {
+        for _ in 0..2 {
+            let layouts = self.queue.layouts();
+            for layout in layouts.iter().rev() {
+                if let Some(found) = read(layout.of(access_code_id).clone()).await? {
+                    return Ok(Some(found));
+                }
+            }
+            if layouts.len() > 1
+                && let Some(found) = read(layouts[layouts.len() - 1].of(access_code_id).clone()).await?
+            {
                 return Ok(Some(found));
             }
+            // Not found: perhaps moved by a repartition this process has not
+            // heard of. Once more if so.
+            if !self.queue.refresh_layout(true).await? {
+                break;
+            }
         }
-        match layouts.len() {
-            1 => Ok(None),
-            _ => read(layouts[layouts.len() - 1].of(access_code_id).clone()).await,
-        }
+        Ok(None)
     }
 
     /// The queue the reconciliation jobs run on.
@@ -479,6 +488,7 @@ impl Reconciliations {
     /// right after it, so a reader resumes exactly where it stopped. Reads
     /// without blocking: the connection is shared.
     pub async fn changes_after(&self, after: Option<&str>, count: usize) -> Result<(String, Vec<OutcomeChange>)> {
+        self.queue.refresh_layout(false).await?;
         let parts = self.queue.partitions();
         let mut positions: Vec<EntryId> = match after.and_then(|a| self.parse_position(a)) {
             Some(p) => p,

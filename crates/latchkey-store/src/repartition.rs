@@ -110,6 +110,9 @@ impl Reconciliations {
         for part in old.parts.iter() {
             let state: Option<String> = conn.get(part.moving()).await?;
             if state.is_some_and(|s| s.starts_with("moved")) {
+                // (an earlier run may have stopped before deleting it all:
+                // what is left must not be found by a read that falls back)
+                self.clear(part).await?;
                 continue;
             }
             let _: () = conn.set(part.moving(), format!("frozen {to}")).await?;
@@ -226,11 +229,19 @@ impl Reconciliations {
         for (code, at) in attention {
             let _: () = conn.zadd(new.of(&code).attention(), &code, at).await?;
         }
+        // The counters add up over partitions: they join the new first
+        // partition's, once (the old ones go at once, so a run that starts
+        // again does not count them twice).
         let stats: std::collections::HashMap<String, String> = conn.hgetall(part.stats()).await?;
-        for (counter, n) in stats {
+        let mut add = redis::pipe();
+        for (counter, n) in &stats {
             if let Ok(n) = n.parse::<i64>() {
-                let _: () = conn.hincr(new.parts[0].stats(), counter, n).await?;
+                add.hincr(new.parts[0].stats(), counter, n).ignore();
             }
+        }
+        if !stats.is_empty() {
+            let _: () = add.query_async(&mut conn).await?;
+            let _: () = conn.del(part.stats()).await?;
         }
         Ok(codes.len() as u64)
     }
