@@ -131,7 +131,8 @@ pub struct TestApp {
     pub store: Reconciliations,
     /// The key prefix of this app's Redis keys.
     pub prefix: String,
-    options: AppOptions,
+    /// What it was started with.
+    pub options: AppOptions,
     workers: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     /// The ops listener (`/livez`, `/readyz`, `/metrics`) of each started
     /// worker, as `http://127.0.0.1:port`.
