@@ -225,6 +225,14 @@ impl Queue {
         Ok(queue)
     }
 
+    /// The number of partitions Redis records for the queue `name` under
+    /// `prefix`, if it records one: what an operator's tool follows.
+    pub async fn recorded_partitions(redis: &Redis, name: &str, prefix: &str) -> Result<Option<u32>> {
+        let probe =
+            Self::new(redis.clone(), name, QueueConfig { prefix: prefix.to_string(), ..QueueConfig::default() })?;
+        Ok(Some(probe.read_layout(None).await?.0).filter(|p| *p > 0))
+    }
+
     pub(crate) async fn check_layout(&self) -> Result<()> {
         let (recorded, moving_to) = self.read_layout(Some(self.config.partitions)).await?;
         let configured = self.config.partitions;

@@ -130,8 +130,7 @@ impl Reconciliations {
     /// (1 when nothing is recorded yet), whatever `config` says: for
     /// operators' tools, such as `repartition`, that follow the deployment.
     pub async fn open_recorded(redis: Redis, mut config: QueueConfig) -> Result<Self> {
-        let probe = Queue::new(redis.clone(), RECONCILE_QUEUE, config.clone())?;
-        config.partitions = probe.read_layout(None).await?.0.max(1);
+        config.partitions = Queue::recorded_partitions(&redis, RECONCILE_QUEUE, &config.prefix).await?.unwrap_or(1);
         Self::open(redis, config).await
     }
 

@@ -15,9 +15,8 @@ pub struct Target {
     /// Key prefix.
     #[arg(long, env = "LATCHKEY_PREFIX", default_value = "latchkey")]
     prefix: String,
-    /// Partitions of the queue: every worker, serve and producer
-    /// of one deployment must agree (each refuses to start against another
-    /// number than Redis records). 16 spreads over up to 16 cluster masters.
+    /// Partitions of the queue, for a queue whose number Redis does not
+    /// record; otherwise the recorded number is followed.
     #[arg(long, env = "LATCHKEY_PARTITIONS", default_value_t = latchkey_store::DEFAULT_PARTITIONS)]
     partitions: u32,
 }
@@ -25,7 +24,10 @@ pub struct Target {
 impl Target {
     async fn queue(&self, name: &str) -> anyhow::Result<Queue> {
         let redis = Redis::connect(&RedisConfig::new(&self.redis_url)).await?;
-        let config = QueueConfig { prefix: self.prefix.clone(), partitions: self.partitions, ..QueueConfig::default() };
+        // (the deployment's number, as Redis records it; the flag only for a
+        // queue that records none)
+        let partitions = Queue::recorded_partitions(&redis, name, &self.prefix).await?.unwrap_or(self.partitions);
+        let config = QueueConfig { prefix: self.prefix.clone(), partitions, ..QueueConfig::default() };
         Ok(Queue::open(redis, name, config).await?)
     }
 }
