@@ -277,6 +277,10 @@ async fn restore(conn: &mut crate::RedisConn, from: &str, to: &str) -> Result<()
     let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(from).query_async(conn).await?;
     let Some(dump) = dump else { return Ok(()) };
     let ttl: i64 = conn.pttl(from).await?;
+    if ttl == -2 {
+        // (it expired between the two reads: the code's life was over)
+        return Ok(());
+    }
     let _: () = redis::cmd("RESTORE").arg(to).arg(ttl.max(0)).arg(dump).arg("REPLACE").query_async(conn).await?;
     Ok(())
 }
