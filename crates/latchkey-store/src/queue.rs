@@ -225,6 +225,14 @@ impl Queue {
         Ok(queue)
     }
 
+    /// The layout Redis records for this queue: its partitions (`None` when
+    /// it records none), and the number `repartition` is moving it to, if a
+    /// move is under way.
+    pub async fn recorded_layout(&self) -> Result<(Option<u32>, Option<u32>)> {
+        let (partitions, moving_to) = self.read_layout(None).await?;
+        Ok((Some(partitions).filter(|p| *p > 0), moving_to))
+    }
+
     /// The number of partitions Redis records for the queue `name` under
     /// `prefix`, if it records one: what an operator's tool follows.
     pub async fn recorded_partitions(redis: &Redis, name: &str, prefix: &str) -> Result<Option<u32>> {

@@ -89,13 +89,19 @@ pub async fn queue(cmd: QueueCommand) -> anyhow::Result<()> {
     let oldest = q.oldest_ready_age().await?;
     let counters = q.counters().await?;
     let workers = q.workers_alive(Duration::from_secs(30)).await?;
+    let (recorded, moving_to) = q.recorded_layout().await?;
+    let partitions = recorded.unwrap_or(q.config().partitions);
     if json {
         let oldest_ms = oldest.map(|d| d.as_millis() as u64);
-        let v = serde_json::json!({"queue": queue, "depth": depth, "oldest_ready_age_ms": oldest_ms, "counters": counters, "workers_alive": workers});
+        let v = serde_json::json!({"queue": queue, "partitions": partitions, "moving_to": moving_to, "depth": depth, "oldest_ready_age_ms": oldest_ms, "counters": counters, "workers_alive": workers});
         println!("{v}");
         return Ok(());
     }
     println!("queue {queue}");
+    match moving_to {
+        Some(to) => println!("  partitions {partitions:>10}   moving to {to}: a `latchkey repartition` is under way"),
+        None => println!("  partitions {partitions:>10}"),
+    }
     println!(
         "  ready      {:>10}   oldest waiting {}",
         depth.ready,
