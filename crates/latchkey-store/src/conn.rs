@@ -272,9 +272,10 @@ impl Redis {
 
     /// Every key that starts with `base` + `:`, where `base` carries a hash
     /// tag: the keys of one slot, listed by SCAN on the node that holds it
-    /// (on a cluster, the master of `slot`). For moving a partition that
+    /// (on a cluster, the master of that slot). For moving a partition that
     /// nothing else writes (`repartition`); keys may repeat.
-    pub(crate) async fn keys_under(&self, base: &str, slot: u16) -> Result<Vec<Vec<u8>>> {
+    pub(crate) async fn keys_under(&self, base: &str) -> Result<Vec<Vec<u8>>> {
+        let slot = crate::keys::slot_of_base(base);
         let mut pattern = String::with_capacity(base.len() + 2);
         for c in base.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -41,6 +41,12 @@ pub fn slot_of(tag: &str) -> u16 {
     (u32::from(crc) % SLOTS) as u16
 }
 
+/// The hash slot of the keys under `base` (`latchkey:{reconcile:16:3:0}`):
+/// its hash tag's.
+pub(crate) fn slot_of_base(base: &str) -> u16 {
+    slot_of(base.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map_or(base, |(tag, _)| tag))
+}
+
 /// The hash tag of partition `i` of `partitions` (more than one):
 /// `<queue>:<partitions>:<i>:<n>` with the smallest `n` from 0 whose slot
 /// lies in the `i`-th of `partitions` equal ranges of the 16,384 slots. The

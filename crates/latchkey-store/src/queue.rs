@@ -355,17 +355,8 @@ impl Queue {
     /// Groups ids by their partition in every layout the queue knows (an id
     /// is in one of them): (partition, ids in their given order).
     pub(crate) fn by_partition<'i, S: AsRef<str>>(&self, ids: &'i [S]) -> Vec<(QueueKeys, Vec<&'i str>)> {
-        let mut groups: Vec<(QueueKeys, Vec<&str>)> = Vec::new();
-        for layout in self.layouts() {
-            for id in ids {
-                let p = layout.of(id.as_ref());
-                match groups.iter_mut().find(|(q, _)| q == p) {
-                    Some((_, g)) => g.push(id.as_ref()),
-                    None => groups.push((p.clone(), vec![id.as_ref()])),
-                }
-            }
-        }
-        groups
+        let layouts = self.layouts();
+        grouped(layouts.iter().flat_map(|l| ids.iter().map(|id| (l.of(id.as_ref()).clone(), id.as_ref()))))
     }
 
     /// Pushes one job.
@@ -597,18 +588,27 @@ impl Queue {
     pub async fn requeue_all_dead(&self, limit: usize) -> Result<Vec<String>> {
         // How many of the oldest are in each partition; each partition's
         // script then takes its oldest (ids that are not UTF-8 included).
-        let mut count: Vec<(QueueKeys, usize)> = Vec::new();
-        for (p, _) in self.oldest_dead(limit).await? {
-            match count.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, n)) => *n += 1,
-                None => count.push((p, 1)),
-            }
-        }
-        let per = futures::future::try_join_all(count.iter().map(|(p, n)| {
-            let mut conn = self.redis.conn();
-            async move { SCRIPTS.requeue_dead.key(p.base()).arg(*n).invoke_async::<Vec<String>>(&mut conn).await }
-        }))
-        .await?;
+        let count = grouped(self.oldest_dead(limit).await?);
+        let per =
+            futures::future::try_join_all(count.iter().map(|(p, dead)| {
+                let mut conn = self.redis.conn();
+                async move {
+                    SCRIPTS.requeue_dead.key(p.base()).arg(dead.len()).invoke_async::<Vec<String>>(&mut conn).await
+                }
+            }))
+            .await?;
         Ok(per.into_iter().flatten().collect())
     }
+}
+
+/// Groups values by key, keys in the order first met, values in their order.
+pub(crate) fn grouped<K: PartialEq, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Vec<(K, Vec<V>)> {
+    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
+    for (k, v) in pairs {
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, vs)) => vs.push(v),
+            None => groups.push((k, vec![v])),
+        }
+    }
+    groups
 }

@@ -488,7 +488,6 @@ impl Reconciliations {
     /// without blocking: the connection is shared.
     pub async fn changes_after(&self, after: Option<&str>, count: usize) -> Result<(String, Vec<OutcomeChange>)> {
         self.queue.refresh_layout(false).await?;
-        let parts = self.queue.partitions();
         let mut positions: Vec<EntryId> = match after.and_then(|a| self.parse_position(a)) {
             Some(p) => p,
             None => self
@@ -499,23 +498,13 @@ impl Reconciliations {
                 .collect(),
         };
         let count = count.max(1);
-        let per = futures::future::try_join_all(parts.iter().zip(&positions).map(|(keys, at)| {
-            let mut conn = self.queue.redis.conn();
-            let key = keys.events();
-            let from = format!("({at}");
-            async move {
-                let entries: Vec<Entry> = redis::cmd("XRANGE")
-                    .arg(key)
-                    .arg(from)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok::<_, Error>(entries)
-            }
-        }))
-        .await?;
+        let per = self
+            .read_streams(|p, key| {
+                let mut cmd = redis::cmd("XRANGE");
+                cmd.arg(key).arg(format!("({}", positions[p])).arg("+").arg("COUNT").arg(count);
+                cmd
+            })
+            .await?;
         // (entry id, partition, fields)
         let mut entries: Vec<(EntryId, usize, Fields)> = per
             .into_iter()
@@ -545,20 +534,21 @@ impl Reconciliations {
     /// The newest `count` entries of each partition's stream, newest first,
     /// in the order of the queue's partitions.
     async fn newest_entries(&self, count: usize) -> Result<Vec<Vec<Entry>>> {
-        futures::future::try_join_all(self.queue.partitions().iter().map(|keys| {
+        self.read_streams(|_, key| {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(count);
+            cmd
+        })
+        .await
+    }
+
+    /// Runs the read `cmd(partition index, stream key)` on each partition's
+    /// stream at once; the entries in the order of the queue's partitions.
+    async fn read_streams(&self, cmd: impl Fn(usize, String) -> redis::Cmd) -> Result<Vec<Vec<Entry>>> {
+        futures::future::try_join_all(self.queue.partitions().iter().enumerate().map(|(p, keys)| {
             let mut conn = self.queue.redis.conn();
-            let key = keys.events();
-            async move {
-                let entries: Vec<Entry> = redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok::<_, Error>(entries)
-            }
+            let cmd = cmd(p, keys.events());
+            async move { Ok::<_, Error>(cmd.query_async::<Vec<Entry>>(&mut conn).await?) }
         }))
         .await
     }

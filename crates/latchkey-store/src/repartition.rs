@@ -33,7 +33,7 @@ use redis::{AsyncCommands, Value};
 
 use crate::{
     error::{Error, Result},
-    keys::{QueueKeys, slot_of},
+    keys::QueueKeys,
     queue::Layout,
     reconcile::Reconciliations,
     scripts::SCRIPTS,
@@ -175,16 +175,10 @@ impl Reconciliations {
     async fn copy(&self, part: &QueueKeys, new: &Layout) -> Result<u64> {
         let q = self.queue();
         let mut conn = q.redis.conn();
-        let slot = slot_of(tag_of(part.base()));
         let prefix = format!("{}:", part.base());
         let mut codes = std::collections::HashSet::new();
-        let mut keys: Vec<String> = q
-            .redis
-            .keys_under(part.base(), slot)
-            .await?
-            .into_iter()
-            .filter_map(|k| String::from_utf8(k).ok())
-            .collect();
+        let mut keys: Vec<String> =
+            q.redis.keys_under(part.base()).await?.into_iter().filter_map(|k| String::from_utf8(k).ok()).collect();
         keys.sort();
         keys.dedup();
         for key in &keys {
@@ -255,8 +249,7 @@ impl Reconciliations {
         let q = self.queue();
         let mut conn = q.redis.conn();
         let prefix = format!("{}:", part.base());
-        let slot = slot_of(tag_of(part.base()));
-        for key in q.redis.keys_under(part.base(), slot).await? {
+        for key in q.redis.keys_under(part.base()).await? {
             let kind =
                 key.strip_prefix(prefix.as_bytes()).map(|rest| rest.split(|b| *b == b':').next().unwrap_or(rest));
             if kind.is_some_and(|k| PARTITION_KEYS.iter().any(|p| p.as_bytes() == k)) {
@@ -265,11 +258,6 @@ impl Reconciliations {
         }
         Ok(())
     }
-}
-
-/// The hash tag inside a base key (`latchkey:{reconcile:16:3:0}`).
-fn tag_of(base: &str) -> &str {
-    base.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map_or(base, |(tag, _)| tag)
 }
 
 /// Copies `from` to `to` whole (any type), with its time to live.

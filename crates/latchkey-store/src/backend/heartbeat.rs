@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Weak};
 use super::{Held, Shared};
 use crate::{
     error::{Error, Result, error_chain},
-    keys::QueueKeys,
+    queue::grouped,
     scripts::SCRIPTS,
 };
 
@@ -38,13 +38,7 @@ impl Shared {
         let runs: HashMap<String, Held> =
             self.inflight.lock().expect("inflight lock").iter().map(|(id, held)| (id.clone(), held.clone())).collect();
         let q = &self.queue;
-        let mut calls: Vec<(&str, Vec<&str>)> = Vec::new();
-        for (id, held) in &runs {
-            match calls.iter_mut().find(|(base, _)| *base == held.partition.base()) {
-                Some((_, ids)) => ids.push(id),
-                None => calls.push((held.partition.base(), vec![id])),
-            }
-        }
+        let mut calls = grouped(runs.iter().map(|(id, held)| (held.partition.base(), id.as_str())));
         if !calls.iter().any(|(base, _)| *base == q.home.base()) {
             calls.push((q.home.base(), Vec::new()));
         }
@@ -87,17 +81,10 @@ impl Shared {
     pub(super) async fn close(&self, unstarted: Vec<String>) {
         let q = &self.queue;
         if !unstarted.is_empty() {
-            let mut groups: Vec<(QueueKeys, Vec<&str>)> = Vec::new();
-            {
+            let groups = {
                 let inflight = self.inflight.lock().expect("inflight lock");
-                for id in &unstarted {
-                    let Some(held) = inflight.get(id) else { continue };
-                    match groups.iter_mut().find(|(p, _)| *p == held.partition) {
-                        Some((_, ids)) => ids.push(id),
-                        None => groups.push((held.partition.clone(), vec![id])),
-                    }
-                }
-            }
+                grouped(unstarted.iter().filter_map(|id| Some((inflight.get(id)?.partition.clone(), id.as_str()))))
+            };
             let released: Result<i64> = futures::future::try_join_all(groups.into_iter().map(|(p, ids)| {
                 let mut conn = q.redis.conn();
                 async move {
