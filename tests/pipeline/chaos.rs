@@ -53,20 +53,23 @@ async fn a_check_in_burst_is_looked_at_once_then_verified_at_starts_at_within_ev
     }
     let polls: Vec<_> = requests.iter().filter(|r| r.path == "/access_codes/get" && r.at >= starts_at).collect();
     assert!(polls.len() >= codes.len(), "every code verified at or after starts_at");
-    // Before check-in, each code is only looked at right after its update
-    // (to catch scheduling failures early), not polled until the start.
+    // Before check-in, each code is looked at once after its update (to
+    // catch scheduling failures early), not polled until the start. The look
+    // follows the update in the same run unless the key's budget defers it,
+    // so how soon it comes depends on the machine: only the count and the
+    // order are asserted.
     let mut updated: std::collections::HashMap<&str, chrono::DateTime<Utc>> = Default::default();
     for r in requests.iter().filter(|r| r.path == "/access_codes/update") {
         updated.insert(r.access_code_id.as_deref().unwrap(), r.at);
     }
+    let mut looks: std::collections::HashMap<&str, usize> = Default::default();
     for r in requests.iter().filter(|r| r.path == "/access_codes/get" && r.at < starts_at) {
         let id = r.access_code_id.as_deref().unwrap();
-        let after = r.at - updated[id];
-        assert!(
-            chrono::Duration::zero() <= after && after < chrono::Duration::seconds(5),
-            "{id} polled {after} after its update, before check-in"
-        );
+        assert!(r.at >= updated[id], "{id} looked at before its update");
+        *looks.entry(id).or_default() += 1;
     }
+    let polled: Vec<_> = looks.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(polled.is_empty(), "polled before check-in, more than one look: {polled:?}");
     println!(
         "check-in burst: {} codes on {} devices verified; {} polls from starts_at on",
         codes.len(),
