@@ -41,6 +41,23 @@ async fn a_plain_update_of_code_and_name_is_applied_and_verified() {
 }
 
 #[tokio::test]
+async fn a_new_pin_on_a_known_quick_device_takes_two_requests_update_and_get() {
+    let app = spawn_app(AppOptions::default()).await;
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::ZERO });
+    let id = app.seam.add_access_code(&device, SeedCode { code: Some("1111".into()), ..SeedCode::default() });
+    let o =
+        reconcile(&app, json!({"access_code_id": id, "device_id": device, "code": "5151"}), Duration::from_secs(15))
+            .await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert_eq!(o.last_seen.as_ref().map(|c| (c.status, c.code.as_deref())), Some((CodeStatus::Set, Some("5151"))));
+    // The code itself answered the first look after the update: the action
+    // attempt was never asked, and the device never had to be learned.
+    let paths: Vec<String> = app.seam.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/access_codes/update", "/access_codes/get"], "Seam requests");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_ongoing_code_becomes_time_bound_and_is_verified_at_starts_at() {
     let app = spawn_app(AppOptions::default()).await;
     let device = app.seam.add_device(normal());

@@ -30,7 +30,7 @@ pub use error::{Error, Result, error_chain};
 pub use identity::worker_identity;
 pub use queue::{DeadLetter, Depth, JobView, NewJob, Pushed, Queue, QueueConfig};
 pub use reconcile::{
-    DEFAULT_PARTITIONS, DEFAULT_RETENTION, DELIVERY_DEDUP, EVENTS_CAP, EnqueueError, EntryId, HISTORY_CAP,
+    CodeEvent, DEFAULT_PARTITIONS, DEFAULT_RETENTION, DELIVERY_DEDUP, EVENTS_CAP, EnqueueError, EntryId, HISTORY_CAP,
     IDEMPOTENCY_WINDOW, Loaded, MAX_RECORD_BYTES, Nudged, OutcomeChange, RECONCILE_QUEUE, Reconciliations, Recorded,
     Waited,
 };

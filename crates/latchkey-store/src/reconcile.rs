@@ -605,21 +605,47 @@ pub enum Nudged {
     NotManaged,
 }
 
+/// What an access code event says, which decides whose job it pulls
+/// ([`Reconciliations::nudge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeEvent {
+    /// The lock acted, or the code changed outside latchkey (set, scheduled,
+    /// failed, removed, deleted, modified external to Seam, ...): the job
+    /// runs now.
+    Lock,
+    /// Seam took a change to the code's settings (`access_code.changed`):
+    /// the job runs now, unless latchkey's own update is in flight
+    /// (`applying`). Then the event is that update's echo and the lock has
+    /// not acted yet: reading the code would find it `setting`, a request
+    /// spent for nothing. The lock's own event, set or failed, follows.
+    Changed,
+}
+
 /// How long a delivery id is remembered, so a delivery Seam repeats
 /// (Svix retries for about a day) changes nothing the second time.
 pub const DELIVERY_DEDUP: Duration = Duration::from_secs(24 * 3600);
 
 impl Reconciliations {
     /// An event from Seam about these access codes (a webhook delivery):
-    /// their jobs run now instead of at their next poll. `delivery` is the
-    /// delivery's id: a delivery seen within [`DELIVERY_DEDUP`] changes
-    /// nothing (`None` returned). Ids that break the id rule are not managed.
-    pub async fn nudge(&self, delivery: Option<&str>, access_code_ids: &[&str]) -> Result<Option<Vec<Nudged>>> {
+    /// their jobs run now instead of at their next poll, as `event` says.
+    /// `delivery` is the delivery's id: a delivery seen within
+    /// [`DELIVERY_DEDUP`] changes nothing (`None` returned). Ids that break
+    /// the id rule are not managed.
+    pub async fn nudge(
+        &self,
+        delivery: Option<&str>,
+        event: CodeEvent,
+        access_code_ids: &[&str],
+    ) -> Result<Option<Vec<Nudged>>> {
         let valid: Vec<&str> =
             access_code_ids.iter().copied().filter(|id| latchkey_core::id_rule_broken(id).is_none()).collect();
         let groups = self.queue.by_partition(&valid);
+        let kind = match event {
+            CodeEvent::Lock => "codes",
+            CodeEvent::Changed => "changed",
+        };
         let replies =
-            futures::future::try_join_all(groups.iter().map(|(p, ids)| self.nudge_script(p, delivery, "codes", ids)))
+            futures::future::try_join_all(groups.iter().map(|(p, ids)| self.nudge_script(p, delivery, kind, ids)))
                 .await?;
         // A partition that saw the delivery before changed nothing.
         if !groups.is_empty() && replies.iter().all(Option::is_none) {

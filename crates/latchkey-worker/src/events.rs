@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use latchkey_seam::SeamClient;
-use latchkey_store::{Limits, Nudged, Reconciliations, error_chain};
+use latchkey_store::{CodeEvent, Limits, Nudged, Reconciliations, error_chain};
 
 /// What an event from Seam sets off, if anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trigger<'a> {
-    /// An access code event: that code's job runs now.
-    Code(&'a str),
+    /// An access code event: that code's job runs now (for a settings
+    /// change, unless latchkey's own update is in flight: [`CodeEvent`]).
+    Code(&'a str, CodeEvent),
     /// A device came back or went away: the jobs of its codes whose
     /// reconciliation is under way run now (codes that succeeded are left
     /// to their watch).
@@ -27,7 +28,8 @@ impl<'a> Trigger<'a> {
     /// From an event's type and ids.
     pub(crate) fn of(event_type: &str, access_code_id: Option<&'a str>, device_id: Option<&'a str>) -> Option<Self> {
         match event_type {
-            t if t.starts_with("access_code.") => access_code_id.map(Trigger::Code),
+            "access_code.changed" => access_code_id.map(|id| Trigger::Code(id, CodeEvent::Changed)),
+            t if t.starts_with("access_code.") => access_code_id.map(|id| Trigger::Code(id, CodeEvent::Lock)),
             "device.connected" | "device.disconnected" => device_id.map(Trigger::Device),
             _ => None,
         }
@@ -41,9 +43,10 @@ impl<'a> Trigger<'a> {
         delivery: Option<&str>,
     ) -> Result<Option<usize>, latchkey_store::Error> {
         match self {
-            Trigger::Code(code) => {
-                Ok(store.nudge(delivery, &[code]).await?.map(|r| r.iter().filter(|n| **n == Nudged::Pulled).count()))
-            }
+            Trigger::Code(code, event) => Ok(store
+                .nudge(delivery, event, &[code])
+                .await?
+                .map(|r| r.iter().filter(|n| **n == Nudged::Pulled).count())),
             Trigger::Device(device) => store.nudge_device(delivery, device).await,
         }
     }

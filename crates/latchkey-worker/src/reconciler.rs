@@ -311,9 +311,20 @@ impl Run<'_> {
         }
     }
 
+    /// Follows the update's action attempt until it settles. The first look
+    /// goes to the code instead ([`Run::look_first`]).
     async fn follow_attempt(&self, desired: &DesiredState, mut outcome: Outcome, id: &str) -> RunResult {
         if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
             return Ok(Next::wait(wait));
+        }
+        if !desired.absent && outcome.polls == 0 {
+            match self.look_first(desired, outcome).await {
+                Ok(looked) => return looked,
+                Err(back) => outcome = back,
+            }
+            if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
+                return Ok(Next::wait(wait));
+            }
         }
         match self.quick_retry(|| self.r.seam.get_action_attempt(id)).await {
             Err(e) => self.on_seam_error(e, outcome, OutcomeState::Failed).await,
@@ -333,11 +344,56 @@ impl Run<'_> {
                         return self.start_verifying(desired, outcome).await;
                     }
                     outcome.polls += 1;
-                    let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(until));
-                    self.save_then(&outcome, Next::RunAt(at)).await
+                    self.follow_later(outcome, now).await
                 }
             },
         }
+    }
+
+    /// The first look after an update reads the code, not the attempt. A
+    /// code Seam shows as desired (set, or scheduled for its start, with no
+    /// issue raised since the update) is the truth whatever the attempt says
+    /// yet: the reconciliation ends on two requests, update and get, where
+    /// asking the attempt first costs a third. That is a quick device, or a
+    /// slow one whose `set_on_device` event brought this run (its
+    /// `access_code.changed` echo does not: [`latchkey_store::CodeEvent`]).
+    /// Anything else proves nothing while the update is pending (the code
+    /// is `setting`, or still shows its old fields): the look is counted and
+    /// the attempt is followed from the next one on, so a slow device costs
+    /// no request more than following the attempt from the start would.
+    /// A read that failed for now (rate limited, unreadable) is no verdict:
+    /// the outcome comes back (`Err`) and the attempt is asked at once.
+    async fn look_first(&self, desired: &DesiredState, mut outcome: Outcome) -> Result<RunResult, Outcome> {
+        let code = match self.read_code(desired, &outcome).await {
+            Ok(code) => code,
+            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::Unauthorized) => {
+                return Ok(self.on_seam_error(e, outcome, OutcomeState::Failed).await);
+            }
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "the first look failed; asking the attempt");
+                return Err(outcome);
+            }
+        };
+        let now = Utc::now();
+        if matches!(judge(desired, &code, self.window(&outcome), now), Verdict::Succeeded | Verdict::Scheduled { .. }) {
+            let mut o = outcome.moved(OutcomeState::Verifying, now);
+            o.action_attempt_id = None;
+            return Ok(self.judged(desired, o, code, false).await);
+        }
+        tracing::debug!(status = ?code.status, "not as desired yet; following the attempt");
+        outcome.polls += 1;
+        outcome.last_seen = Some(code);
+        Ok(self.follow_later(outcome, now).await)
+    }
+
+    /// The next look at a pending attempt: backed off, and never past the
+    /// patience or the deadline.
+    async fn follow_later(&self, outcome: Outcome, now: DateTime<Utc>) -> RunResult {
+        let sent = outcome.last_update_at.unwrap_or(outcome.updated_at);
+        let patience = sent + chrono::Duration::from_std(self.r.settings.attempt_patience).unwrap_or_default();
+        let until = patience.min(outcome.verify_deadline.unwrap_or(patience));
+        let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(until));
+        self.save_then(&outcome, Next::RunAt(at)).await
     }
 
     /// Seam accepted the update: look at the code at once. An ongoing code is
@@ -370,7 +426,7 @@ impl Run<'_> {
         }
     }
 
-    async fn verify(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
+    async fn verify(&self, desired: &DesiredState, outcome: Outcome) -> RunResult {
         let revisiting = outcome.may_recover();
         if revisiting && outcome.verify_deadline.is_none_or(|d| Utc::now() >= d) {
             // The window closed on a failure: it stands.
@@ -379,25 +435,46 @@ impl Run<'_> {
         if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
             return Ok(Next::wait(wait));
         }
-        let device = desired.device_id.as_deref().or(outcome.device_id.as_deref());
-        let observed = match self
-            .quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id))
-            .await
-            .and_then(|code| about(&desired.access_code_id, device, code))
-        {
+        let observed = match self.read_code(desired, &outcome).await {
             Ok(code) => code,
             Err(e) => {
                 return self.on_seam_error(e, outcome, OutcomeState::Failed).await;
             }
         };
-        let now = Utc::now();
-        outcome.polls += 1;
-        let window = Window {
+        self.judged(desired, outcome, observed, revisiting).await
+    }
+
+    /// Reads the access code, checked to be the one asked for, on the
+    /// device it should be on.
+    async fn read_code(&self, desired: &DesiredState, outcome: &Outcome) -> latchkey_seam::Result<AccessCode> {
+        let device = desired.device_id.as_deref().or(outcome.device_id.as_deref());
+        self.quick_retry(|| self.r.seam.get_access_code(&desired.access_code_id))
+            .await
+            .and_then(|code| about(&desired.access_code_id, device, code))
+    }
+
+    /// The verification window of the update recorded in `outcome`.
+    fn window(&self, outcome: &Outcome) -> Window {
+        Window {
             applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
             timeout: self.r.settings.verify_timeout,
             reapplies: outcome.reapplies,
             max_reapplies: self.r.settings.max_reapplies,
-        };
+        }
+    }
+
+    /// Judges the code as seen (one poll more) and records the verdict.
+    /// `revisiting`: the record ended in a failure Seam may turn around.
+    async fn judged(
+        &self,
+        desired: &DesiredState,
+        mut outcome: Outcome,
+        observed: AccessCode,
+        revisiting: bool,
+    ) -> RunResult {
+        let now = Utc::now();
+        outcome.polls += 1;
+        let window = self.window(&outcome);
         let schedule = effective_schedule(&desired.schedule, &observed);
         let deadline = window.deadline(&schedule);
         outcome.verify_deadline = Some(deadline);
