@@ -160,15 +160,17 @@ end
 -- What makes job `id`'s record unreadable, or nil when it can be read (or is
 -- missing): it must be a hash, its counters integers and its payload at most
 -- MAX_PAYLOAD bytes. The second value says whether the record exists (so a
--- caller need not ask again). Read-only.
+-- caller need not ask again). One HMGET and one HSTRLEN for a job as latchkey
+-- writes it: the key's type is asked only to name a refusal, or when no field
+-- was found. Read-only.
 local function unreadable(id)
   if not valid_id(id) then return 'its id is not 1 to 200 bytes of UTF-8 without control characters or spaces', true end
   local jk = job_key(id)
-  local kind = key_type(jk)
-  if kind == 'none' then return nil, false end
-  if kind ~= 'hash' then return 'the job record is a ' .. kind .. ', not a hash', true end
-  -- (the state, then the integers: one HMGET)
-  local f = redis.call('HMGET', jk, 'state', unpack(JOB_INTS))
+  -- (the state, then the integers: one HMGET, which a key of another type refuses)
+  local f = redis.pcall('HMGET', jk, 'state', unpack(JOB_INTS))
+  if wrong_type(f) then return 'the job record is a ' .. key_type(jk) .. ', not a hash', true end
+  if type(f) ~= 'table' or f.err then return 'it cannot be read: ' .. excerpt(tostring(f.err)), true end
+  if not f[1] and key_type(jk) == 'none' then return nil, false end
   for i, name in ipairs(JOB_INTS) do
     if f[i + 1] and not is_int(f[i + 1]) then return 'its ' .. name .. ' is not an integer: ' .. excerpt(f[i + 1]), true end
   end

@@ -357,7 +357,9 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
     for (i, chunk) in codes.chunks(64).enumerate() {
         let sends = chunk.iter().enumerate().map(|(j, (id, device))| {
             let guest = i * 64 + j;
-            p.enqueue(json!({"access_code_id": id, "device_id": device, "code": "1234", "name": format!("guest {guest}")}))
+            p.enqueue(
+                json!({"access_code_id": id, "device_id": device, "code": "1234", "name": format!("guest {guest}")}),
+            )
         });
         futures::future::try_join_all(sends).await?;
     }
