@@ -30,6 +30,22 @@ async fn a_cancelled_code_is_deleted_and_confirmed_gone() {
 }
 
 #[tokio::test]
+async fn a_cancellation_on_a_known_quick_device_takes_two_requests_delete_and_get() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 0);
+    let id = app.seam.add_access_code(&d, SeedCode { code: Some("1234".into()), ..SeedCode::default() });
+    let o =
+        reconcile(&app, json!({"access_code_id": id, "device_id": d, "absent": true}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(o.deleted_at.is_some() && app.seam.access_code(&id).is_none(), "{o:?}");
+    // The first look after the delete found the code gone (404): that is the
+    // proof, whatever the action attempt says yet, so it was never asked.
+    let paths: Vec<String> = app.seam.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/access_codes/delete", "/access_codes/get"], "Seam requests");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_cancellation_before_or_after_the_update_landed_leaves_no_code() {
     let app = spawn_app(AppOptions::default()).await;
     let d = device(&app, 300);

@@ -317,7 +317,7 @@ impl Run<'_> {
         if let Some(wait) = self.key_budget_wait(Share::Fresh).await? {
             return Ok(Next::wait(wait));
         }
-        if !desired.absent && outcome.polls == 0 {
+        if outcome.polls == 0 {
             match self.look_first(desired, outcome).await {
                 Ok(looked) => return looked,
                 Err(back) => outcome = back,
@@ -350,22 +350,28 @@ impl Run<'_> {
         }
     }
 
-    /// The first look after an update reads the code, not the attempt. A
-    /// code Seam shows as desired (set, or scheduled for its start, with no
-    /// issue raised since the update) is the truth whatever the attempt says
-    /// yet: the reconciliation ends on two requests, update and get, where
-    /// asking the attempt first costs a third. That is a quick device, or a
-    /// slow one whose `set_on_device` event brought this run (its
-    /// `access_code.changed` echo does not: [`latchkey_store::CodeEvent`]).
-    /// Anything else proves nothing while the update is pending (the code
-    /// is `setting`, or still shows its old fields): the look is counted and
-    /// the attempt is followed from the next one on, so a slow device costs
-    /// no request more than following the attempt from the start would.
-    /// A read that failed for now (rate limited, unreadable) is no verdict:
-    /// the outcome comes back (`Err`) and the attempt is asked at once.
+    /// The first look after a call reads the code, not the attempt. A code
+    /// Seam shows as desired (set, or scheduled for its start, with no issue
+    /// raised since the update; gone after a delete) is the truth whatever
+    /// the attempt says yet: the reconciliation ends on two requests, the
+    /// call and one get, where asking the attempt first costs a third. That
+    /// is a quick device, or a slow one whose `set_on_device` event brought
+    /// this run (its `access_code.changed` echo does not:
+    /// [`latchkey_store::CodeEvent`]). Anything else proves nothing while the
+    /// call is pending (the code is `setting` or `removing`, or still shows
+    /// its old fields): the look is counted and the attempt is followed from
+    /// the next one on, so a slow device costs no request more than
+    /// following the attempt from the start would. A read that failed for
+    /// now (rate limited, unreadable) is no verdict: the outcome comes back
+    /// (`Err`) and the attempt is asked at once.
     async fn look_first(&self, desired: &DesiredState, mut outcome: Outcome) -> Result<RunResult, Outcome> {
-        let code = match self.read_code(desired, &outcome).await {
-            Ok(code) => code,
+        let read = if desired.absent {
+            self.find_code(&outcome).await
+        } else {
+            self.read_code(desired, &outcome).await.map(Some)
+        };
+        let found = match read {
+            Ok(found) => found,
             Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::Unauthorized) => {
                 return Ok(self.on_seam_error(e, outcome, OutcomeState::Failed).await);
             }
@@ -375,15 +381,29 @@ impl Run<'_> {
             }
         };
         let now = Utc::now();
-        if matches!(judge(desired, &code, self.window(&outcome), now), Verdict::Succeeded | Verdict::Scheduled { .. }) {
-            let mut o = outcome.moved(OutcomeState::Verifying, now);
-            o.action_attempt_id = None;
-            return Ok(self.judged(desired, o, code, false).await);
+        match found {
+            None if desired.absent => {
+                outcome.polls += 1;
+                Ok(self.gone(outcome, now).await)
+            }
+            Some(code)
+                if !desired.absent
+                    && matches!(
+                        judge(desired, &code, self.window(&outcome), now),
+                        Verdict::Succeeded | Verdict::Scheduled { .. }
+                    ) =>
+            {
+                let mut o = outcome.moved(OutcomeState::Verifying, now);
+                o.action_attempt_id = None;
+                Ok(self.judged(desired, o, code, false).await)
+            }
+            found => {
+                tracing::debug!(status = ?found.as_ref().map(|c| c.status), "not as desired yet; following the attempt");
+                outcome.polls += 1;
+                outcome.last_seen = found;
+                Ok(self.follow_later(outcome, now).await)
+            }
         }
-        tracing::debug!(status = ?code.status, "not as desired yet; following the attempt");
-        outcome.polls += 1;
-        outcome.last_seen = Some(code);
-        Ok(self.follow_later(outcome, now).await)
     }
 
     /// The next look at a pending attempt: backed off, and never past the
@@ -933,15 +953,19 @@ impl Run<'_> {
             Ok(None) => {}
             Err(e) => return Err(Err(e.into())),
         }
-        let device = outcome.device_id.as_deref();
-        match self
-            .quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id))
-            .await
-            .and_then(|code| code.map(|code| about(&outcome.access_code_id, device, code)).transpose())
-        {
+        match self.find_code(outcome).await {
             Ok(code) => Ok(code),
             Err(e) => Err(self.on_seam_error(e, outcome.clone(), OutcomeState::Failed).await),
         }
+    }
+
+    /// Reads the access code, `None` when Seam has none (404), checked to be
+    /// the one asked for, on the device the record names.
+    async fn find_code(&self, outcome: &Outcome) -> latchkey_seam::Result<Option<AccessCode>> {
+        let device = outcome.device_id.as_deref();
+        self.quick_retry(|| self.r.seam.find_access_code(&outcome.access_code_id))
+            .await
+            .and_then(|code| code.map(|code| about(&outcome.access_code_id, device, code)).transpose())
     }
 
     /// When to poll next (backing off with `polls`), never past `deadline`.
