@@ -78,11 +78,15 @@ async fn transient_seam_failures_are_retried_until_the_code_is_set() {
     let app = spawn_app(AppOptions { max_attempts: 20, ..AppOptions::default() }).await;
     let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
     let id = app.seam.add_access_code(&device, SeedCode::default());
-    // Seam answers 503 to everything for 600 ms, then recovers.
+    // Seam answers 503 to everything until the first call and its two quick
+    // retries have failed (counted, not timed: a busy machine may send the
+    // first call late), then recovers.
     app.seam.set_faults(Faults { error_rate: 1.0, fail_status: Some(503), ..Faults::default() });
     let seam_faults = app.seam.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        while seam_faults.requests().iter().filter(|r| r.status == 503).count() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         seam_faults.set_faults(Faults::default());
     });
     let o = reconcile(&app, json!({"access_code_id": id, "code": "8888"}), Duration::from_secs(60)).await;
