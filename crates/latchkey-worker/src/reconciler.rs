@@ -335,11 +335,7 @@ impl Run<'_> {
                     // Still pending. Past the patience (or the deadline), judge
                     // the access code itself: its status is the truth.
                     let now = Utc::now();
-                    let sent = outcome.last_update_at.unwrap_or(outcome.updated_at);
-                    let patience =
-                        sent + chrono::Duration::from_std(self.r.settings.attempt_patience).unwrap_or_default();
-                    let until = patience.min(outcome.verify_deadline.unwrap_or(patience));
-                    if now >= until {
+                    if now >= self.patience_ends(&outcome) {
                         tracing::info!("the action attempt is still pending; verifying the access code instead");
                         return self.start_verifying(desired, outcome).await;
                     }
@@ -406,13 +402,18 @@ impl Run<'_> {
         }
     }
 
+    /// When following a pending attempt gives way to judging the code: the
+    /// patience after the call, or the deadline if that comes first.
+    fn patience_ends(&self, outcome: &Outcome) -> DateTime<Utc> {
+        let sent = outcome.last_update_at.unwrap_or(outcome.updated_at);
+        let patience = sent + chrono::Duration::from_std(self.r.settings.attempt_patience).unwrap_or_default();
+        patience.min(outcome.verify_deadline.unwrap_or(patience))
+    }
+
     /// The next look at a pending attempt: backed off, and never past the
     /// patience or the deadline.
     async fn follow_later(&self, outcome: Outcome, now: DateTime<Utc>) -> RunResult {
-        let sent = outcome.last_update_at.unwrap_or(outcome.updated_at);
-        let patience = sent + chrono::Duration::from_std(self.r.settings.attempt_patience).unwrap_or_default();
-        let until = patience.min(outcome.verify_deadline.unwrap_or(patience));
-        let at = (ms(now) + self.poll_delay(outcome.polls).as_millis() as u64).min(ms(until));
+        let at = self.next_poll(now, outcome.polls, self.patience_ends(&outcome));
         self.save_then(&outcome, Next::RunAt(at)).await
     }
 
@@ -641,12 +642,7 @@ impl Run<'_> {
         let drift = match &observed {
             None => vec!["missing".to_string()],
             Some(code) => {
-                let window = Window {
-                    applied_at: outcome.applied_at.unwrap_or(outcome.enqueued_at),
-                    timeout: self.r.settings.verify_timeout,
-                    reapplies: 0,
-                    max_reapplies: 1,
-                };
+                let window = Window { reapplies: 0, max_reapplies: 1, ..self.window(&outcome) };
                 match judge(desired, code, window, now) {
                     Verdict::Reapply { reasons } | Verdict::Drifted { reasons } => reasons,
                     Verdict::Failed { issues } => issues,
