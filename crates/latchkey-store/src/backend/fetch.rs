@@ -3,12 +3,14 @@
 //! tasks, and between fetches sleeps until a wake-up, a due time or the idle
 //! poll.
 //!
-//! A fetch reads one partition. Partitions take turns: the next fetch starts
-//! looking at the partition after the last one fetched, and fetches only a
-//! partition that may have work (a wake-up on its channel, its next due time
-//! reached, or its last fetch leaving more), so a burst in one partition
-//! cannot starve another, and an idle partition costs nothing until the idle
-//! poll.
+//! A round of fetches reads every partition that may have work (a wake-up on
+//! its channel, its next due time reached, or its last fetch leaving more),
+//! all sent at once, and shares the batch between them: a job waits for one
+//! round trip whichever partition it is in, a burst in one partition cannot
+//! starve another, and an idle partition costs nothing until the idle poll.
+//! (Until 2026-12-06 partitions took turns, one fetch each: with 16, a job
+//! could wait for 16 round trips, and enqueue to `succeeded` at 1,000/s had a
+//! p99 of 35 ms against 13 ms with one partition.)
 
 use std::{
     any::type_name,
@@ -130,18 +132,15 @@ impl Shared {
         Ok(reply)
     }
 
-    /// The partition to fetch now: the first, from this turn on, that may
-    /// have work by `now` (its last fetch's word, or a wake-up announced
-    /// since); else the earliest time one may.
-    fn next_partition(&self, now: u64) -> Result<(usize, QueueKeys), u64> {
+    /// The partitions to fetch now: every one that may have work by `now`
+    /// (its last fetch's word, or a wake-up announced since); else the
+    /// earliest time one may.
+    fn due_partitions(&self, now: u64) -> Result<Vec<(usize, QueueKeys)>, u64> {
         let parts = self.parts.lock().expect("parts lock");
-        let n = parts.len();
-        let start = self.turn.load(Ordering::Relaxed);
         let due = |p: usize| parts[p].1.min(self.wake.peek(p));
-        match (0..n).map(|i| (start + i) % n).find(|p| due(*p) <= now) {
-            Some(p) => Ok((p, parts[p].0.clone())),
-            None => Err((0..n).map(due).min().unwrap_or(u64::MAX)),
-        }
+        let ready: Vec<(usize, QueueKeys)> =
+            (0..parts.len()).filter(|p| due(*p) <= now).map(|p| (p, parts[p].0.clone())).collect();
+        if ready.is_empty() { Err((0..parts.len()).map(due).min().unwrap_or(u64::MAX)) } else { Ok(ready) }
     }
 
     fn set_due(&self, partition: usize, at: u64) {
@@ -152,50 +151,70 @@ impl Shared {
 
     /// Fetches until there is at least one job to hand to apalis, waiting for
     /// wake-ups and due times in between. Returns empty only when closing.
+    ///
+    /// Every partition that may have work is fetched in the same round, its
+    /// fetches sent at once (one pipelined round trip on one node, one per
+    /// master on a cluster), and the batch is shared between them: a job
+    /// waits for one round trip whichever partition it is in, and a burst in
+    /// one partition takes no more than its share while others have work.
     pub(super) async fn fetch_until_work<Args: DeserializeOwned>(self: Arc<Self>) -> Vec<Task<Args>> {
         let mut failures = 0u32;
         loop {
             if self.is_closing() {
                 return Vec::new();
             }
-            let (partition, keys) = match self.next_partition(self.redis_now_estimate()) {
-                Ok(p) => p,
+            let due = match self.due_partitions(self.redis_now_estimate()) {
+                Ok(due) => due,
                 Err(earliest) => {
                     self.wait_for_work(earliest).await;
                     continue;
                 }
             };
-            self.turn.store(partition + 1, Ordering::Relaxed);
-            // (announcements up to now are seen by this fetch)
-            self.wake.take(partition);
-            self.set_due(partition, u64::MAX);
-            let reply = match self.fetch_once(&keys, self.opts.fetch_batch).await {
-                Ok(reply) => {
-                    if failures > 0 {
-                        tracing::info!(queue = %self.queue.name(), "redis is reachable again; fetching");
+            for (partition, _) in &due {
+                // (announcements up to now are seen by this fetch)
+                self.wake.take(*partition);
+                self.set_due(*partition, u64::MAX);
+            }
+            let share = self.opts.fetch_batch.div_ceil(due.len()).max(1);
+            let replies = futures::future::join_all(due.iter().map(|(_, keys)| self.fetch_once(keys, share))).await;
+            let mut tasks = Vec::new();
+            let mut failed = None;
+            for ((partition, keys), reply) in due.into_iter().zip(replies) {
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        self.set_due(partition, 0);
+                        failed.get_or_insert((keys, e));
+                        continue;
                     }
-                    failures = 0;
-                    reply
+                };
+                // (a fetch that leased jobs says nothing of what is left: look again)
+                let next =
+                    if reply.more || !reply.jobs.is_empty() { 0 } else { reply.next_wake_ms.unwrap_or(u64::MAX) };
+                self.set_due(partition, next);
+                if let Some(to) = reply.moving_to {
+                    self.learn(to).await;
                 }
-                Err(e) => {
-                    self.set_due(partition, 0);
+                if reply.recovered > 0 {
+                    tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
+                }
+                tasks.extend(self.decode(&keys, reply.jobs).await);
+            }
+            match failed {
+                Some((keys, e)) => {
                     failures += 1;
                     let delay = Duration::from_millis((50u64 << failures.min(6)).min(2_000));
                     tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
-                    self.sleep_unless_closing(delay).await;
-                    continue;
+                    if tasks.is_empty() {
+                        self.sleep_unless_closing(delay).await;
+                    }
                 }
-            };
-            // (a fetch that leased jobs says nothing of what is left: look again)
-            let next = if reply.more || !reply.jobs.is_empty() { 0 } else { reply.next_wake_ms.unwrap_or(u64::MAX) };
-            self.set_due(partition, next);
-            if let Some(to) = reply.moving_to {
-                self.learn(to).await;
+                None if failures > 0 => {
+                    tracing::info!(queue = %self.queue.name(), "redis is reachable again; fetching");
+                    failures = 0;
+                }
+                None => {}
             }
-            if reply.recovered > 0 {
-                tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
-            }
-            let tasks = self.decode(&keys, reply.jobs).await;
             if !tasks.is_empty() {
                 return tasks;
             }

@@ -29,7 +29,7 @@ use std::{
     marker::PhantomData,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -244,8 +244,6 @@ struct Shared {
     /// with when it may next have work (Redis clock, ms; 0: now), as its last
     /// fetch said.
     parts: Mutex<Vec<(QueueKeys, u64)>>,
-    /// The partition the next fetch starts looking at: partitions take turns.
-    turn: AtomicUsize,
 }
 
 /// A job this worker holds. A job that continues can be fetched again by this
@@ -289,7 +287,6 @@ impl<Args> RedisBackend<Args> {
                 queue,
                 wake: Arc::default(),
                 parts: Mutex::new(parts),
-                turn: AtomicUsize::new(0),
                 inflight: Mutex::default(),
                 fetches: Default::default(),
                 closing: AtomicBool::new(false),
