@@ -3,7 +3,8 @@
 -- ARGV: worker, lease_ms, max_jobs, chunk, default_max_attempts, dead_cap,
 --       records ('1': the queue's jobs are reconciliations; each comes with
 --       its records, read_records, at the instant of its lease)
--- Returns {now, next_wake_ms or -1, more (1 if a chore hit its bound), recovered,
+-- Returns {now, next_wake_ms or -1, more (1: look again at once, for a chore
+--          hit its bound or jobs are still ready after this lease), recovered,
 --          moving_to (the partitions `repartition` moves this one's jobs to,
 --          or 0; then no job is leased), id, payload, attempts, max_attempts, enqueued_at, fence,
 --          [generation, desired, outcome: with records, '' when missing or
@@ -109,8 +110,11 @@ if ids then
   end
 end
 
--- 4. Nothing to hand out: tell the worker when to look again.
-if #out == 5 then
+-- 4. Jobs still ready: look again at once. Else tell the worker when to
+--    look again (a push wakes it sooner), so that a partition this fetch
+--    drained is not fetched again for nothing.
+if ids and redis.call('LLEN', K_READY) > 0 then out[3] = 1 end
+if out[3] == 0 then
   local nxt = -1
   local s = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
   if s[2] then nxt = tonumber(s[2]) end

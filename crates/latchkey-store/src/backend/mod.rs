@@ -29,7 +29,7 @@ use std::{
     marker::PhantomData,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -244,6 +244,9 @@ struct Shared {
     /// with when it may next have work (Redis clock, ms; 0: now), as its last
     /// fetch said.
     parts: Mutex<Vec<(QueueKeys, u64)>>,
+    /// The partition the next round of fetches starts looking at: when more
+    /// partitions have work than a round fetches, they take turns.
+    turn: AtomicUsize,
 }
 
 /// A job this worker holds. A job that continues can be fetched again by this
@@ -287,6 +290,7 @@ impl<Args> RedisBackend<Args> {
                 queue,
                 wake: Arc::default(),
                 parts: Mutex::new(parts),
+                turn: AtomicUsize::new(0),
                 inflight: Mutex::default(),
                 fetches: Default::default(),
                 closing: AtomicBool::new(false),
