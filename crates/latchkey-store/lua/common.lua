@@ -132,6 +132,9 @@ local JOB_STATES = {ready = true, scheduled = true, leased = true, dead = true, 
 -- overlong forms or surrogates) without ASCII control characters or spaces.
 local function valid_id(id)
   if #id == 0 or #id > 200 or id:find('[%c ]') then return false end
+  -- (printable ASCII, as every id latchkey and Seam make is, is valid UTF-8:
+  -- one pattern match, where the walk below costs about 4 us for 40 bytes)
+  if id:find('^[!-~]+$') then return true end
   local i, n = 1, #id
   while i <= n do
     local c = id:byte(i)
