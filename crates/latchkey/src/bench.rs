@@ -764,25 +764,17 @@ async fn latency_since(
 /// scripts loaded, its threads started) is not yet the daemon that runs for
 /// weeks, and its first second would otherwise be a latency figure's tail.
 async fn warm_up(p: &Pipeline, tag: &str, rate: u32) -> anyhow::Result<()> {
-    let before = p.outcomes("succeeded").await?;
-    let n = rate as usize;
-    offer(&tokio::runtime::Handle::current(), rate, n, |i| {
-        let (store, id) = (p.store.clone(), format!("warm-{tag}-{rate}-{i}"));
-        async move {
-            store.enqueue(serde_json::from_value(json!({"access_code_id": id, "code": "4321"}))?).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await
+    enqueue_at(p, rate, rate as usize, |i| format!("warm-{tag}-{rate}-{i}")).await.map(drop)
 }
 
-/// Enqueues at a fixed rate, open loop ([`offer`]), after a [`warm_up`], and
-/// measures scheduled send -> `succeeded`.
-async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::Result<Spread> {
-    warm_up(p, tag, rate).await?;
-    let n = (rate as u64 * secs) as usize;
-    let id = |i: usize| format!("lat-{tag}-{rate}-{i}");
+/// Enqueues `n` codes named by `id` at `rate`/s, open loop ([`offer`]), and
+/// waits until they have all succeeded; returns their scheduled sends.
+async fn enqueue_at(
+    p: &Pipeline,
+    rate: u32,
+    n: usize,
+    id: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<chrono::DateTime<Utc>>> {
     let before = p.outcomes("succeeded").await?;
     let (scheduled, _) = offer(&tokio::runtime::Handle::current(), rate, n, |i| {
         let (store, id) = (p.store.clone(), id(i));
@@ -793,6 +785,15 @@ async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::
     })
     .await?;
     p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
+    Ok(scheduled)
+}
+
+/// Enqueues at a fixed rate, open loop ([`offer`]), after a [`warm_up`], and
+/// measures scheduled send -> `succeeded`.
+async fn offered_rate(p: &Pipeline, tag: &str, rate: u32, secs: u64) -> anyhow::Result<Spread> {
+    warm_up(p, tag, rate).await?;
+    let id = |i: usize| format!("lat-{tag}-{rate}-{i}");
+    let scheduled = enqueue_at(p, rate, (rate as u64 * secs) as usize, id).await?;
     latency_since(&p.store, &scheduled, id).await
 }
 

@@ -181,11 +181,11 @@ impl Shared {
     /// work.
     pub(super) async fn fetch_until_work<Args: DeserializeOwned>(self: Arc<Self>) -> Vec<Task<Args>> {
         let mut failures = 0u32;
+        let most = (self.opts.fetch_batch / MIN_SHARE).max(1);
         loop {
             if self.is_closing() {
                 return Vec::new();
             }
-            let most = (self.opts.fetch_batch / MIN_SHARE).max(1);
             let due = match self.due_partitions(self.redis_now_estimate(), most) {
                 Ok(due) => due,
                 Err(earliest) => {
