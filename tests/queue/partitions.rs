@@ -1,6 +1,7 @@
 //! Partitions: a queue's keys split over several hash tags. Every process
-//! agrees on how many (Redis records it), partitions take turns so a burst
-//! in one does not starve another, and the operator's reads cover them all.
+//! agrees on how many (Redis records it), a burst in one does not starve
+//! another nor a broken one hold up the rest, and the operator's reads cover
+//! them all.
 
 use std::time::Duration;
 
@@ -90,6 +91,32 @@ async fn a_burst_in_one_partition_does_not_starve_another() {
     // one batch of 32 between the partitions that have work), then a share.
     assert!(flood_meanwhile <= 100, "{flood_meanwhile} flood jobs ran before the late partition's 10");
     assert!(finished.len() < 2500, "the late jobs waited for the flood to drain ({} runs)", finished.len());
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_partition_that_cannot_be_fetched_does_not_hold_up_the_others() {
+    let server = RedisServer::start();
+    let q = Queue::open(redis(&server.url()).await, &unique("broken"), config(&unique("p"), 4)).await.unwrap();
+    // Partition 1's ready list written over by something else: every fetch
+    // of it is refused (the guard) until an operator mends it, as a fetch
+    // of a cluster master that is away fails.
+    let broken = q.partitions()[1].ready();
+    let _: () = redis::AsyncCommands::set(&mut raw(&server.url()).await, &broken, "not a list").await.unwrap();
+    let runs = Runs::default();
+    let worker = spawn_probe_worker(&q, test_options(), 8, &runs);
+    let ids: Vec<String> = [0, 2, 3].into_iter().flat_map(|p| ids_in(p, 4, 100, "ok")).collect();
+    q.push_many(ids.iter().map(|id| NewJob::new(&Probe::default()).unwrap().id(id.clone()))).await.unwrap();
+    runs.wait_for_successes(300, Duration::from_secs(30)).await;
+    let refused =
+        q.push_many(ids_in(1, 4, 1, "refused").into_iter().map(|id| NewJob::new(&Probe::default()).unwrap().id(id)));
+    assert!(refused.await.is_err(), "the partition was broken all along");
+    // Mended, it is fetched again.
+    let _: () = redis::AsyncCommands::del(&mut raw(&server.url()).await, &broken).await.unwrap();
+    q.push_many(ids_in(1, 4, 10, "mended").into_iter().map(|id| NewJob::new(&Probe::default()).unwrap().id(id)))
+        .await
+        .unwrap();
+    runs.wait_for_successes(310, Duration::from_secs(30)).await;
     worker.stop().await;
 }
 

@@ -146,13 +146,13 @@ impl Shared {
     fn due_partitions(&self, now: u64, most: usize) -> Result<Vec<(usize, QueueKeys)>, u64> {
         let parts = self.parts.lock().expect("parts lock");
         let n = parts.len();
-        let due = |p: usize| parts[p].1.min(self.wake.peek(p));
+        let due = |p: usize| parts[p].due.min(self.wake.peek(p));
         let start = self.turn.load(Ordering::Relaxed);
         let ready: Vec<(usize, QueueKeys)> = (0..n)
             .map(|i| (start + i) % n)
             .filter(|p| due(*p) <= now)
             .take(most)
-            .map(|p| (p, parts[p].0.clone()))
+            .map(|p| (p, parts[p].keys.clone()))
             .collect();
         match ready.last() {
             Some((last, _)) => {
@@ -165,8 +165,38 @@ impl Shared {
 
     fn set_due(&self, partition: usize, at: u64) {
         if let Some(p) = self.parts.lock().expect("parts lock").get_mut(partition) {
-            p.1 = at;
+            p.due = at;
         }
+    }
+
+    /// A fetch of `partition` answered: it is next due at `next`.
+    fn fetched(&self, partition: usize, next: u64) {
+        let recovered = match self.parts.lock().expect("parts lock").get_mut(partition) {
+            Some(p) => {
+                p.due = next;
+                std::mem::take(&mut p.failures) > 0
+            }
+            None => false,
+        };
+        if recovered {
+            tracing::info!(queue = %self.queue.name(), partition, "redis is reachable again; fetching");
+        }
+    }
+
+    /// A fetch of `partition` failed (its Redis, or its master, is away): it
+    /// is fetched again after 100 ms, doubling to 2 s while it keeps failing
+    /// (sooner on a wake-up from it), whatever the other partitions do.
+    fn fetch_failed(&self, partition: usize, keys: &QueueKeys, e: &Error) {
+        let delay = match self.parts.lock().expect("parts lock").get_mut(partition) {
+            Some(p) => {
+                p.failures += 1;
+                let delay = (50u64 << p.failures.min(6)).min(2_000);
+                p.due = self.redis_now_estimate() + delay;
+                delay
+            }
+            None => return,
+        };
+        tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(e), retry_in_ms = delay, "fetch failed");
     }
 
     /// Fetches until there is at least one job to hand to apalis, waiting for
@@ -180,7 +210,6 @@ impl Shared {
     /// burst in one partition takes no more than its share while others have
     /// work.
     pub(super) async fn fetch_until_work<Args: DeserializeOwned>(self: Arc<Self>) -> Vec<Task<Args>> {
-        let mut failures = 0u32;
         let most = (self.opts.fetch_batch / MIN_SHARE).max(1);
         loop {
             if self.is_closing() {
@@ -201,18 +230,15 @@ impl Shared {
             let share = self.opts.fetch_batch.div_ceil(due.len()).max(1);
             let replies = futures::future::join_all(due.iter().map(|(_, keys)| self.fetch_once(keys, share))).await;
             let mut tasks = Vec::new();
-            let mut failed = None;
             for ((partition, keys), reply) in due.into_iter().zip(replies) {
                 let reply = match reply {
                     Ok(reply) => reply,
                     Err(e) => {
-                        self.set_due(partition, 0);
-                        failed.get_or_insert((keys, e));
+                        self.fetch_failed(partition, &keys, &e);
                         continue;
                     }
                 };
-                let next = if reply.more { 0 } else { reply.next_wake_ms.unwrap_or(u64::MAX) };
-                self.set_due(partition, next);
+                self.fetched(partition, if reply.more { 0 } else { reply.next_wake_ms.unwrap_or(u64::MAX) });
                 if let Some(to) = reply.moving_to {
                     self.learn(to).await;
                 }
@@ -220,21 +246,6 @@ impl Shared {
                     tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), count = reply.recovered, "reclaimed jobs whose lease expired (a worker died or stalled)");
                 }
                 tasks.extend(self.decode(&keys, reply.jobs).await);
-            }
-            match failed {
-                Some((keys, e)) => {
-                    failures += 1;
-                    let delay = Duration::from_millis((50u64 << failures.min(6)).min(2_000));
-                    tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(&e), retry_in_ms = delay.as_millis() as u64, "fetch failed");
-                    if tasks.is_empty() {
-                        self.sleep_unless_closing(delay).await;
-                    }
-                }
-                None if failures > 0 => {
-                    tracing::info!(queue = %self.queue.name(), "redis is reachable again; fetching");
-                    failures = 0;
-                }
-                None => {}
             }
             if !tasks.is_empty() {
                 return tasks;
@@ -295,13 +306,6 @@ impl Shared {
         tasks
     }
 
-    async fn sleep_unless_closing(&self, d: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = self.wake.notified() => {}
-        }
-    }
-
     /// Sleeps until something may be due: a push announced work (now, or at a
     /// time that moves the timer), `due_ms` (the earliest next scheduled job
     /// or lease expiry of any partition) is reached, the idle poll interval
@@ -322,7 +326,7 @@ impl Shared {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     if deadline == idle_deadline {
-                        self.parts.lock().expect("parts lock").iter_mut().for_each(|p| p.1 = 0);
+                        self.parts.lock().expect("parts lock").iter_mut().for_each(|p| p.due = 0);
                         return;
                     }
                     if until_due <= tokio::time::Instant::now() {

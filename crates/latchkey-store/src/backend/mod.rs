@@ -240,13 +240,29 @@ struct Shared {
     /// `opts.identity`, shared by the leases handed to handlers.
     identity: Arc<str>,
     /// The partitions this worker fetches from: every partition of every
-    /// layout the queue knows (more when it learns of a `repartition`), each
-    /// with when it may next have work (Redis clock, ms; 0: now), as its last
-    /// fetch said.
-    parts: Mutex<Vec<(QueueKeys, u64)>>,
+    /// layout the queue knows (more when it learns of a `repartition`).
+    parts: Mutex<Vec<Part>>,
     /// The partition the next round of fetches starts looking at: when more
     /// partitions have work than a round fetches, they take turns.
     turn: AtomicUsize,
+}
+
+/// A partition a worker fetches from, and when to fetch it next.
+#[derive(Debug)]
+struct Part {
+    keys: QueueKeys,
+    /// When it may next have work (Redis clock, ms; 0: now), as its last
+    /// fetch said, or when to try again after a failed one.
+    due: u64,
+    /// Its fetches that failed in a row (its Redis, or its master, away):
+    /// each waits longer before the next.
+    failures: u32,
+}
+
+impl Part {
+    fn new(keys: QueueKeys) -> Self {
+        Self { keys, due: 0, failures: 0 }
+    }
 }
 
 /// A job this worker holds. A job that continues can be fetched again by this
@@ -284,7 +300,7 @@ impl<Args> fmt::Debug for RedisBackend<Args> {
 
 impl<Args> RedisBackend<Args> {
     pub(crate) fn new(queue: Queue, opts: WorkerOptions) -> Self {
-        let parts = queue.partitions().into_iter().map(|p| (p, 0)).collect();
+        let parts = queue.partitions().into_iter().map(Part::new).collect();
         Self {
             shared: Arc::new(Shared {
                 queue,
@@ -348,11 +364,11 @@ impl Shared {
             Ok(true) => {
                 let added: Vec<(usize, QueueKeys)> = {
                     let mut parts = self.parts.lock().expect("parts lock");
-                    let known: Vec<QueueKeys> = parts.iter().map(|(k, _)| k.clone()).collect();
+                    let known: Vec<QueueKeys> = parts.iter().map(|p| p.keys.clone()).collect();
                     let new: Vec<QueueKeys> =
                         self.queue.partitions().into_iter().filter(|k| !known.contains(k)).collect();
                     let start = parts.len();
-                    parts.extend(new.iter().map(|k| (k.clone(), 0)));
+                    parts.extend(new.iter().cloned().map(Part::new));
                     new.into_iter().enumerate().map(|(i, k)| (start + i, k)).collect()
                 };
                 tracing::info!(queue = %self.queue.name(), partitions, "the queue is being repartitioned; fetching from the new partitions too");
@@ -393,7 +409,7 @@ where
             let shared = self.shared.clone();
             tokio::spawn(async move {
                 let parts: Vec<QueueKeys> =
-                    shared.parts.lock().expect("parts lock").iter().map(|(k, _)| k.clone()).collect();
+                    shared.parts.lock().expect("parts lock").iter().map(|p| p.keys.clone()).collect();
                 shared.subscribe(parts.iter().enumerate()).await;
                 tracing::info!(queue = %shared.queue.name(), identity = %shared.opts.identity, "worker registered");
                 let weak = Arc::downgrade(&shared);
