@@ -353,15 +353,17 @@ pub async fn run_worker(args: WorkerArgs, shutdown: impl Future<Output = ()> + S
                 .build(handle)
         })
         .shutdown_timeout(Duration::from_secs(args.drain_secs));
-    monitor
-        .run_with_signal(async move {
-            shutdown.await;
-            ops.set_draining();
-            tracing::info!("shutdown requested; draining");
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Monitor(e.to_string()))?;
+    // (spawned: on a runtime thread, its wake-ups need not unpark the main
+    // thread that `#[tokio::main]` blocks on)
+    tokio::spawn(monitor.run_with_signal(async move {
+        shutdown.await;
+        ops.set_draining();
+        tracing::info!("shutdown requested; draining");
+        Ok(())
+    }))
+    .await
+    .map_err(|e| Error::Monitor(e.to_string()))?
+    .map_err(|e| Error::Monitor(e.to_string()))?;
     // Nothing in this process works on a job any more: whatever is still
     // leased to it (prefetched, or cut off by the drain timeout) goes back now
     // rather than when its lease expires.
