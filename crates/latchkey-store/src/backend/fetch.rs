@@ -185,18 +185,22 @@ impl Shared {
 
     /// A fetch of `partition` failed (its Redis, or its master, is away): it
     /// is fetched again after 100 ms, doubling to 2 s while it keeps failing
-    /// (sooner on a wake-up from it), whatever the other partitions do.
+    /// (sooner on a wake-up from it), whatever the other partitions do. The
+    /// warning is logged on the 1st, 2nd, 4th, 8th... failure in a row, so a
+    /// long outage of every partition does not flood the log.
     fn fetch_failed(&self, partition: usize, keys: &QueueKeys, e: &Error) {
-        let delay = match self.parts.lock().expect("parts lock").get_mut(partition) {
+        let (failures, delay) = match self.parts.lock().expect("parts lock").get_mut(partition) {
             Some(p) => {
                 p.failures += 1;
                 let delay = (50u64 << p.failures.min(6)).min(2_000);
                 p.due = self.redis_now_estimate() + delay;
-                delay
+                (p.failures, delay)
             }
             None => return,
         };
-        tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(e), retry_in_ms = delay, "fetch failed");
+        if failures.is_power_of_two() {
+            tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(e), failures, retry_in_ms = delay, "fetch failed");
+        }
     }
 
     /// Fetches until there is at least one job to hand to apalis, waiting for
