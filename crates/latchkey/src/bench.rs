@@ -338,18 +338,24 @@ async fn worker_round_trips(ops: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("the worker's /metrics has no latchkey_redis_round_trips_total"))
 }
 
+/// `n` access codes in the simulator, each on an instant lock of its own:
+/// (code, device).
+fn quick_codes(seam: &FakeSeam, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|_| {
+            let device = seam.add_device(DeviceBehaviour::Normal { delay: Duration::ZERO });
+            (seam.add_access_code(&device, SeedCode::default()), device)
+        })
+        .collect()
+}
+
 async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Result<(Vec<Row>, f64, f64)> {
     let ops = format!("127.0.0.1:{}", latchkey_devenv::free_tcp_port());
     let p = Pipeline::start_with(redis_url, "rec", &[("LATCHKEY_HTTP_ADDR", ops.as_str())]).await?;
     // Each code on a lock of its own that the producer names, as a property
     // manager's records do (the "known device"; a code whose device
     // is not named costs one read more, once in its life, to learn it).
-    let codes: Vec<(String, String)> = (0..n)
-        .map(|_| {
-            let device = p.seam.add_device(DeviceBehaviour::Normal { delay: Duration::ZERO });
-            (p.seam.add_access_code(&device, SeedCode::default()), device)
-        })
-        .collect();
+    let codes = quick_codes(&p.seam, n);
     let trips_before = worker_round_trips(&ops).await?;
     let seam_before = p.seam.requests().len();
     let cpu_before = (cpu_secs(&p.pid), redis_cpu_secs(redis).await?, cpu_secs("self"));
@@ -415,17 +421,10 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
 /// concurrency). No record, fence, lease or outcome is kept, so no
 /// reconciliation can be cheaper than this here: the floor over BullMQ is the
 /// most any latchkey over BullMQ can be on this machine.
-async fn scenario_floor(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Result<Vec<Row>> {
+async fn scenario_floor(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Result<Row> {
     use latchkey_seam::{ApiKey, SeamClient, SeamConfig, UpdateAccessCode};
     let seam = instant_seam().await?;
-    let codes: Arc<Vec<String>> = Arc::new(
-        (0..n)
-            .map(|_| {
-                let device = seam.add_device(DeviceBehaviour::Normal { delay: Duration::ZERO });
-                seam.add_access_code(&device, SeedCode::default())
-            })
-            .collect(),
-    );
+    let codes: Arc<Vec<String>> = Arc::new(quick_codes(&seam, n).into_iter().map(|(code, _)| code).collect());
     let client = SeamClient::new(&SeamConfig::new(seam.url(), ApiKey::new("seam_test")))?;
     let conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
     let script = redis::Script::new("return 1");
@@ -459,13 +458,13 @@ async fn scenario_floor(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Res
     let redis_cpu = per_k(redis_cpu_secs(redis).await?, cpu_before.0);
     let driver = per_k(cpu_secs("self"), cpu_before.1);
     seam.shutdown().await;
-    Ok(vec![Row::new(
+    Ok(Row::new(
         "2. floor: the same round trips, empty",
         format!(
             "{per_s:.0} reconciliations/s (5 scripts of `return 1`, update, get); CPU per 1,000: Redis {redis_cpu:.2} s, client + simulator {driver:.2} s"
         ),
         json!({"scenario": "reconcile_floor", "reconciliations": n, "per_s": per_s.round(), "redis_s_per_1000": (redis_cpu * 100.0).round() / 100.0, "client_and_simulator_s_per_1000": (driver * 100.0).round() / 100.0}),
-    )])
+    ))
 }
 
 /// A `latchkey serve` process on `prefix`, listening on 127.0.0.1:`port`.
@@ -1101,7 +1100,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rows.extend(rec_rows);
         (rec_rate, rss_rec) = (rate, Some(rss));
         eprintln!("scenario 2: the floor, {recs} empty reconciliations...");
-        rows.extend(scenario_floor(&redis, &local.url, recs).await?);
+        rows.push(scenario_floor(&redis, &local.url, recs).await?);
     }
     let mut latencies = Vec::new();
     if run(3) || run(5) {
@@ -1179,6 +1178,13 @@ fn figure_of(rows: &[Row], scenario: &str, key: &str) -> Option<f64> {
     rows.iter().find(|r| r.json["scenario"] == scenario && r.json.get("system").is_none())?.json[key].as_f64()
 }
 
+/// The row of `ours` (latchkey's figure `key` of `scenario`) over
+/// `theirs`, when both were measured.
+fn ratio_row(rows: &[Row], scenario: &str, key: &str, theirs: &Value, label: &str, json_scenario: &str) -> Option<Row> {
+    let r = figure_of(rows, scenario, key)? / theirs.as_f64()?;
+    Some(Row::new(label, format!("{r:.2}x"), json!({"scenario": json_scenario, "ratio": (r * 100.0).round() / 100.0})))
+}
+
 /// BullMQ, side by side: the no-op and reconciliation scripts of `shared/peers`
 /// against the same Redis and the same kind of simulator, and latchkey's ratio
 /// to each.
@@ -1192,42 +1198,36 @@ async fn peers(
     let port = redis_url.rsplit(':').next().unwrap_or("6379").trim_end_matches('/').to_string();
     eprintln!("peer: BullMQ no-op...");
     let noop = peer(dir, "bull-noop.js", &[jobs.to_string(), "100".into()], &[("RPORT", port.clone())])?;
-    let ratio = figure_of(rows, "queue_noop", "process_per_s").zip(noop["process_per_s"].as_f64()).map(|(a, b)| a / b);
+    let ratio = ratio_row(
+        rows,
+        "queue_noop",
+        "process_per_s",
+        &noop["process_per_s"],
+        "1. latchkey / BullMQ",
+        "ratio_queue_noop",
+    );
     rows.push(Row::new("1. BullMQ, no-op jobs", format!("{} jobs/s", noop["process_per_s"]), noop));
-    if let Some(r) = ratio {
-        rows.push(Row::new(
-            "1. latchkey / BullMQ",
-            format!("{r:.2}x"),
-            json!({"scenario": "ratio_queue_noop", "ratio": (r * 100.0).round() / 100.0}),
-        ));
-    }
+    rows.extend(ratio);
     eprintln!("peer: BullMQ reconciliations...");
     let seam = instant_seam().await?;
     let seam_port = seam.url().rsplit(':').next().unwrap_or_default().to_string();
     let rec =
         peer(dir, "bull-reconcile.js", &[recs.to_string(), "64".into()], &[("RPORT", port), ("SEAM_PORT", seam_port)])?;
     seam.shutdown().await;
-    let ratio = figure_of(rows, "reconcile", "per_s").zip(rec["reconciliations_per_s"].as_f64()).map(|(a, b)| a / b);
-    let floor =
-        figure_of(rows, "reconcile_floor", "per_s").zip(rec["reconciliations_per_s"].as_f64()).map(|(a, b)| a / b);
-    rows.push(Row::new(
-        "2. BullMQ, reconciliations",
-        format!("{} reconciliations/s", rec["reconciliations_per_s"]),
-        rec,
-    ));
-    if let Some(r) = ratio {
-        rows.push(Row::new(
-            "2. latchkey / BullMQ",
-            format!("{r:.2}x"),
-            json!({"scenario": "ratio_reconcile", "ratio": (r * 100.0).round() / 100.0}),
-        ));
-    }
-    if let Some(r) = floor {
-        rows.push(Row::new(
+    let theirs = &rec["reconciliations_per_s"];
+    let ratios = [
+        ratio_row(rows, "reconcile", "per_s", theirs, "2. latchkey / BullMQ", "ratio_reconcile"),
+        ratio_row(
+            rows,
+            "reconcile_floor",
+            "per_s",
+            theirs,
             "2. the floor / BullMQ (the most latchkey / BullMQ can be here)",
-            format!("{r:.2}x"),
-            json!({"scenario": "ratio_reconcile_floor", "ratio": (r * 100.0).round() / 100.0}),
-        ));
-    }
+            "ratio_reconcile_floor",
+        ),
+    ];
+    let figure = format!("{theirs} reconciliations/s");
+    rows.push(Row::new("2. BullMQ, reconciliations", figure, rec));
+    rows.extend(ratios.into_iter().flatten());
     Ok(())
 }
