@@ -21,6 +21,8 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "reconcile",
         "reconcile_cpu",
         "reconcile_cost",
+        "reconcile_redis_time",
+        "reconcile_floor",
         "latency",
         "starts_at_lateness",
         "time_bound_code_memory",
@@ -50,4 +52,9 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
     let cost = figures.iter().find(|v| v["scenario"] == "reconcile_cost").unwrap();
     let trips = cost["redis_round_trips"].as_f64().unwrap();
     assert!(trips < 5.5, "a reconciliation took {trips} Redis round trips: do runs read their records again?");
+    // Redis's own account of its time: the commands the scripts call are
+    // part of the scripts' time, and neither is nothing.
+    let time = figures.iter().find(|v| v["scenario"] == "reconcile_redis_time").unwrap();
+    let (scripts, commands) = (time["scripts_us"].as_f64().unwrap(), time["commands_us"].as_f64().unwrap());
+    assert!(commands > 0.0 && scripts > commands, "Redis's time per reconciliation was read wrong: {time}");
 }
