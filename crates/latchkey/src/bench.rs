@@ -123,6 +123,11 @@ fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Seconds (of CPU, from two readings) per 1,000 of `n` things done between them.
+fn per_thousand(after: f64, before: f64, n: usize) -> f64 {
+    (after - before) * 1000.0 / n as f64
+}
+
 /// CPU seconds Redis has used (`INFO cpu`).
 async fn redis_cpu_secs(redis: &Redis) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut redis.conn()).await?;
@@ -395,10 +400,9 @@ async fn scenario_reconcile(redis: &Redis, redis_url: &str, n: usize) -> anyhow:
     p.wait_outcomes("succeeded", n as u64, Duration::from_secs(600)).await?;
     let per_s = n as f64 / t.elapsed().as_secs_f64();
     // Where the time goes: CPU per 1,000 reconciliations, by process.
-    let per_k = |after: f64, before: f64| (after - before) * 1000.0 / n as f64;
-    let worker = per_k(cpu_secs(&p.pid), cpu_before.0);
-    let redis_cpu = per_k(redis_cpu_secs(redis).await?, cpu_before.1);
-    let driver = per_k(cpu_secs("self"), cpu_before.2);
+    let worker = per_thousand(cpu_secs(&p.pid), cpu_before.0, n);
+    let redis_cpu = per_thousand(redis_cpu_secs(redis).await?, cpu_before.1, n);
+    let driver = per_thousand(cpu_secs("self"), cpu_before.2, n);
     let usec = redis_usec(redis).await?;
     let (scripts_us, commands_us) = ((usec.0 - usec_before.0) / n as f64, (usec.1 - usec_before.1) / n as f64);
     let rss = p.worker_peak_mb();
@@ -486,9 +490,8 @@ async fn scenario_floor(redis: &Redis, redis_url: &str, n: usize) -> anyhow::Res
     });
     futures::future::try_join_all(tasks).await?;
     let per_s = n as f64 / t.elapsed().as_secs_f64();
-    let per_k = |after: f64, before: f64| (after - before) * 1000.0 / n as f64;
-    let redis_cpu = per_k(redis_cpu_secs(redis).await?, cpu_before.0);
-    let driver = per_k(cpu_secs("self"), cpu_before.1);
+    let redis_cpu = per_thousand(redis_cpu_secs(redis).await?, cpu_before.0, n);
+    let driver = per_thousand(cpu_secs("self"), cpu_before.1, n);
     seam.shutdown().await;
     Ok(Row::new(
         "2. floor: the same round trips, empty",
@@ -571,7 +574,7 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         t.await??;
     }
     let per_s = puts as f64 / t.elapsed().as_secs_f64();
-    let serve_cpu = (cpu_secs(&serve.pid()) - serve_cpu) * 1000.0 / puts as f64;
+    let serve_cpu = per_thousand(cpu_secs(&serve.pid()), serve_cpu, puts);
     rows.push(Row::new(
         "9. PUT /v1/access-codes/{id}, 64 keep-alive clients",
         format!("{per_s:.0} PUTs/s; serve's CPU {serve_cpu:.3} s per 1,000"),
@@ -638,7 +641,7 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         })
         .await?;
         // (serve is idle in the Redis route's turns)
-        let serve_cpu = (cpu_secs(&serve.pid()) - serve_cpu) * 1000.0 / (n / 2) as f64;
+        let serve_cpu = per_thousand(cpu_secs(&serve.pid()), serve_cpu, n / 2);
         p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
         let mut p99 = Vec::new();
         for (r, name) in ROUTES.iter().enumerate() {
