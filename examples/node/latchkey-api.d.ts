@@ -379,7 +379,7 @@ export interface components {
             /**
              * @description Seam's error type (`invalid_input`, an action attempt's error type,
              *     `access_code_not_found`), `access_code_errors`, `access_code_warnings`,
-             *     `drifted`, `timed_out` or `gave_up`.
+             *     `drifted`, `timed_out`, `not_removed`, `stay_ended` or `gave_up`.
              */
             kind: string;
             /** @description A human-readable explanation. */

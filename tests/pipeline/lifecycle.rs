@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use latchkey_core::{KIND_NOT_REMOVED, OutcomeState};
+use latchkey_core::{KIND_NOT_REMOVED, KIND_STAY_ENDED, OutcomeState};
 use latchkey_fake_seam::{DeviceBehaviour, Modification, SeedCode};
 use latchkey_store::Waited;
 use latchkey_tests::app::{AppOptions, spawn_app};
@@ -180,9 +180,13 @@ async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
     let d = device(&app, 50);
     let id = app.seam.add_access_code(&d, SeedCode::default());
     let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
-    let ends_at = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
+    // (the stay must outlast the first reconciliation, which can take a few
+    // seconds on a loaded machine: truncated, this is 4 to 5 s away)
+    let ends_at = (Utc::now() + chrono::Duration::seconds(5)).trunc_subsecs(0);
     let dates = json!({"access_code_id": id, "code": "4343", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
-    assert_eq!(reconcile(&app, dates, Duration::from_secs(15)).await.state, OutcomeState::Succeeded);
+    let o = reconcile(&app, dates, Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    assert!(Utc::now() < ends_at, "verified during the stay, before the lock stops answering");
     // The lock stops answering removals: the code stays after check-out.
     app.seam.set_device(&d, DeviceBehaviour::NeverFinishes { warn_after: Duration::from_millis(300) });
     let o = record_in(&app, &id, OutcomeState::Failed, Duration::from_secs(20)).await;
@@ -192,6 +196,29 @@ async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
     assert!(o.finished_at.unwrap() >= ends_at + chrono::Duration::seconds(2), "only after the grace");
     let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
     assert_eq!(crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="end_of_stay"}"#), Some(1.0));
+    app.stop().await;
+}
+
+/// An update sent late in a stay, to a slow lock: the stay ends before the
+/// lock sets the code, and Seam removes the code at `ends_at`. The outcome
+/// says the stay ended with the code never seen set (a guest may have had no
+/// working code), not that the code was deleted or never existed.
+#[tokio::test]
+async fn a_stay_that_ends_before_the_lock_sets_the_code_fails_as_stay_ended() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 3000);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
+    // (truncated, 1 to 2 s away: before the lock's 3 s)
+    let ends_at = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
+    let dates = json!({"access_code_id": id, "code": "4545", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    let o = reconcile(&app, dates, Duration::from_secs(20)).await;
+    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    assert!(o.finished_at.unwrap() >= ends_at, "{o:?}");
+    let e = o.error.unwrap();
+    assert_eq!(e.kind, KIND_STAY_ENDED, "{e:?}");
+    assert!(e.message.contains("stay ended") && e.message.contains("never"), "{}", e.message);
+    assert!(app.seam.access_code(&id).is_none(), "Seam removed it at the end of the stay");
     app.stop().await;
 }
 

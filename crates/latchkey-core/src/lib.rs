@@ -14,8 +14,8 @@ pub use desired::{
 pub use issue::{IssueEffect, IssueKind, IssueRule};
 pub use observed::{AccessCode, ActionAttempt, AttemptStatus, CodeIssue, CodeStatus, CodeType};
 pub use outcome::{
-    Drift, HistoryEntry, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome,
-    OutcomeError, OutcomeState, Step,
+    Drift, HistoryEntry, KIND_ACCESS_CODE_ERRORS, KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED,
+    KIND_STAY_ENDED, Outcome, OutcomeError, OutcomeState, Step,
 };
 pub use verify::{
     PRE_START_LEAD, Verdict, Window, deadline, differences, effective_schedule, first_poll_at, judge, judge_gone,

@@ -84,7 +84,7 @@ impl OutcomeState {
 pub struct OutcomeError {
     /// Seam's error type (`invalid_input`, an action attempt's error type,
     /// `access_code_not_found`), `access_code_errors`, `access_code_warnings`,
-    /// `drifted`, `timed_out` or `gave_up`.
+    /// `drifted`, `timed_out`, `not_removed`, `stay_ended` or `gave_up`.
     pub kind: String,
     /// A human-readable explanation.
     pub message: String,
@@ -245,6 +245,10 @@ pub const KIND_NOT_REMOVED: &str = "not_removed";
 pub const KIND_GAVE_UP: &str = "gave_up";
 /// `error.kind` of one that failed on warnings alone (e.g. `ultraloq_access_code_disabled`).
 pub const KIND_ACCESS_CODE_WARNINGS: &str = "access_code_warnings";
+/// `error.kind` of a time-bound code whose stay ended before Seam showed it
+/// set: Seam removes the code at `ends_at`, so it can no longer be seen, and
+/// the guest may never have had a working code.
+pub const KIND_STAY_ENDED: &str = "stay_ended";
 
 impl Outcome {
     /// Whether this record is a `failed` that Seam may still turn around: it

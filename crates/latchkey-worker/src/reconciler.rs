@@ -14,9 +14,9 @@ use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use latchkey_core::{
     AccessCode, ActionAttempt, AttemptStatus, CodeIssue, DesiredState, Drift, KIND_ACCESS_CODE_ERRORS,
-    KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, Outcome, OutcomeError, OutcomeState, Schedule, Step,
-    Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, not_about, phase_of, poll_delay,
-    pre_start_check_at,
+    KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, KIND_STAY_ENDED, Outcome, OutcomeError, OutcomeState,
+    Schedule, Step, Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, not_about, phase_of,
+    poll_delay, pre_start_check_at,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
 use latchkey_store::{Change, JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
@@ -369,7 +369,7 @@ impl Run<'_> {
         let found = match read {
             Ok(found) => found,
             Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::Unauthorized) => {
-                return Ok(self.on_seam_error(e, outcome, OutcomeState::Failed).await);
+                return Ok(self.on_read_error(desired, e, outcome).await);
             }
             Err(e) => {
                 tracing::debug!(error = %error_chain(&e), "the first look failed; asking the attempt");
@@ -458,11 +458,32 @@ impl Run<'_> {
         }
         let observed = match self.read_code(desired, &outcome).await {
             Ok(code) => code,
-            Err(e) => {
-                return self.on_seam_error(e, outcome, OutcomeState::Failed).await;
-            }
+            Err(e) => return self.on_read_error(desired, e, outcome).await,
         };
         self.judged(desired, outcome, observed, revisiting).await
+    }
+
+    /// A read of the code while verifying it failed. A time-bound code Seam
+    /// no longer has once its stay ended was removed by Seam at `ends_at`, as
+    /// it should be, before it was ever seen set (a slow lock, or an update
+    /// sent late in the stay): the generation failed, and the outcome says
+    /// so (`stay_ended`), not "deleted, or never existed". Anything else is
+    /// [`Run::on_seam_error`].
+    async fn on_read_error(&self, desired: &DesiredState, err: latchkey_seam::Error, outcome: Outcome) -> RunResult {
+        let now = Utc::now();
+        if err.is_not_found()
+            && let Schedule::TimeBound { ends_at, .. } = desired.schedule
+            && ends_at <= now
+        {
+            let message = format!(
+                "the stay ended at {} before Seam showed the access code set, and Seam removes a time-bound code when its stay ends (HTTP 404): the guest may never have had a working code",
+                ends_at.to_rfc3339()
+            );
+            tracing::error!(error = %message, "the stay ended before the code was seen set");
+            let error = OutcomeError { kind: KIND_STAY_ENDED.into(), message, error_codes: vec![] };
+            return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
+        }
+        self.on_seam_error(err, outcome, OutcomeState::Failed).await
     }
 
     /// Reads the access code, checked to be the one asked for, on the
