@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use latchkey_core::{KIND_NOT_REMOVED, KIND_STAY_ENDED, OutcomeState};
-use latchkey_fake_seam::{DeviceBehaviour, Modification, SeedCode};
+use latchkey_fake_seam::{DeviceBehaviour, Faults, Modification, SeedCode};
 use latchkey_store::Waited;
 use latchkey_tests::app::{AppOptions, spawn_app};
 use serde_json::json;
@@ -220,6 +220,40 @@ async fn a_stay_that_ends_before_the_lock_sets_the_code_fails_as_stay_ended() {
     assert_eq!(e.kind, KIND_STAY_ENDED, "{e:?}");
     assert!(e.message.contains("stay ended") && e.message.contains("never"), "{}", e.message);
     assert!(app.seam.access_code(&id).is_none(), "Seam removed it at the end of the stay");
+    app.stop().await;
+}
+
+/// A change held past the end of its stay (here Seam answers its update 429
+/// with `Retry-After: 3` while the stay ends in 1 to 2 s) is not sent late:
+/// Seam refuses an update that ends in the past, and the code on the lock,
+/// with whatever PIN it has there, must not work after the stay. latchkey
+/// removes it instead and ends `stay_ended`.
+#[tokio::test]
+async fn a_change_held_past_the_end_of_its_stay_removes_the_code_instead() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    app.seam.set_faults(Faults { force_429: 1, retry_after: Some(3), ..Faults::default() });
+    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
+    let ends_at = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
+    let dates = json!({"access_code_id": id, "device_id": d, "code": "4646", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    let o = reconcile(&app, dates, Duration::from_secs(20)).await;
+    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    let e = o.error.clone().unwrap();
+    assert_eq!(e.kind, KIND_STAY_ENDED, "{e:?}");
+    assert!(e.message.contains("removed the access code instead"), "{}", e.message);
+    assert!(o.deleted_at.is_some(), "{o:?}");
+    assert!(app.seam.access_code(&id).is_none(), "the code is off the lock");
+    let calls: Vec<(String, u16)> = app
+        .seam
+        .requests()
+        .into_iter()
+        .filter(|r| r.access_code_id.as_deref() == Some(id.as_str()))
+        .map(|r| (r.path, r.status))
+        .collect();
+    let updates: Vec<_> = calls.iter().filter(|(path, _)| path == "/access_codes/update").collect();
+    assert_eq!(updates, [&("/access_codes/update".to_string(), 429)], "no update after the stay: {calls:?}");
+    assert!(calls.iter().any(|(path, _)| path == "/access_codes/delete"), "{calls:?}");
     app.stop().await;
 }
 

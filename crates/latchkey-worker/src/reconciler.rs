@@ -256,11 +256,20 @@ impl Run<'_> {
                 Ok(code) => code.device_id,
                 // A code that must not exist and does not: done.
                 Err(e) if desired.absent && e.is_not_found() => return self.gone(outcome, now).await,
+                Err(e) if e.is_not_found() && stay_ended(desired, now).is_some() => {
+                    return self.on_read_error(desired, e, outcome).await;
+                }
                 Err(e) => return self.on_seam_error(e, outcome, OutcomeState::Rejected).await,
             },
         };
         outcome.device_id = Some(device.clone());
-        let change = if desired.absent { Change::Delete } else { Change::Update };
+        // A time-bound code whose stay ended before its change could be sent
+        // (held by a backlog, a rate limit, an outage) must not be on the
+        // lock now, whatever PIN it has there: it is removed instead (Seam
+        // refuses an update that ends in the past), and ends `stay_ended`
+        // once Seam no longer has it ([`Run::on_read_error`]).
+        let remove = desired.absent || stay_ended(desired, now).is_some();
+        let change = if remove { Change::Delete } else { Change::Update };
         if let Some(wait) = self.r.store.admit(Some((change, &device)), &self.r.settings.limits).await? {
             observe::rate_limit_wait("device");
             tracing::debug!(wait_ms = wait.as_millis() as u64, %device, "device at its rate limit; call rescheduled");
@@ -278,7 +287,10 @@ impl Run<'_> {
         if let Some(stop) = self.save(&outcome).await? {
             return Ok(stop);
         }
-        let sent = if desired.absent {
+        let sent = if remove {
+            if !desired.absent {
+                tracing::warn!("the stay ended before its change could be sent; removing the code instead");
+            }
             self.send_fenced(|| self.r.seam.delete_access_code(&desired.access_code_id)).await?
         } else {
             let update = UpdateAccessCode::from(desired);
@@ -291,6 +303,7 @@ impl Run<'_> {
         match result {
             // Already gone: what an absent code should be.
             Err(e) if desired.absent && e.is_not_found() => self.gone(outcome, Utc::now()).await,
+            Err(e) if remove && e.is_not_found() => self.on_read_error(desired, e, outcome).await,
             Err(e) => {
                 if let ErrorClass::RateLimited(after) = e.class() {
                     // Seam says the device had enough: hold it, so no worker sends it more.
@@ -472,16 +485,27 @@ impl Run<'_> {
     async fn on_read_error(&self, desired: &DesiredState, err: latchkey_seam::Error, outcome: Outcome) -> RunResult {
         let now = Utc::now();
         if err.is_not_found()
-            && let Schedule::TimeBound { ends_at, .. } = desired.schedule
-            && ends_at <= now
+            && let Some(ends_at) = stay_ended(desired, now)
         {
-            let message = format!(
-                "the stay ended at {} before Seam showed the access code set, and Seam removes a time-bound code when its stay ends (HTTP 404): the guest may never have had a working code",
-                ends_at.to_rfc3339()
-            );
+            let end = ends_at.to_rfc3339();
+            let message = if outcome.applied_at.is_some_and(|sent| sent >= ends_at) {
+                format!(
+                    "the stay ended at {end} before the change could be sent (a backlog, a rate limit or an outage held it): latchkey removed the access code instead, and Seam no longer has it; the guest never had this PIN"
+                )
+            } else {
+                format!(
+                    "the stay ended at {end} before Seam showed the access code set, and Seam removes a time-bound code when its stay ends (HTTP 404): the guest may never have had a working code"
+                )
+            };
             tracing::error!(error = %message, "the stay ended before the code was seen set");
             let error = OutcomeError { kind: KIND_STAY_ENDED.into(), message, error_codes: vec![] };
-            return self.finish(outcome.ended(OutcomeState::Failed, error, now)).await;
+            let mut o = outcome.ended(OutcomeState::Failed, error, now);
+            // (gone from Seam: an update cannot bring it back, and its
+            // records are forgotten after the retention, as a deleted code's)
+            o.last_seen = None;
+            o.action_attempt_id = None;
+            o.deleted_at = Some(now);
+            return self.finish(o).await;
         }
         self.on_seam_error(err, outcome, OutcomeState::Failed).await
     }
@@ -1065,6 +1089,14 @@ impl Run<'_> {
                 Next::Done
             }
         })
+    }
+}
+
+/// A time-bound desired state's `ends_at`, once its stay has ended at `now`.
+fn stay_ended(desired: &DesiredState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match desired.schedule {
+        Schedule::TimeBound { ends_at, .. } if !desired.absent && ends_at <= now => Some(ends_at),
+        _ => None,
     }
 }
 
