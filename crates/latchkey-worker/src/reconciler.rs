@@ -476,12 +476,14 @@ impl Run<'_> {
         self.judged(desired, outcome, observed, revisiting).await
     }
 
-    /// A read of the code while verifying it failed. A time-bound code Seam
-    /// no longer has once its stay ended was removed by Seam at `ends_at`, as
-    /// it should be, before it was ever seen set (a slow lock, or an update
-    /// sent late in the stay): the generation failed, and the outcome says
-    /// so (`stay_ended`), not "deleted, or never existed". Anything else is
-    /// [`Run::on_seam_error`].
+    /// A request about the code failed (a look while verifying, or a read or
+    /// delete in [`Run::apply`]). A time-bound code Seam no longer has once
+    /// its stay ended is gone as it should be, but was never seen set:
+    /// Seam removed it at `ends_at` while a slow lock was still setting it
+    /// (or an update came late in the stay), or latchkey deleted it because
+    /// its change came due only after the stay. The generation failed, and
+    /// the outcome says so (`stay_ended`), not "deleted, or never existed".
+    /// Anything else is [`Run::on_seam_error`].
     async fn on_read_error(&self, desired: &DesiredState, err: latchkey_seam::Error, outcome: Outcome) -> RunResult {
         let now = Utc::now();
         if err.is_not_found()
