@@ -246,8 +246,9 @@ pub const KIND_GAVE_UP: &str = "gave_up";
 /// `error.kind` of one that failed on warnings alone (e.g. `ultraloq_access_code_disabled`).
 pub const KIND_ACCESS_CODE_WARNINGS: &str = "access_code_warnings";
 /// `error.kind` of a time-bound code whose stay ended before Seam showed it
-/// set: Seam removes the code at `ends_at`, so it can no longer be seen, and
-/// the guest may never have had a working code.
+/// set: Seam removed it at `ends_at` while it was still being set, or
+/// latchkey removed it because its change came due only after the stay. It
+/// is gone, and the guest may never have had a working code.
 pub const KIND_STAY_ENDED: &str = "stay_ended";
 
 impl Outcome {
