@@ -330,7 +330,7 @@ impl Shared {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     if deadline == idle_deadline {
-                        self.parts.lock().expect("parts lock").iter_mut().for_each(|p| p.due = 0);
+                        self.look_everywhere();
                         return;
                     }
                     if until_due <= tokio::time::Instant::now() {

@@ -347,13 +347,26 @@ fn now_ms() -> u64 {
 }
 
 impl Shared {
-    /// Subscribes to the wake-ups of these partitions (by index).
+    /// Subscribes to the wake-ups of these partitions (by index), then has
+    /// every partition looked at again: the fetch loop runs from the start,
+    /// and a wake-up published before its subscription was in place (a
+    /// continuation a run put back a moment after the worker started) was
+    /// never delivered. Without the look it would wait for the idle poll.
     async fn subscribe(&self, parts: impl Iterator<Item = (usize, &QueueKeys)>) {
         for (partition, keys) in parts {
             if let Err(e) = self.queue.redis.subscribe(&keys.wake(), &self.wake, partition).await {
                 tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(&e), "could not subscribe to wake-ups; falling back to polling");
             }
         }
+        self.look_everywhere();
+    }
+
+    /// Every partition is fetched again at once, whatever the fetch loop
+    /// last learned of it: announced as a wake-up of each, which a fetch in
+    /// flight does not overwrite.
+    fn look_everywhere(&self) {
+        let n = self.parts.lock().expect("parts lock").len();
+        (0..n).for_each(|p| self.wake.due(p, 0));
     }
 
     /// The queue is moving to a layout of `partitions`: fetch its partitions
