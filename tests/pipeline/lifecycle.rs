@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use latchkey_core::{KIND_NOT_REMOVED, KIND_STAY_ENDED, OutcomeState};
 use latchkey_fake_seam::{DeviceBehaviour, Faults, Modification, SeedCode};
 use latchkey_store::Waited;
@@ -15,6 +15,16 @@ use latchkey_tests::app::{AppOptions, spawn_app};
 use serde_json::json;
 
 use crate::{calls, device, finished, ops::until_status, reconcile, record_in, until_record, want};
+
+/// The desired state of access code `id` with PIN `code` for a stay that
+/// began a minute ago and ends `secs` seconds from now (in whole seconds,
+/// so `secs - 1` to `secs` away), and that `ends_at`.
+fn stay_ending_in(id: &str, code: &str, secs: i64) -> (serde_json::Value, DateTime<Utc>) {
+    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
+    let ends_at = (Utc::now() + chrono::Duration::seconds(secs)).trunc_subsecs(0);
+    let dates = json!({"access_code_id": id, "code": code, "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    (dates, ends_at)
+}
 
 #[tokio::test]
 async fn a_cancelled_code_is_deleted_and_confirmed_gone() {
@@ -157,9 +167,7 @@ async fn a_time_bound_code_is_watched_to_its_end_of_stay_and_expires() {
     let id = app.seam.add_access_code(&d, SeedCode::default());
     // Checked in a minute ago; checks out in 4 to 5 seconds (room for a slow
     // first reconciliation on a loaded machine: it must end within the stay).
-    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
-    let ends_at = (Utc::now() + chrono::Duration::seconds(5)).trunc_subsecs(0);
-    let dates = json!({"access_code_id": id, "code": "4242", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    let (dates, ends_at) = stay_ending_in(&id, "4242", 5);
     let o = reconcile(&app, dates, Duration::from_secs(15)).await;
     assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
     assert!(Utc::now() < ends_at, "verified during the stay");
@@ -180,11 +188,9 @@ async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
     let app = spawn_app(AppOptions { removal_grace: Duration::from_secs(2), ..AppOptions::default() }).await;
     let d = device(&app, 50);
     let id = app.seam.add_access_code(&d, SeedCode::default());
-    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
     // (the stay must outlast the first reconciliation, which can take a few
-    // seconds on a loaded machine: truncated, this is 4 to 5 s away)
-    let ends_at = (Utc::now() + chrono::Duration::seconds(5)).trunc_subsecs(0);
-    let dates = json!({"access_code_id": id, "code": "4343", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    // seconds on a loaded machine)
+    let (dates, ends_at) = stay_ending_in(&id, "4343", 5);
     let o = reconcile(&app, dates, Duration::from_secs(15)).await;
     assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
     assert!(Utc::now() < ends_at, "verified during the stay, before the lock stops answering");
@@ -209,10 +215,8 @@ async fn a_stay_that_ends_before_the_lock_sets_the_code_fails_as_stay_ended() {
     let app = spawn_app(AppOptions::default()).await;
     let d = device(&app, 3000);
     let id = app.seam.add_access_code(&d, SeedCode::default());
-    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
-    // (truncated, 1 to 2 s away: before the lock's 3 s)
-    let ends_at = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
-    let dates = json!({"access_code_id": id, "code": "4545", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    // (1 to 2 s away: before the lock's 3 s)
+    let (dates, ends_at) = stay_ending_in(&id, "4545", 2);
     let o = reconcile(&app, dates, Duration::from_secs(20)).await;
     assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
     assert!(o.finished_at.unwrap() >= ends_at, "{o:?}");
@@ -234,9 +238,8 @@ async fn a_change_held_past_the_end_of_its_stay_removes_the_code_instead() {
     let d = device(&app, 50);
     let id = app.seam.add_access_code(&d, SeedCode::default());
     app.seam.set_faults(Faults { force_429: 1, retry_after: Some(3), ..Faults::default() });
-    let starts_at = (Utc::now() - chrono::Duration::minutes(1)).trunc_subsecs(0);
-    let ends_at = (Utc::now() + chrono::Duration::seconds(2)).trunc_subsecs(0);
-    let dates = json!({"access_code_id": id, "device_id": d, "code": "4646", "starts_at": starts_at.to_rfc3339(), "ends_at": ends_at.to_rfc3339()});
+    let (mut dates, _) = stay_ending_in(&id, "4646", 2);
+    dates["device_id"] = json!(d);
     let o = reconcile(&app, dates, Duration::from_secs(20)).await;
     assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
     let e = o.error.clone().unwrap();
