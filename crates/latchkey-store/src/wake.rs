@@ -36,8 +36,19 @@ impl Wake {
         self.notify.notify_one();
     }
 
-    /// Every partition may have work now (the connection came back, or the
-    /// worker closes).
+    /// The worker fetches partitions `0..n` (more once it learns of a
+    /// `repartition`): [`Wake::all_due`] covers each of them, including
+    /// those no wake-up has named yet.
+    pub(crate) fn cover(&self, n: usize) {
+        self.with(|m| {
+            if m.len() < n {
+                m.resize(n, u64::MAX);
+            }
+        });
+    }
+
+    /// Every partition may have work now (the worker has just subscribed,
+    /// the connection came back, the idle poll passed, or the worker closes).
     pub(crate) fn all_due(&self) {
         self.with(|m| m.iter_mut().for_each(|d| *d = 0));
         self.notify.notify_one();

@@ -330,7 +330,7 @@ impl Shared {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
                     if deadline == idle_deadline {
-                        self.look_everywhere();
+                        self.wake.all_due();
                         return;
                     }
                     if until_due <= tokio::time::Instant::now() {

@@ -300,11 +300,13 @@ impl<Args> fmt::Debug for RedisBackend<Args> {
 
 impl<Args> RedisBackend<Args> {
     pub(crate) fn new(queue: Queue, opts: WorkerOptions) -> Self {
-        let parts = queue.partitions().into_iter().map(Part::new).collect();
+        let parts: Vec<Part> = queue.partitions().into_iter().map(Part::new).collect();
+        let wake = Arc::new(Wake::default());
+        wake.cover(parts.len());
         Self {
             shared: Arc::new(Shared {
                 queue,
-                wake: Arc::default(),
+                wake,
                 parts: Mutex::new(parts),
                 turn: AtomicUsize::new(0),
                 inflight: Mutex::default(),
@@ -358,15 +360,9 @@ impl Shared {
                 tracing::warn!(queue = %self.queue.name(), partition = %keys.base(), error = %error_chain(&e), "could not subscribe to wake-ups; falling back to polling");
             }
         }
-        self.look_everywhere();
-    }
-
-    /// Every partition is fetched again at once, whatever the fetch loop
-    /// last learned of it: announced as a wake-up of each, which a fetch in
-    /// flight does not overwrite.
-    fn look_everywhere(&self) {
-        let n = self.parts.lock().expect("parts lock").len();
-        (0..n).for_each(|p| self.wake.due(p, 0));
+        // (announced as a wake-up of each, which a fetch in flight does not
+        // overwrite)
+        self.wake.all_due();
     }
 
     /// The queue is moving to a layout of `partitions`: fetch its partitions
@@ -382,6 +378,7 @@ impl Shared {
                         self.queue.partitions().into_iter().filter(|k| !known.contains(k)).collect();
                     let start = parts.len();
                     parts.extend(new.iter().cloned().map(Part::new));
+                    self.wake.cover(parts.len());
                     new.into_iter().enumerate().map(|(i, k)| (start + i, k)).collect()
                 };
                 tracing::info!(queue = %self.queue.name(), partitions, "the queue is being repartitioned; fetching from the new partitions too");
