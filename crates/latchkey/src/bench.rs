@@ -18,7 +18,9 @@
 //!    side;
 //! 9. the HTTP door: `PUT`s per second through `latchkey serve`, and what
 //!    HTTP adds to send -> `succeeded` against Redis at scenario 3's rates,
-//!    the two routes taking turns of 200 ms.
+//!    the two routes taking turns of 200 ms, beside the Redis route against
+//!    itself (the measure's resolution) and what HTTP adds until the desired
+//!    state is taken in.
 //!
 //! Scenarios 2 to 5 run the worker as its own process (`latchkey worker`, as
 //! in production), so its memory is its own; the simulator and the load
@@ -597,14 +599,17 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         json!({"scenario": "http_batch", "batches": batches, "per_s": per_s.round()}),
     ));
 
-    // Latency, HTTP against Redis, in one pipeline. The two routes take
-    // turns of 200 ms, each turn at the full rate, for `secs` seconds each,
-    // and each route's figures are pooled over its turns: both meet the same
-    // moments of this machine, whose stalls last tens of milliseconds.
-    // (Measured one after the other, 5 s each, the difference swung from -6
-    // to 76 ms at 2,000/s, far more than the figure sought.) The first second
-    // is not measured: it opens the HTTP connections and wakes the worker
-    // (see `warm_up`).
+    // Latency, HTTP against Redis, in one pipeline. The routes take turns of
+    // 200 ms, each turn at the full rate, for `secs` seconds each, and each
+    // route's figures are pooled over its turns: both meet the same moments
+    // of this machine, whose stalls last tens of milliseconds. (Measured one
+    // after the other, 5 s each, the difference swung from -6 to 76 ms at
+    // 2,000/s, far more than the figure sought.) Every other turn is HTTP's;
+    // the Redis turns between them alternate between two halves, A and B,
+    // each following an HTTP turn, and the Redis route against itself (B
+    // against A) shows in the same run how far two identical routes come out
+    // apart: the resolution of "HTTP adds". The first second is not measured:
+    // it opens the HTTP connections and wakes the worker (see `warm_up`).
     let prefix = bench_prefix("httplat");
     let p = Pipeline::start_against(instant_seam().await?, redis_url, &prefix, &[]).await?;
     let serve = Serve::start(redis_url, &prefix, port, &tokens_env).await?;
@@ -625,6 +630,8 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         let before = p.outcomes("succeeded").await?;
         let (turn, warm) = ((rate as usize / 5).max(1), rate as usize);
         let route = move |i: usize| (i / turn) % 2;
+        // Of the Redis route's turns, A (0) or B (1).
+        let half = move |i: usize| (i / turn / 2) % 2;
         let id = move |i: usize| format!("lat-{}-{rate}-{i}", ROUTES[route(i)]);
         let n = warm + 2 * secs as usize * rate as usize;
         let serve_cpu = cpu_secs(&serve.pid());
@@ -643,28 +650,42 @@ async fn scenario_http(redis_url: &str, puts: usize, rates: &[u32], secs: u64) -
         // (serve is idle in the Redis route's turns)
         let serve_cpu = per_thousand(cpu_secs(&serve.pid()), serve_cpu, n / 2);
         p.wait_outcomes("succeeded", before + n as u64, Duration::from_secs(300)).await?;
-        let mut p99 = Vec::new();
+        let timed = timings(&p.store, &scheduled[warm..], |k| id(warm + k)).await?;
+        let of = |keep: &dyn Fn(usize) -> bool, pick: fn(&Timing) -> i64| {
+            Spread::of((warm..n).filter(|&i| keep(i)).filter_map(|i| timed[i - warm].as_ref().map(pick)).collect())
+        };
+        let (mut whole, mut taken_in) = (Vec::new(), Vec::new());
         for (r, name) in ROUTES.iter().enumerate() {
-            let mine: Vec<usize> = (warm..n).filter(|&i| route(i) == r).collect();
-            let spread = Spread::of(mine.iter().map(|&i| took[i]).collect());
+            let mine = |i: usize| route(i) == r;
+            let answered = Spread::of((warm..n).filter(|&i| mine(i)).map(|i| took[i]).collect());
             rows.push(Row::new(
                 format!("9. {} answered at {rate}/s", if r == 1 { "PUT" } else { "enqueue" }),
-                spread.figure(),
-                json!({"scenario": "http_put_latency", "route": name, "rate_per_s": rate, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max}),
+                answered.figure(),
+                json!({"scenario": "http_put_latency", "route": name, "rate_per_s": rate, "p50_ms": answered.p50, "p99_ms": answered.p99, "max_ms": answered.max}),
             ));
-            let times: Vec<_> = mine.iter().map(|&i| scheduled[i]).collect();
-            let spread = latency_since(&p.store, &times, |k| id(mine[k])).await?;
-            p99.push(spread.p99);
+            let door = of(&mine, |t| t.taken_in);
+            rows.push(Row::new(
+                format!("9. send -> taken in at {rate}/s through {name}"),
+                door.figure(),
+                json!({"scenario": "http_taken_in", "route": name, "rate_per_s": rate, "p50_ms": door.p50, "p99_ms": door.p99, "max_ms": door.max}),
+            ));
+            let spread = of(&mine, |t| t.succeeded);
             rows.push(Row::new(
                 format!("9. send -> succeeded at {rate}/s through {name}"),
                 spread.figure(),
                 json!({"scenario": "http_latency", "route": name, "rate_per_s": rate, "p50_ms": spread.p50, "p99_ms": spread.p99, "max_ms": spread.max}),
             ));
+            whole.push(spread.p99);
+            taken_in.push(door.p99);
         }
+        let [a, b] = [0, 1].map(|h| of(&|i| route(i) == 0 && half(i) == h, |t| t.succeeded).p99);
+        let (added, itself, door_added) = (whole[1] - whole[0], b - a, taken_in[1] - taken_in[0]);
         rows.push(Row::new(
             format!("9. HTTP adds to p99 at {rate}/s"),
-            format!("{} ms; serve's CPU {serve_cpu:.3} s per 1,000 PUTs at this rate", p99[1] - p99[0]),
-            json!({"scenario": "http_latency_added", "rate_per_s": rate, "p99_added_ms": p99[1] - p99[0], "serve_s_per_1000": (serve_cpu * 1000.0).round() / 1000.0}),
+            format!(
+                "{added} ms (the Redis route against itself: {itself} ms); {door_added} ms until taken in; serve's CPU {serve_cpu:.3} s per 1,000 PUTs at this rate"
+            ),
+            json!({"scenario": "http_latency_added", "rate_per_s": rate, "p99_added_ms": added, "p99_redis_b_minus_a_ms": itself, "p99_added_taken_in_ms": door_added, "serve_s_per_1000": (serve_cpu * 1000.0).round() / 1000.0}),
         ));
     }
     let _ = stop_producer.send(());
@@ -811,6 +832,33 @@ async fn latency_since(
         }
     }
     Ok(Spread::of(lat))
+}
+
+/// When one code of scenario 9 got where, in ms after its scheduled send.
+struct Timing {
+    /// Its desired state was in the hands of what records it (`serve`, or
+    /// the producer itself): the outcome's `enqueued_at`.
+    taken_in: i64,
+    /// It `succeeded`.
+    succeeded: i64,
+}
+
+/// The [`Timing`] of each code sent at `scheduled` (`None` for one that did
+/// not succeed).
+async fn timings(
+    store: &Reconciliations,
+    scheduled: &[chrono::DateTime<Utc>],
+    id: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<Option<Timing>>> {
+    let mut all = Vec::with_capacity(scheduled.len());
+    for (i, at) in scheduled.iter().enumerate() {
+        let o = store.outcome(&id(i)).await?;
+        all.push(o.and_then(|o| {
+            let f = o.finished_at?;
+            Some(Timing { taken_in: (o.enqueued_at - *at).num_milliseconds(), succeeded: (f - *at).num_milliseconds() })
+        }));
+    }
+    Ok(all)
 }
 
 /// Offers `rate`/s for a second, unmeasured, and waits for it to finish: a

@@ -35,6 +35,7 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
         "http_put",
         "http_batch",
         "http_latency",
+        "http_taken_in",
         "http_put_latency",
         "http_latency_added",
         "cluster_reconcile",
@@ -57,4 +58,18 @@ fn the_smoke_benchmark_completes_and_prints_every_figure() {
     let time = figures.iter().find(|v| v["scenario"] == "reconcile_redis_time").unwrap();
     let (scripts, commands) = (time["scripts_us"].as_f64().unwrap(), time["commands_us"].as_f64().unwrap());
     assert!(commands > 0.0 && scripts > commands, "Redis's time per reconciliation was read wrong: {time}");
+    // Scenario 9 splits each route's latency where the desired state was
+    // taken in: that comes first, and the control (the Redis route against
+    // itself) was measured.
+    for route in ["redis", "http"] {
+        let of = |scenario: &str| {
+            figures.iter().find(|v| v["scenario"] == scenario && v["route"] == route).unwrap()["p50_ms"]
+                .as_i64()
+                .unwrap()
+        };
+        let (taken_in, succeeded) = (of("http_taken_in"), of("http_latency"));
+        assert!((0..=succeeded).contains(&taken_in), "{route}: taken in at {taken_in} ms, succeeded at {succeeded} ms");
+    }
+    let added = figures.iter().find(|v| v["scenario"] == "http_latency_added").unwrap();
+    assert!(added["p99_redis_b_minus_a_ms"].is_i64(), "no control in {added}");
 }
