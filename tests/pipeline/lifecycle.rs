@@ -260,6 +260,34 @@ async fn a_change_held_past_the_end_of_its_stay_removes_the_code_instead() {
     app.stop().await;
 }
 
+/// The same removal, refused by the lock: the guest who checked out can
+/// still get in, so it is the loud `not_removed` of an end of stay (its
+/// ERROR line, metric and alert), not a failed update.
+#[tokio::test]
+async fn a_removal_after_the_stay_that_the_lock_refuses_fails_as_not_removed() {
+    let app = spawn_app(AppOptions::default()).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    app.seam.set_faults(Faults { force_429: 1, retry_after: Some(3), ..Faults::default() });
+    app.seam.set_device(&d, DeviceBehaviour::fails(Duration::from_millis(100)));
+    let (mut dates, _) = stay_ending_in(&id, "4747", 2);
+    dates["device_id"] = json!(d);
+    let o = reconcile(&app, dates, Duration::from_secs(20)).await;
+    assert_eq!(o.state, OutcomeState::Failed, "{o:?}");
+    let e = o.error.clone().unwrap();
+    assert_eq!(
+        (e.kind.as_str(), e.error_codes.as_slice()),
+        (KIND_NOT_REMOVED, &["failed_to_remove_from_device".to_string()][..]),
+        "{e:?}"
+    );
+    assert!(e.message.contains("end of stay"), "{}", e.message);
+    assert!(o.deleted_at.is_none(), "not gone: {o:?}");
+    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
+    assert_eq!(crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="end_of_stay"}"#), Some(1.0));
+    assert!(app.seam.access_code(&id).is_some(), "it really is still there");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn records_of_a_finished_code_are_forgotten_in_time_and_a_live_code_is_kept() {
     let app = spawn_app(AppOptions { retention: Duration::from_secs(2), ..AppOptions::default() }).await;

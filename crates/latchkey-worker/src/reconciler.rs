@@ -222,7 +222,7 @@ impl Run<'_> {
             Step::Done => Ok(Next::Done),
             Step::Apply => self.apply(&desired, outcome).await,
             Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id).await,
-            Step::Verify if desired.absent => self.verify_gone(outcome).await,
+            Step::Verify if removal(&desired, &outcome).is_some() => self.verify_gone(&desired, outcome).await,
             Step::Verify => self.verify(&desired, outcome).await,
             Step::Watch { ends_at } => self.watch(&desired, outcome, ends_at).await,
         }
@@ -255,7 +255,7 @@ impl Run<'_> {
             {
                 Ok(code) => code.device_id,
                 // A code that must not exist and does not: done.
-                Err(e) if desired.absent && e.is_not_found() => return self.gone(outcome, now).await,
+                Err(e) if desired.absent && e.is_not_found() => return self.gone(desired, outcome, now).await,
                 Err(e) if e.is_not_found() && stay_ended(desired, now).is_some() => {
                     return self.on_read_error(desired, e, outcome).await;
                 }
@@ -302,7 +302,7 @@ impl Run<'_> {
         };
         match result {
             // Already gone: what an absent code should be.
-            Err(e) if desired.absent && e.is_not_found() => self.gone(outcome, Utc::now()).await,
+            Err(e) if desired.absent && e.is_not_found() => self.gone(desired, outcome, Utc::now()).await,
             Err(e) if remove && e.is_not_found() => self.on_read_error(desired, e, outcome).await,
             Err(e) => {
                 if let ErrorClass::RateLimited(after) = e.class() {
@@ -374,11 +374,9 @@ impl Run<'_> {
     /// now (rate limited, unreadable) is no verdict: the outcome comes back
     /// (`Err`) and the attempt is asked at once.
     async fn look_first(&self, desired: &DesiredState, mut outcome: Outcome) -> Result<RunResult, Outcome> {
-        let read = if desired.absent {
-            self.find_code(&outcome).await
-        } else {
-            self.read_code(desired, &outcome).await.map(Some)
-        };
+        let removing = removal(desired, &outcome).is_some();
+        let read =
+            if removing { self.find_code(&outcome).await } else { self.read_code(desired, &outcome).await.map(Some) };
         let found = match read {
             Ok(found) => found,
             Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::Unauthorized) => {
@@ -391,12 +389,12 @@ impl Run<'_> {
         };
         let now = Utc::now();
         match found {
-            None if desired.absent => {
+            None if removing => {
                 outcome.polls += 1;
-                Ok(self.gone(outcome, now).await)
+                Ok(self.gone(desired, outcome, now).await)
             }
             Some(code)
-                if !desired.absent
+                if !removing
                     && matches!(
                         judge(desired, &code, self.window(&outcome), now),
                         Verdict::Succeeded | Verdict::Scheduled { .. }
@@ -446,8 +444,11 @@ impl Run<'_> {
         // written on its own only when the look recorded nothing (a wait for
         // the key budget, a transient failure), exactly as before the look.
         self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
-        let looked =
-            if desired.absent { self.verify_gone(o.clone()).await } else { self.verify(desired, o.clone()).await };
+        let looked = if removal(desired, &o).is_some() {
+            self.verify_gone(desired, o.clone()).await
+        } else {
+            self.verify(desired, o.clone()).await
+        };
         if self.carried.lock().unwrap_or_else(|e| e.into_inner()).written.is_some() {
             return looked;
         }
@@ -489,27 +490,33 @@ impl Run<'_> {
         if err.is_not_found()
             && let Some(ends_at) = stay_ended(desired, now)
         {
-            let end = ends_at.to_rfc3339();
-            let message = if outcome.applied_at.is_some_and(|sent| sent >= ends_at) {
-                format!(
-                    "the stay ended at {end} before the change could be sent (a backlog, a rate limit or an outage held it): latchkey removed the access code instead, and Seam no longer has it; the guest never had this PIN"
-                )
-            } else {
-                format!(
-                    "the stay ended at {end} before Seam showed the access code set, and Seam removes a time-bound code when its stay ends (HTTP 404): the guest may never have had a working code"
-                )
-            };
-            tracing::error!(error = %message, "the stay ended before the code was seen set");
-            let error = OutcomeError { kind: KIND_STAY_ENDED.into(), message, error_codes: vec![] };
-            let mut o = outcome.ended(OutcomeState::Failed, error, now);
-            // (gone from Seam: an update cannot bring it back, and its
-            // records are forgotten after the retention, as a deleted code's)
-            o.last_seen = None;
-            o.action_attempt_id = None;
-            o.deleted_at = Some(now);
-            return self.finish(o).await;
+            return self.ended_stay(outcome, ends_at, now).await;
         }
         self.on_seam_error(err, outcome, OutcomeState::Failed).await
+    }
+
+    /// Records that the stay ended at `ends_at` before its code was seen
+    /// set, and Seam no longer has the code ([`Run::on_read_error`]).
+    async fn ended_stay(&self, outcome: Outcome, ends_at: DateTime<Utc>, now: DateTime<Utc>) -> RunResult {
+        let end = ends_at.to_rfc3339();
+        let message = if outcome.applied_at.is_some_and(|sent| sent >= ends_at) {
+            format!(
+                "the stay ended at {end} before the change could be sent (a backlog, a rate limit or an outage held it): latchkey removed the access code instead, and Seam no longer has it; the guest never had this PIN"
+            )
+        } else {
+            format!(
+                "the stay ended at {end} before Seam showed the access code set, and Seam removes a time-bound code when its stay ends (HTTP 404): the guest may never have had a working code"
+            )
+        };
+        tracing::error!(error = %message, "the stay ended before the code was seen set");
+        let error = OutcomeError { kind: KIND_STAY_ENDED.into(), message, error_codes: vec![] };
+        let mut o = outcome.ended(OutcomeState::Failed, error, now);
+        // (gone from Seam: an update cannot bring it back, and its records
+        // are forgotten after the retention, as a deleted code's)
+        o.last_seen = None;
+        o.action_attempt_id = None;
+        o.deleted_at = Some(now);
+        self.finish(o).await
     }
 
     /// Reads the access code, checked to be the one asked for, on the
@@ -622,8 +629,12 @@ impl Run<'_> {
         }
     }
 
-    /// The code is gone, as an absent desired state wants.
-    async fn gone(&self, outcome: Outcome, now: DateTime<Utc>) -> RunResult {
+    /// The code is gone after a removal: as an absent desired state wants,
+    /// or, for a stay that ended before its change was sent, `stay_ended`.
+    async fn gone(&self, desired: &DesiredState, outcome: Outcome, now: DateTime<Utc>) -> RunResult {
+        if let Some(ends_at) = stay_ended(desired, now) {
+            return self.ended_stay(outcome, ends_at, now).await;
+        }
         let mut o = outcome.moved(OutcomeState::Succeeded, now);
         o.last_seen = None;
         o.action_attempt_id = None;
@@ -632,7 +643,8 @@ impl Run<'_> {
     }
 
     /// After a delete: polls until Seam answers 404.
-    async fn verify_gone(&self, mut outcome: Outcome) -> RunResult {
+    async fn verify_gone(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
+        let after = removal(desired, &outcome).unwrap_or(Removal::Cancellation);
         let observed = match self.look(&outcome, Share::Fresh).await {
             Ok(code) => code,
             Err(stop) => return stop,
@@ -645,9 +657,9 @@ impl Run<'_> {
         let verdict = judge_gone(observed.as_ref(), since, deadline, now);
         outcome.last_seen = observed;
         match verdict {
-            Verdict::Succeeded => self.gone(outcome, now).await,
-            Verdict::Failed { issues } => self.not_removed(outcome, issues, Removal::Cancellation).await,
-            Verdict::TimedOut => self.not_removed(outcome, vec![], Removal::Cancellation).await,
+            Verdict::Succeeded => self.gone(desired, outcome, now).await,
+            Verdict::Failed { issues } => self.not_removed(outcome, issues, after).await,
+            Verdict::TimedOut => self.not_removed(outcome, vec![], after).await,
             _ => {
                 let at = self.next_poll(now, outcome.polls, deadline);
                 self.save_then(&outcome.moved(OutcomeState::Verifying, now), Next::RunAt(at)).await
@@ -800,9 +812,9 @@ impl Run<'_> {
         outcome: Outcome,
         error: Option<latchkey_core::CodeIssue>,
     ) -> RunResult {
-        if desired.absent {
+        if let Some(after) = removal(desired, &outcome) {
             let issues = error.map(|e| vec![e.code]).unwrap_or_default();
-            return self.not_removed(outcome, issues, Removal::Cancellation).await;
+            return self.not_removed(outcome, issues, after).await;
         }
         let (kind, message) = error
             .map_or(("action_attempt_error".to_string(), "the update's action attempt failed".to_string()), |e| {
@@ -1100,6 +1112,17 @@ fn stay_ended(desired: &DesiredState, now: DateTime<Utc>) -> Option<DateTime<Utc
         Schedule::TimeBound { ends_at, .. } if !desired.absent && ends_at <= now => Some(ends_at),
         _ => None,
     }
+}
+
+/// Whether this generation's change removes the code, and why: an absent
+/// desired state, or a time-bound one whose stay had ended when its change
+/// was sent ([`Run::apply`] deletes it then; `applied_at` is the call's
+/// time). A removal is verified as one: gone, or `not_removed`.
+fn removal(desired: &DesiredState, outcome: &Outcome) -> Option<Removal> {
+    if desired.absent {
+        return Some(Removal::Cancellation);
+    }
+    outcome.applied_at.and_then(|sent| stay_ended(desired, sent)).map(|_| Removal::EndOfStay)
 }
 
 /// Seam's answer about `access_code_id` (on `device`, when known), refused as
