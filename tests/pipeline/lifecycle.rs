@@ -373,6 +373,45 @@ async fn drift_after_success_is_repaired_within_one_resync_interval() {
     app.stop().await;
 }
 
+/// Seam failing the resync looks of a code that succeeded, for longer than
+/// a job's attempts last, proves nothing about the lock: the outcome stays
+/// `succeeded` (not `failed`, `gave_up`), and the looks go on once Seam
+/// answers again, so a drift after the outage is still repaired.
+#[tokio::test]
+async fn a_seam_outage_during_resync_looks_leaves_the_code_succeeded_and_watched() {
+    let app = spawn_app(AppOptions { resync: Duration::from_secs(1), max_attempts: 2, ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "5252"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    app.seam.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+    let failed_looks = || {
+        app.seam
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/access_codes/get" && r.status >= 500 && r.access_code_id.as_deref() == Some(&id))
+            .count()
+    };
+    // Two attempts of three reads each (one and two quick retries) give a
+    // generation up; the outage outlasts that, and twice over.
+    let outage = Instant::now();
+    while failed_looks() < 12 {
+        assert!(outage.elapsed() < Duration::from_secs(30), "the looks went on: {} failed", failed_looks());
+        let o = app.store.outcome(&id).await.unwrap().unwrap();
+        assert_eq!((o.state, o.error), (OutcomeState::Succeeded, None), "an unanswered look is no verdict");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.seam.set_faults(Faults::default());
+    assert!(app.seam.modify_access_code(&id, Modification { code: Some("9999".into()), ..Modification::default() }));
+    let o = until_record(&app, &id, Duration::from_secs(15), "repaired after the outage", |o| {
+        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
+    })
+    .await
+    .unwrap();
+    assert_eq!(app.seam.access_code(&id).unwrap()["code"], "5252", "{o:?}");
+    app.stop().await;
+}
+
 /// A lock that keeps changing the code (a faulty integration) is not fought
 /// in a loop: after the allowed repairs, the outcome says it drifted.
 #[tokio::test]

@@ -645,7 +645,7 @@ impl Run<'_> {
     /// After a delete: polls until Seam answers 404.
     async fn verify_gone(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
         let after = removal(desired, &outcome).unwrap_or(Removal::Cancellation);
-        let observed = match self.look(&outcome, Share::Fresh).await {
+        let observed = match self.look(&outcome, Share::Fresh, None).await {
             Ok(code) => code,
             Err(stop) => return stop,
         };
@@ -692,7 +692,9 @@ impl Run<'_> {
         if self.r.settings.resync.is_none() {
             return Ok(self.next_watch(&outcome));
         }
-        let observed = match self.look(&outcome, Share::Background).await {
+        // (Seam failing this look proves nothing about the lock: the outcome
+        // stands, and the next look is as planned)
+        let observed = match self.look(&outcome, Share::Background, Some(self.next_watch(&outcome))).await {
             Ok(code) => code,
             Err(stop) => return stop,
         };
@@ -760,7 +762,7 @@ impl Run<'_> {
         if now < ends_at {
             return Ok(Next::RunAt(self.spread(&desired.access_code_id, ends_at)));
         }
-        let observed = match self.look(&outcome, Share::Fresh).await {
+        let observed = match self.look(&outcome, Share::Fresh, None).await {
             Ok(code) => code,
             Err(stop) => return stop,
         };
@@ -873,7 +875,7 @@ impl Run<'_> {
                 .finish(outcome.ended(permanent_state, OutcomeError { kind, message, error_codes: vec![] }, now))
                 .await;
         }
-        if self.info.attempt >= self.info.max_attempts {
+        if self.last_try(&err) {
             tracing::error!(error = %message, attempts = self.info.attempt, "Seam kept failing; giving up on this generation");
             let error = OutcomeError {
                 kind: KIND_GAVE_UP.into(),
@@ -909,6 +911,14 @@ impl Run<'_> {
             return Ok(Next::Wait(at));
         }
         Err(Box::new(err))
+    }
+
+    /// Whether [`Run::on_seam_error`] gives the generation up on this
+    /// failure: one worth trying again (the key refused is waited out), on
+    /// the job's last attempt.
+    fn last_try(&self, e: &latchkey_seam::Error) -> bool {
+        !matches!(e.class(), ErrorClass::Unauthorized | ErrorClass::Permanent)
+            && self.info.attempt >= self.info.max_attempts
     }
 
     /// How long a run waits while Seam refuses the API key: the longest poll
@@ -1001,8 +1011,17 @@ impl Run<'_> {
     /// The code as Seam has it now, `None` once it is gone (404), read within
     /// the key budget (`share` of it) and with the quick in-process retries.
     /// `Err` is what the run returns instead: a wait for the budget, or what
-    /// the one error policy decided.
-    async fn look(&self, outcome: &Outcome, share: Share) -> Result<Option<AccessCode>, RunResult> {
+    /// the one error policy decided. A look that only checks on a recorded
+    /// verdict (a resync look) names the run's next step, `standing`: when
+    /// Seam keeps failing it, the policy would give the generation up
+    /// (`gave_up`), though a look Seam did not answer says nothing about the
+    /// lock; the outcome stands instead, and the run goes on to `standing`.
+    async fn look(
+        &self,
+        outcome: &Outcome,
+        share: Share,
+        standing: Option<Next>,
+    ) -> Result<Option<AccessCode>, RunResult> {
         match self.key_budget_wait(share).await {
             Ok(Some(wait)) => return Err(Ok(Next::wait(wait))),
             Ok(None) => {}
@@ -1010,7 +1029,13 @@ impl Run<'_> {
         }
         match self.find_code(outcome).await {
             Ok(code) => Ok(code),
-            Err(e) => Err(self.on_seam_error(e, outcome.clone(), OutcomeState::Failed).await),
+            Err(e) => Err(match standing {
+                Some(next) if self.last_try(&e) => {
+                    tracing::warn!(error = %error_chain(&e), attempts = self.info.attempt, state = ?outcome.state, "Seam kept failing a look at a code whose outcome is recorded; it stands until the next look");
+                    Ok(next)
+                }
+                _ => self.on_seam_error(e, outcome.clone(), OutcomeState::Failed).await,
+            }),
         }
     }
 
