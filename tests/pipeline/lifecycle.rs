@@ -412,6 +412,29 @@ async fn a_seam_outage_during_resync_looks_leaves_the_code_succeeded_and_watched
     app.stop().await;
 }
 
+/// A lock that loses a code (a reset, a battery swap) while Seam keeps it,
+/// shown `unset` with no issue: the resync look does not take the silence
+/// for success; it is drift (`status`), and the code is put back.
+#[tokio::test]
+async fn a_code_the_lock_lost_is_put_back_by_resync() {
+    let app = spawn_app(AppOptions { resync: Duration::from_secs(1), ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "5353"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    assert!(app.seam.modify_access_code(&id, Modification { lost: true, ..Modification::default() }));
+    assert_eq!(app.seam.access_code(&id).unwrap()["status"], "unset");
+    let o = until_record(&app, &id, Duration::from_secs(15), "put back", |o| {
+        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.last_drift.unwrap().differences, ["status"]);
+    let on_seam = app.seam.access_code(&id).unwrap();
+    assert_eq!((on_seam["status"].as_str(), on_seam["code"].as_str()), (Some("set"), Some("5353")));
+    app.stop().await;
+}
+
 /// A lock that keeps changing the code (a faulty integration) is not fought
 /// in a loop: after the allowed repairs, the outcome says it drifted.
 #[tokio::test]

@@ -19,5 +19,5 @@ pub use outcome::{
 };
 pub use verify::{
     PRE_START_LEAD, Verdict, Window, deadline, differences, effective_schedule, first_poll_at, judge, judge_gone,
-    next_resync, not_about, phase_of, poll_delay, pre_start_check_at,
+    next_resync, not_about, off_the_lock, phase_of, poll_delay, pre_start_check_at,
 };

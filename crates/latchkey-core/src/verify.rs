@@ -333,6 +333,30 @@ pub fn judge_gone(
     Verdict::PollAgain { reason }
 }
 
+/// Whether a resync look at a code that succeeded finds it shown as not on
+/// the lock while it should be usable: `unset` or `unknown` for an ongoing
+/// code, or a time-bound one within its stay (by the desired schedule, or
+/// Seam's for a desired state that names none), with no issue raised since
+/// `applied_at` that means Seam is still at work (a device out of reach, a
+/// delay): that is a wait, not a drift. `setting` and `removing` are Seam
+/// at work too; a removal ends in a 404, which is drift of its own.
+pub fn off_the_lock(
+    desired: &DesiredState,
+    observed: &AccessCode,
+    applied_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    if !matches!(observed.status, CodeStatus::Unset | CodeStatus::Unknown) {
+        return false;
+    }
+    let in_effect = match effective_schedule(&desired.schedule, observed) {
+        Schedule::TimeBound { starts_at, ends_at } => starts_at <= now && now < ends_at,
+        Schedule::Ongoing => true,
+        Schedule::Unchanged => observed.code_type == CodeType::Ongoing,
+    };
+    in_effect && !current_issues(observed, applied_at).any(|(e, ..)| e == IssueEffect::Wait)
+}
+
 fn poll_reason(observed: &AccessCode) -> String {
     let delays: Vec<&str> = observed
         .warnings
@@ -412,6 +436,40 @@ mod tests {
         c.ends_at = Some(t("2026-03-12T11:00:00.000Z"));
         c.is_scheduled_on_device = Some(status == CodeStatus::Unset);
         c
+    }
+
+    #[test]
+    fn a_code_that_should_be_usable_but_is_shown_off_the_lock_is_found_at_a_resync_look() {
+        let (applied, now) = (t("2026-03-01T11:00:00Z"), t(NOW));
+        let d = ongoing();
+        assert!(off_the_lock(&d, &code(CodeStatus::Unset), applied, now));
+        assert!(off_the_lock(&d, &code(CodeStatus::Unknown), applied, now));
+        for busy in [CodeStatus::Set, CodeStatus::Setting, CodeStatus::Removing] {
+            assert!(!off_the_lock(&d, &code(busy), applied, now), "{busy:?}");
+        }
+        // A device out of reach, or a delay, since the update: Seam is at it.
+        for (kind, name) in [(IssueKind::Error, "device_offline"), (IssueKind::Warning, "delay_in_setting_on_device")] {
+            let mut c = code(CodeStatus::Unset);
+            let i = issue(name, Some("2026-03-01T11:30:00Z"));
+            match kind {
+                IssueKind::Error => c.errors.push(i),
+                IssueKind::Warning => c.warnings.push(i),
+            }
+            assert!(!off_the_lock(&d, &c, applied, now), "{name}");
+        }
+        // A time-bound code: only within its stay.
+        let stay = desired(
+            r#"{"access_code_id":"ac","code":"1234","starts_at":"2026-03-01T10:00:00Z","ends_at":"2026-03-02T10:00:00Z"}"#,
+        );
+        let mut c = upcoming(CodeStatus::Unset);
+        (c.starts_at, c.ends_at) = (Some(t("2026-03-01T10:00:00Z")), Some(t("2026-03-02T10:00:00Z")));
+        assert!(off_the_lock(&stay, &c, applied, now));
+        assert!(!off_the_lock(&stay, &c, applied, t("2026-03-01T09:00:00Z")), "before its start");
+        assert!(!off_the_lock(&stay, &c, applied, t("2026-03-02T10:00:00Z")), "at its end");
+        // A desired state that names no schedule goes by Seam's.
+        let unchanged = desired(r#"{"access_code_id":"ac","code":"1234"}"#);
+        assert!(off_the_lock(&unchanged, &code(CodeStatus::Unset), applied, now));
+        assert!(!off_the_lock(&unchanged, &upcoming(CodeStatus::Unset), applied, now), "a stay not begun");
     }
 
     #[test]

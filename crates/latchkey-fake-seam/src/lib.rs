@@ -366,6 +366,10 @@ pub struct Modification {
     /// `access_code.modified_external_to_seam`, without it
     /// `access_code.changed` (Seam took the change in silently).
     pub warning: Option<String>,
+    /// The lock lost the code (a reset, a battery swap) and Seam now shows
+    /// it `unset`, with no issue raised: Seam's docs do not say what it
+    /// shows then, so this is the worst plausible (nothing but the status).
+    pub lost: bool,
 }
 
 /// The simulator's shared state. Cheap to clone.

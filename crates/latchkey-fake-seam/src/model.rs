@@ -481,6 +481,10 @@ impl World {
         if let Some(name) = change.name {
             code.name = Some(name);
         }
+        if change.lost {
+            code.status = Status::Unset;
+            code.is_scheduled_on_device = false;
+        }
         let event = match change.warning {
             Some(warning) => {
                 code.issues.push(CodeIssue::warning(&warning, now));

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use latchkey_core::{
     AccessCode, ActionAttempt, AttemptStatus, CodeIssue, DesiredState, Drift, KIND_ACCESS_CODE_ERRORS,
     KIND_ACCESS_CODE_WARNINGS, KIND_GAVE_UP, KIND_NOT_REMOVED, KIND_STAY_ENDED, Outcome, OutcomeError, OutcomeState,
-    Schedule, Step, Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, not_about, phase_of,
-    poll_delay, pre_start_check_at,
+    Schedule, Step, Verdict, Window, deadline, effective_schedule, judge, judge_gone, next_resync, not_about,
+    off_the_lock, phase_of, poll_delay, pre_start_check_at,
 };
 use latchkey_seam::{ErrorClass, SeamClient, UpdateAccessCode};
 use latchkey_store::{Change, JobInfo, Limits, Next, RECONCILE_QUEUE, Reconciliations, Recorded, error_chain};
@@ -707,6 +707,9 @@ impl Run<'_> {
                 match judge(desired, code, window, now) {
                     Verdict::Reapply { reasons } | Verdict::Drifted { reasons } => reasons,
                     Verdict::Failed { issues } => issues,
+                    // Shown off the lock while it should be usable, with nothing
+                    // to explain it (the lock lost it: a reset, a battery swap).
+                    _ if off_the_lock(desired, code, window.applied_at, now) => vec!["status".to_string()],
                     // As desired, or the lock is out of reach: nothing to repair now.
                     _ => vec![],
                 }
