@@ -9,7 +9,7 @@ use latchkey_fake_seam::{DeviceBehaviour, Faults, SeedCode};
 use latchkey_tests::app::{AppOptions, spawn_app};
 use serde_json::json;
 
-use crate::reconcile;
+use crate::{reconcile, record_in};
 
 #[tokio::test]
 async fn a_device_that_fails_ends_failed_with_the_attempts_error() {
@@ -41,6 +41,35 @@ async fn an_offline_device_is_waited_for_until_the_deadline_then_times_out_namin
     );
     assert!(e.message.contains("device_offline"), "{}", e.message);
     assert!(o.last_seen.unwrap().errors.iter().any(|i| i.code == "device_offline"));
+    app.stop().await;
+}
+
+/// Seam keeps trying after latchkey's deadline: a lock back online sets the
+/// code later, and the next resync look finds it, so the record does not say
+/// `timed_out` for ever about a PIN that works.
+#[tokio::test]
+async fn a_code_set_after_it_timed_out_is_succeeded_after_all_at_the_next_resync() {
+    let app = spawn_app(AppOptions {
+        verify_timeout: Duration::from_secs(2),
+        resync: Duration::from_secs(1),
+        ..AppOptions::default()
+    })
+    .await;
+    let device = app.seam.add_device(DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let id = app.seam.add_access_code(&device, SeedCode::default());
+    app.seam.set_device(&device, DeviceBehaviour::Offline);
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "6767"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::TimedOut, "{o:?}");
+    // Still offline: the looks go on, and the record stands.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.store.outcome(&id).await.unwrap().unwrap().state, OutcomeState::TimedOut);
+    app.seam.set_device(&device, DeviceBehaviour::Normal { delay: Duration::from_millis(50) });
+    let o = record_in(&app, &id, OutcomeState::Succeeded, Duration::from_secs(10)).await;
+    assert_eq!(o.error, None, "{o:?}");
+    let seen = o.last_seen.unwrap();
+    assert_eq!((seen.status, seen.code.as_deref()), (latchkey_core::CodeStatus::Set, Some("6767")));
+    let states: Vec<OutcomeState> = app.store.history(&id).await.unwrap().into_iter().map(|e| e.state).collect();
+    assert_eq!(&states[..2], [OutcomeState::Succeeded, OutcomeState::TimedOut], "newest first: {states:?}");
     app.stop().await;
 }
 

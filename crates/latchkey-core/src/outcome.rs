@@ -309,7 +309,9 @@ pub enum Step {
     /// Poll the access code.
     Verify,
     /// A code that succeeded: look again (a resync, for drift) and, for a
-    /// time-bound code, from its `ends_at` confirm it goes.
+    /// time-bound code, from its `ends_at` confirm it goes. A code that timed
+    /// out: look again at each resync while its desired state is in effect,
+    /// in case Seam set it after all.
     Watch {
         /// The end of its stay, for a time-bound code.
         ends_at: Option<DateTime<Utc>>,
@@ -330,6 +332,10 @@ impl Step {
             OutcomeState::Verifying | OutcomeState::Scheduled => Step::Verify,
             // (an absent code that succeeded is gone: nothing to watch)
             OutcomeState::Succeeded if outcome.last_seen.is_some() => Step::Watch { ends_at: outcome.stay_ends_at() },
+            // Seam keeps trying after latchkey's deadline (a lock back
+            // online sets the code later): looked at again while it may yet
+            // be set ([`Step::Watch`] of a `timed_out` record).
+            OutcomeState::TimedOut if outcome.last_seen.is_some() => Step::Watch { ends_at: None },
             _ if outcome.may_recover() => Step::Verify,
             // latchkey stopped trying (attempts ran out, or the job became a
             // dead letter); its job runs again only when an operator re-queues
@@ -398,6 +404,8 @@ mod tests {
         );
         stay.last_seen.as_mut().unwrap().code_type = CodeType::Ongoing;
         assert_eq!(Step::of(&stay), Step::Watch { ends_at: None }, "an ongoing code is watched for drift");
+        stay.state = OutcomeState::TimedOut;
+        assert_eq!(Step::of(&stay), Step::Watch { ends_at: None }, "Seam may set it after the deadline");
         stay.state = OutcomeState::Expired;
         assert_eq!(Step::of(&stay), Step::Done);
         for s in OutcomeState::ALL.into_iter().filter(|s| s.is_terminal()) {

@@ -624,7 +624,10 @@ impl Run<'_> {
                     message: format!("not set as desired by the deadline; last seen {}", observed.summary()),
                     error_codes: observed.issues().map(|(_, i)| i.code.clone()).collect(),
                 };
-                self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await
+                let o = outcome.ended(OutcomeState::TimedOut, error, now);
+                // (looked at again at each resync: Seam keeps trying)
+                let next = self.next_watch(&o);
+                self.finish_then(o, next).await
             }
         }
     }
@@ -684,6 +687,9 @@ impl Run<'_> {
     /// (`watch_end`); otherwise a resync look compares the lock with the
     /// desired state and repairs drift.
     async fn watch(&self, desired: &DesiredState, mut outcome: Outcome, ends_at: Option<DateTime<Utc>>) -> RunResult {
+        if outcome.state == OutcomeState::TimedOut {
+            return self.watch_timed_out(desired, outcome).await;
+        }
         if let Some(ends_at) = ends_at
             && Utc::now() >= ends_at
         {
@@ -724,6 +730,38 @@ impl Run<'_> {
             return self.save_then(&outcome, next).await;
         }
         self.repair_drift(outcome, drift, now).await
+    }
+
+    /// A code that timed out, at a resync: Seam keeps trying after
+    /// latchkey's deadline, so a lock back online may have set it since. Set
+    /// as desired, it is `succeeded` after all, and watched as any code that
+    /// succeeded; otherwise the record stands and the next resync looks
+    /// again, while the desired state is in effect (not past its stay) and
+    /// Seam has the code.
+    async fn watch_timed_out(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
+        if self.r.settings.resync.is_none() || stay_ended(desired, Utc::now()).is_some() {
+            return Ok(Next::Done);
+        }
+        let standing = self.next_watch(&outcome);
+        let Some(code) = (match self.look(&outcome, Share::Background, Some(standing)).await {
+            Ok(code) => code,
+            Err(stop) => return stop,
+        }) else {
+            return Ok(Next::Done);
+        };
+        let now = Utc::now();
+        outcome.polls += 1;
+        if judge(desired, &code, self.window(&outcome), now) == Verdict::Succeeded {
+            tracing::info!(timed_out_at = ?outcome.finished_at, "set after the verification deadline: succeeded after all");
+            outcome.error = None;
+            outcome.last_seen = Some(code);
+            let o = outcome.moved(OutcomeState::Succeeded, now);
+            let next = self.next_watch(&o);
+            return self.finish_then(o, next).await;
+        }
+        outcome.last_seen = Some(code);
+        outcome.updated_at = now;
+        self.save_then(&outcome, standing).await
     }
 
     /// The lock no longer matches a code that succeeded: apply it again, at
