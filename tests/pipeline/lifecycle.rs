@@ -435,6 +435,46 @@ async fn a_code_the_lock_lost_is_put_back_by_resync() {
     app.stop().await;
 }
 
+/// A step that runs on in the same run (here the repair of a drift a resync
+/// look found) starts with a fresh budget, as a continuation through the
+/// queue would; when it fails, the job must not be buried by the attempt it
+/// was fetched with (its last here), leaving the code `pending` for ever.
+#[tokio::test]
+async fn a_repair_that_fails_after_a_look_on_the_last_attempt_is_not_buried() {
+    let app = spawn_app(AppOptions { resync: Duration::from_secs(1), max_attempts: 2, ..AppOptions::default() }).await;
+    let d = device(&app, 50);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let o = reconcile(&app, json!({"access_code_id": id, "code": "5454"}), Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded);
+    // The next look fails (three reads: the job's first attempt), its
+    // second finds the drift, and the repair's updates fail.
+    assert!(app.seam.modify_access_code(&id, Modification { code: Some("9999".into()), ..Modification::default() }));
+    app.seam.set_faults(Faults {
+        stall_next: 3,
+        error_rate: 1.0,
+        error_paths: vec!["/access_codes/update".into()],
+        ..Faults::default()
+    });
+    let failed_updates =
+        || app.seam.requests().into_iter().filter(|r| r.path == "/access_codes/update" && r.status >= 500).count();
+    let t = Instant::now();
+    while failed_updates() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(15), "the repair was sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (lifted at once: the repair's own attempts are not what is tested)
+    app.seam.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.store.queue().depth().await.unwrap().dead, 0, "not buried");
+    let o = until_record(&app, &id, Duration::from_secs(15), "repaired", |o| {
+        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
+    })
+    .await
+    .unwrap();
+    assert_eq!(app.seam.access_code(&id).unwrap()["code"], "5454", "{o:?}");
+    app.stop().await;
+}
+
 /// A lock that keeps changing the code (a faulty integration) is not fought
 /// in a loop: after the allowed repairs, the outcome says it drifted.
 #[tokio::test]

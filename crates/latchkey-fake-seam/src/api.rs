@@ -104,7 +104,7 @@ async fn seam_api(State(sim): State<Sim>, method: Method, uri: Uri, headers: Hea
     // request caught in an outage sees).
     let (latency, server_error) = {
         let mut w = sim.world.lock().expect("world lock");
-        draw_faults(&mut w)
+        draw_faults(&mut w, &path)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -165,12 +165,13 @@ fn query_params(q: &str) -> Map<String, Value> {
 
 /// What the scripted faults do to a request, drawn when it arrives: the
 /// latency it waits, and the server error it then gets, if any.
-fn draw_faults(w: &mut World) -> (u64, Option<Answer>) {
+fn draw_faults(w: &mut World, path: &str) -> (u64, Option<Answer>) {
     if w.faults.stall_next > 0 {
         w.faults.stall_next -= 1;
         return (w.faults.stall_ms, Some(Answer { status: 503, body: Body::Empty, retry_after: None }));
     }
-    (w.faults.latency_ms, server_error(w))
+    let errors = w.faults.error_paths.is_empty() || w.faults.error_paths.iter().any(|p| p == path);
+    (w.faults.latency_ms, if errors { server_error(w) } else { None })
 }
 
 /// Draws the `error_rate` fault: the server error this request gets, if any.

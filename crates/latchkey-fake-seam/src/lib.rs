@@ -192,6 +192,9 @@ pub struct Faults {
     /// a request arrives: it fails after its `latency_ms` even if the faults
     /// change meanwhile.
     pub error_rate: f64,
+    /// The paths `error_rate` applies to (e.g. `/access_codes/get`: an
+    /// outage of reads while changes go through); empty: every path.
+    pub error_paths: Vec<String>,
     /// The server error to answer; unset: alternately 500 (a text body) and
     /// 503 (an empty body).
     pub fail_status: Option<u16>,

@@ -160,8 +160,22 @@ impl Run<'_> {
     /// generation) runs in this same run, re-reading the records first, rather
     /// than going back through the queue: two Redis scripts fewer, and no wait.
     async fn run_inner(&mut self, job: &ReconcileJob) -> RunResult {
-        for _ in 0..MAX_STEPS_PER_RUN {
-            let next = self.step(job).await?;
+        for step in 0..MAX_STEPS_PER_RUN {
+            let next = match self.step(job).await {
+                // A step continued in this run began with a fresh budget
+                // (below), but the queue settles a failure by the attempt the
+                // job was fetched with: on its last, a failure of the next
+                // step would be buried (and a code left `verifying` for ever)
+                // where a continuation through the queue would have had its
+                // attempts afresh. Go back to the queue as that continuation,
+                // a moment later. (A record that cannot be read is still
+                // buried at once.)
+                Err(e) if step > 0 && e.downcast_ref::<AbortError>().is_none() => {
+                    tracing::warn!(error = %error_chain(e.as_ref()), "a step continued in this run failed; it runs again through the queue");
+                    return Ok(Next::RunAt(ms(Utc::now()) + self.poll_delay(1).as_millis() as u64));
+                }
+                next => next?,
+            };
             match next {
                 Next::RunAt(at) if at <= ms(Utc::now()) => {
                     // The step succeeded: the next one starts with a fresh budget,
