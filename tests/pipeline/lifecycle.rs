@@ -11,7 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use latchkey_core::{KIND_NOT_REMOVED, KIND_STAY_ENDED, OutcomeState};
 use latchkey_fake_seam::{DeviceBehaviour, Faults, Modification, SeedCode};
 use latchkey_store::Waited;
-use latchkey_tests::app::{AppOptions, spawn_app};
+use latchkey_tests::app::{AppOptions, TestApp, spawn_app};
 use serde_json::json;
 
 use crate::{calls, device, finished, ops::until_status, reconcile, record_in, until_record, want};
@@ -360,11 +360,7 @@ async fn drift_after_success_is_repaired_within_one_resync_interval() {
     assert_eq!(o.state, OutcomeState::Succeeded);
     let changed = Instant::now();
     assert!(app.seam.modify_access_code(&id, Modification { code: Some("9999".into()), ..Modification::default() }));
-    let o = until_record(&app, &id, Duration::from_secs(15), "repaired", |o| {
-        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
-    })
-    .await
-    .unwrap();
+    let o = repaired_once(&app, &id, "repaired").await;
     let took = changed.elapsed();
     assert_eq!(app.seam.access_code(&id).unwrap()["code"], "5150", "the desired PIN is back on the lock");
     assert_eq!(o.last_drift.unwrap().differences, ["code"]);
@@ -403,11 +399,7 @@ async fn a_seam_outage_during_resync_looks_leaves_the_code_succeeded_and_watched
     }
     app.seam.set_faults(Faults::default());
     assert!(app.seam.modify_access_code(&id, Modification { code: Some("9999".into()), ..Modification::default() }));
-    let o = until_record(&app, &id, Duration::from_secs(15), "repaired after the outage", |o| {
-        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
-    })
-    .await
-    .unwrap();
+    let o = repaired_once(&app, &id, "repaired after the outage").await;
     assert_eq!(app.seam.access_code(&id).unwrap()["code"], "5252", "{o:?}");
     app.stop().await;
 }
@@ -424,11 +416,7 @@ async fn a_code_the_lock_lost_is_put_back_by_resync() {
     assert_eq!(o.state, OutcomeState::Succeeded);
     assert!(app.seam.modify_access_code(&id, Modification { lost: true, ..Modification::default() }));
     assert_eq!(app.seam.access_code(&id).unwrap()["status"], "unset");
-    let o = until_record(&app, &id, Duration::from_secs(15), "put back", |o| {
-        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
-    })
-    .await
-    .unwrap();
+    let o = repaired_once(&app, &id, "put back").await;
     assert_eq!(o.last_drift.unwrap().differences, ["status"]);
     let on_seam = app.seam.access_code(&id).unwrap();
     assert_eq!((on_seam["status"].as_str(), on_seam["code"].as_str()), (Some("set"), Some("5353")));
@@ -466,11 +454,7 @@ async fn a_repair_that_fails_after_a_look_on_the_last_attempt_is_not_buried() {
     app.seam.set_faults(Faults::default());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.store.queue().depth().await.unwrap().dead, 0, "not buried");
-    let o = until_record(&app, &id, Duration::from_secs(15), "repaired", |o| {
-        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
-    })
-    .await
-    .unwrap();
+    let o = repaired_once(&app, &id, "repaired").await;
     assert_eq!(app.seam.access_code(&id).unwrap()["code"], "5454", "{o:?}");
     app.stop().await;
 }
@@ -522,4 +506,14 @@ async fn a_code_dropped_behind_latchkeys_back_is_found_by_resync() {
     assert_eq!(o.last_drift.unwrap().differences, ["missing"]);
     assert_eq!(o.error.unwrap().kind, "access_code_not_found");
     app.stop().await;
+}
+
+/// Waits until a drift of `id` has been repaired once and the code verified
+/// again; returns the record then.
+async fn repaired_once(app: &TestApp, id: &str, what: &str) -> latchkey_core::Outcome {
+    until_record(app, id, Duration::from_secs(15), what, |o| {
+        o.is_some_and(|o| o.drift_repairs == 1 && o.state == OutcomeState::Succeeded)
+    })
+    .await
+    .unwrap()
 }
