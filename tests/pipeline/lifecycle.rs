@@ -183,6 +183,28 @@ async fn a_time_bound_code_is_watched_to_its_end_of_stay_and_expires() {
     app.stop().await;
 }
 
+/// Seam removes a code at its `ends_at` by its own clock, which may run a
+/// little ahead of the worker's: a resync look that finds the code gone in
+/// the last moments of its stay waits for `ends_at` and records the end of
+/// the stay (`expired`), instead of re-applying it (which Seam refuses for a
+/// deleted code: `rejected`).
+#[tokio::test]
+async fn a_code_gone_moments_before_its_stay_ends_expires() {
+    let app = spawn_app(AppOptions { resync: Duration::from_secs(1), ..AppOptions::default() }).await;
+    let d = device(&app, 200);
+    let id = app.seam.add_access_code(&d, SeedCode::default());
+    let (dates, ends_at) = stay_ending_in(&id, "4848", 9);
+    let o = reconcile(&app, dates, Duration::from_secs(15)).await;
+    assert_eq!(o.state, OutcomeState::Succeeded, "{o:?}");
+    let early = ends_at - chrono::Duration::seconds(3);
+    tokio::time::sleep((early - Utc::now()).to_std().expect("verified 3 s before the end of stay")).await;
+    assert!(app.seam.remove_access_code(&id), "Seam's clock says the stay is over");
+    let o = record_in(&app, &id, OutcomeState::Expired, Duration::from_secs(15)).await;
+    assert!(o.deleted_at.unwrap() >= ends_at, "{o:?}");
+    assert_eq!(calls(&app, &id, "/access_codes/update").len(), 1, "no re-apply of a code gone at its end of stay");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
     let app = spawn_app(AppOptions { removal_grace: Duration::from_secs(2), ..AppOptions::default() }).await;

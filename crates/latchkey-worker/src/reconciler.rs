@@ -107,6 +107,11 @@ type RunResult = Result<Next, apalis::prelude::BoxDynError>;
 /// (so a code that keeps being superseded cannot hold a worker slot forever).
 const MAX_STEPS_PER_RUN: usize = 4;
 
+/// How far ahead of a worker's clock Seam's may run, as far as a code's end
+/// of stay is concerned: a code found gone this close before its `ends_at`
+/// was removed at its end of stay ([`Run::watch`]).
+const SEAM_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
 fn ms(t: DateTime<Utc>) -> u64 {
     t.timestamp_millis().max(0) as u64
 }
@@ -720,6 +725,17 @@ impl Run<'_> {
         };
         let now = Utc::now();
         outcome.polls += 1;
+        if observed.is_none()
+            && let Some(ends_at) = ends_at
+            && now + SEAM_CLOCK_SKEW >= ends_at
+        {
+            // Gone in the last moments of its stay: Seam removing it at its
+            // own `ends_at`, by a clock a little ahead of this one. That is
+            // the end of the stay, confirmed from `ends_at` (`expired`), not
+            // drift: an update cannot bring a deleted code back.
+            tracing::debug!(%ends_at, "gone just before its end of stay; confirmed at ends_at");
+            return Ok(Next::RunAt(self.spread(&desired.access_code_id, ends_at)));
+        }
         let drift = match &observed {
             None => vec!["missing".to_string()],
             Some(code) => {
