@@ -643,12 +643,18 @@ impl Run<'_> {
                     message: format!("not set as desired by the deadline; last seen {}", observed.summary()),
                     error_codes: observed.issues().map(|(_, i)| i.code.clone()).collect(),
                 };
-                let o = outcome.ended(OutcomeState::TimedOut, error, now);
-                // (looked at again at each resync: Seam keeps trying)
-                let next = self.next_watch(&o);
-                self.finish_then(o, next).await
+                self.timed_out(outcome, error, now).await
             }
         }
+    }
+
+    /// The deadline passed before the code was seen set as desired. Seam
+    /// keeps trying after it, so the code is looked at again at each resync
+    /// ([`Run::watch_timed_out`]).
+    async fn timed_out(&self, outcome: Outcome, error: OutcomeError, now: DateTime<Utc>) -> RunResult {
+        let o = outcome.ended(OutcomeState::TimedOut, error, now);
+        let next = self.next_watch(&o);
+        self.finish_then(o, next).await
     }
 
     /// The code is gone after a removal: as an absent desired state wants,
@@ -969,7 +975,7 @@ impl Run<'_> {
                     message: format!("Seam kept rate limiting the verification until the deadline: {message}"),
                     error_codes: vec![],
                 };
-                return self.finish(outcome.ended(OutcomeState::TimedOut, error, now)).await;
+                return self.timed_out(outcome, error, now).await;
             }
             let floor = self.poll_delay(outcome.polls.max(1)).max(self.r.settings.poll_base);
             let wait = after.unwrap_or(self.r.settings.poll_cap.min(Duration::from_secs(10))).max(floor);
