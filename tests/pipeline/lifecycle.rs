@@ -150,12 +150,7 @@ async fn a_removal_the_lock_refuses_is_a_loud_failure() {
         (KIND_NOT_REMOVED, &["failed_to_remove_from_device".to_string()][..])
     );
     assert!(e.message.contains("a guest who should not get in still may"), "{}", e.message);
-    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
-    assert_eq!(
-        crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="cancellation"}"#),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_eq!(not_removed_count(&app, "cancellation").await, Some(1.0));
     assert!(app.seam.access_code(&id).is_some(), "it really is still there");
     app.stop().await;
 }
@@ -223,8 +218,7 @@ async fn a_code_still_on_the_lock_after_its_stay_fails_loudly() {
     assert_eq!(e.kind, KIND_NOT_REMOVED, "{e:?}");
     assert!(e.message.contains("end of stay"), "{}", e.message);
     assert!(o.finished_at.unwrap() >= ends_at + chrono::Duration::seconds(2), "only after the grace");
-    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
-    assert_eq!(crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="end_of_stay"}"#), Some(1.0));
+    assert_eq!(not_removed_count(&app, "end_of_stay").await, Some(1.0));
     app.stop().await;
 }
 
@@ -304,8 +298,7 @@ async fn a_removal_after_the_stay_that_the_lock_refuses_fails_as_not_removed() {
     );
     assert!(e.message.contains("end of stay"), "{}", e.message);
     assert!(o.deleted_at.is_none(), "not gone: {o:?}");
-    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
-    assert_eq!(crate::ops::sample(&metrics, r#"latchkey_codes_not_removed_total{after="end_of_stay"}"#), Some(1.0));
+    assert_eq!(not_removed_count(&app, "end_of_stay").await, Some(1.0));
     assert!(app.seam.access_code(&id).is_some(), "it really is still there");
     app.stop().await;
 }
@@ -538,4 +531,11 @@ async fn repaired_once(app: &TestApp, id: &str, what: &str) -> latchkey_core::Ou
     })
     .await
     .unwrap()
+}
+
+/// `latchkey_codes_not_removed_total{after}` as the first worker's
+/// `/metrics` shows it.
+async fn not_removed_count(app: &TestApp, after: &str) -> Option<f64> {
+    let metrics = until_status(&format!("{}/metrics", app.ops_urls[0]), 200, Duration::from_secs(5)).await;
+    crate::ops::sample(&metrics, &format!(r#"latchkey_codes_not_removed_total{{after="{after}"}}"#))
 }

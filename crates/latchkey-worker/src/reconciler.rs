@@ -241,7 +241,9 @@ impl Run<'_> {
             Step::Done => Ok(Next::Done),
             Step::Apply => self.apply(&desired, outcome).await,
             Step::FollowAttempt(id) => self.follow_attempt(&desired, outcome, &id).await,
-            Step::Verify if removal(&desired, &outcome).is_some() => self.verify_gone(&desired, outcome).await,
+            Step::Verify if removal(&desired, outcome.applied_at).is_some() => {
+                self.verify_gone(&desired, outcome).await
+            }
             Step::Verify => self.verify(&desired, outcome).await,
             Step::Watch { ends_at } => self.watch(&desired, outcome, ends_at).await,
         }
@@ -287,7 +289,7 @@ impl Run<'_> {
         // lock now, whatever PIN it has there: it is removed instead (Seam
         // refuses an update that ends in the past), and ends `stay_ended`
         // once Seam no longer has it ([`Run::on_read_error`]).
-        let remove = desired.absent || stay_ended(desired, now).is_some();
+        let remove = removal(desired, Some(now)).is_some();
         let change = if remove { Change::Delete } else { Change::Update };
         if let Some(wait) = self.r.store.admit(Some((change, &device)), &self.r.settings.limits).await? {
             observe::rate_limit_wait("device");
@@ -393,7 +395,7 @@ impl Run<'_> {
     /// now (rate limited, unreadable) is no verdict: the outcome comes back
     /// (`Err`) and the attempt is asked at once.
     async fn look_first(&self, desired: &DesiredState, mut outcome: Outcome) -> Result<RunResult, Outcome> {
-        let removing = removal(desired, &outcome).is_some();
+        let removing = removal(desired, outcome.applied_at).is_some();
         let read =
             if removing { self.find_code(&outcome).await } else { self.read_code(desired, &outcome).await.map(Some) };
         let found = match read {
@@ -463,7 +465,7 @@ impl Run<'_> {
         // written on its own only when the look recorded nothing (a wait for
         // the key budget, a transient failure), exactly as before the look.
         self.carried.lock().unwrap_or_else(|e| e.into_inner()).written = None;
-        let looked = if removal(desired, &o).is_some() {
+        let looked = if removal(desired, o.applied_at).is_some() {
             self.verify_gone(desired, o.clone()).await
         } else {
             self.verify(desired, o.clone()).await
@@ -672,7 +674,7 @@ impl Run<'_> {
 
     /// After a delete: polls until Seam answers 404.
     async fn verify_gone(&self, desired: &DesiredState, mut outcome: Outcome) -> RunResult {
-        let after = removal(desired, &outcome).unwrap_or(Removal::Cancellation);
+        let after = removal(desired, outcome.applied_at).unwrap_or(Removal::Cancellation);
         let observed = match self.look(&outcome, Share::Fresh, None).await {
             Ok(code) => code,
             Err(stop) => return stop,
@@ -891,7 +893,7 @@ impl Run<'_> {
         outcome: Outcome,
         error: Option<latchkey_core::CodeIssue>,
     ) -> RunResult {
-        if let Some(after) = removal(desired, &outcome) {
+        if let Some(after) = removal(desired, outcome.applied_at) {
             let issues = error.map(|e| vec![e.code]).unwrap_or_default();
             return self.not_removed(outcome, issues, after).await;
         }
@@ -1216,15 +1218,15 @@ fn stay_ended(desired: &DesiredState, now: DateTime<Utc>) -> Option<DateTime<Utc
     }
 }
 
-/// Whether this generation's change removes the code, and why: an absent
-/// desired state, or a time-bound one whose stay had ended when its change
-/// was sent ([`Run::apply`] deletes it then; `applied_at` is the call's
-/// time). A removal is verified as one: gone, or `not_removed`.
-fn removal(desired: &DesiredState, outcome: &Outcome) -> Option<Removal> {
+/// Whether a change of `desired` sent at `sent` (the record's `applied_at`)
+/// removes the code, and why: an absent desired state, or a time-bound one
+/// whose stay had ended when its change was sent. [`Run::apply`] sends a
+/// delete then, and the removal is verified as one: gone, or `not_removed`.
+fn removal(desired: &DesiredState, sent: Option<DateTime<Utc>>) -> Option<Removal> {
     if desired.absent {
         return Some(Removal::Cancellation);
     }
-    outcome.applied_at.and_then(|sent| stay_ended(desired, sent)).map(|_| Removal::EndOfStay)
+    sent.and_then(|sent| stay_ended(desired, sent)).map(|_| Removal::EndOfStay)
 }
 
 /// Seam's answer about `access_code_id` (on `device`, when known), refused as

@@ -823,18 +823,10 @@ async fn latency_since(
     scheduled: &[chrono::DateTime<Utc>],
     id: impl Fn(usize) -> String,
 ) -> anyhow::Result<Spread> {
-    let mut lat = Vec::with_capacity(scheduled.len());
-    for (i, at) in scheduled.iter().enumerate() {
-        if let Some(o) = store.outcome(&id(i)).await?
-            && let Some(f) = o.finished_at
-        {
-            lat.push((f - *at).num_milliseconds());
-        }
-    }
-    Ok(Spread::of(lat))
+    Ok(Spread::of(timings(store, scheduled, id).await?.into_iter().flatten().map(|t| t.succeeded).collect()))
 }
 
-/// When one code of scenario 9 got where, in ms after its scheduled send.
+/// When one code got where, in ms after its scheduled send.
 struct Timing {
     /// Its desired state was in the hands of what records it (`serve`, or
     /// the producer itself): the outcome's `enqueued_at`.
